@@ -1,0 +1,202 @@
+//! What every allocator of this crate shares: the exhaustion policy, and the
+//! routing between its own Blocks and the system allocator.
+//!
+//! Each allocator implements [`Engine`] with its own logic (inherent methods
+//! do the work); the functions here add zero-size handling, spilling and
+//! routing by address, and the trait impls in `api2.rs` and `global.rs` are
+//! thin adapters over them.
+
+use core::alloc::Layout;
+use core::ptr::{self, NonNull};
+use std::alloc::{GlobalAlloc, System};
+
+/// What an allocator does when its Blocks cannot serve a request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Exhaustion {
+    /// Fail the request: `None`, `AllocError`, or a null pointer from
+    /// `GlobalAlloc` (the standard allocation-error path then runs). The default.
+    #[default]
+    Fail,
+    /// Serve it from the system allocator. Deallocation routes by address, so
+    /// spilled memory goes back to the system allocator.
+    Spill,
+}
+
+/// One allocator's own logic, over its own Blocks.
+///
+/// # Safety
+/// `take` returns memory that is valid for `layout` and disjoint from every
+/// other live allocation; `owns` is true for every pointer `take` returned
+/// until it is given back, and false for memory from the system allocator.
+pub(crate) unsafe trait Engine {
+    /// Serves `layout` (non-zero size) from the Blocks; the slice is the
+    /// usable size.
+    fn take(&self, layout: Layout) -> Option<NonNull<[u8]>>;
+
+    /// Whether `ptr` lies in one of the allocator's Blocks.
+    fn owns(&self, ptr: NonNull<u8>) -> bool;
+
+    /// Gives back memory that `take` returned.
+    ///
+    /// # Safety
+    /// `ptr` came from `take` on `self` with a layout that `layout` fits (same
+    /// alignment, size between the requested and the usable size), and is not
+    /// used afterwards.
+    unsafe fn give(&self, ptr: NonNull<u8>, layout: Layout);
+
+    /// Resizes the allocation at `ptr` from `old` to `new` without moving it,
+    /// or says it cannot. `new.align()` is already satisfied by `ptr`.
+    ///
+    /// # Safety
+    /// As `give`, for `ptr` and `old`.
+    unsafe fn resize(&self, ptr: NonNull<u8>, old: Layout, new: Layout) -> Option<NonNull<[u8]>>;
+
+    /// The policy for requests the Blocks cannot serve.
+    fn exhaustion(&self) -> Exhaustion;
+
+    /// Counts bytes that went to (positive) or came back from (negative) the
+    /// system allocator.
+    fn note_spill(&self, _bytes: isize) {}
+}
+
+/// A well-aligned, dangling pointer for a zero-size allocation.
+#[inline]
+fn dangling(layout: Layout) -> NonNull<[u8]> {
+    // SAFETY: `Layout` guarantees a non-zero alignment.
+    let ptr = unsafe { NonNull::new_unchecked(ptr::without_provenance_mut::<u8>(layout.align())) };
+    NonNull::slice_from_raw_parts(ptr, 0)
+}
+
+#[inline]
+pub(crate) fn allocate<E: Engine + ?Sized>(engine: &E, layout: Layout) -> Option<NonNull<[u8]>> {
+    if layout.size() == 0 {
+        return Some(dangling(layout));
+    }
+    if let Some(block) = engine.take(layout) {
+        return Some(block);
+    }
+    spill(engine, layout, false)
+}
+
+#[cold]
+fn spill<E: Engine + ?Sized>(engine: &E, layout: Layout, zeroed: bool) -> Option<NonNull<[u8]>> {
+    if engine.exhaustion() != Exhaustion::Spill {
+        return None;
+    }
+    // SAFETY: `layout` has a non-zero size (checked by the callers).
+    let ptr = unsafe {
+        if zeroed {
+            System.alloc_zeroed(layout)
+        } else {
+            System.alloc(layout)
+        }
+    };
+    let ptr = NonNull::new(ptr)?;
+    debug_assert!(!engine.owns(ptr));
+    engine.note_spill(layout.size() as isize);
+    Some(NonNull::slice_from_raw_parts(ptr, layout.size()))
+}
+
+#[inline]
+pub(crate) fn allocate_zeroed<E: Engine + ?Sized>(
+    engine: &E,
+    layout: Layout,
+) -> Option<NonNull<[u8]>> {
+    if layout.size() == 0 {
+        return Some(dangling(layout));
+    }
+    if let Some(block) = engine.take(layout) {
+        // Blocks reuse memory (after a rewind, a clear or a free), so the
+        // bytes must be written; only the requested ones are promised.
+        // SAFETY: `take` returned at least `layout.size()` writable bytes.
+        unsafe { ptr::write_bytes(block.cast::<u8>().as_ptr(), 0, layout.size()) };
+        return Some(block);
+    }
+    spill(engine, layout, true)
+}
+
+/// # Safety
+/// `ptr` was allocated through the functions of this module with `engine`,
+/// with a layout that `layout` fits.
+#[inline]
+pub(crate) unsafe fn deallocate<E: Engine + ?Sized>(engine: &E, ptr: NonNull<u8>, layout: Layout) {
+    if layout.size() == 0 {
+        return;
+    }
+    if engine.owns(ptr) {
+        // SAFETY: the caller's contract; `owns` says it came from `take`.
+        unsafe { engine.give(ptr, layout) }
+    } else {
+        engine.note_spill(-(layout.size() as isize));
+        // SAFETY: not in the Blocks, so `spill` allocated it from System with
+        // this layout.
+        unsafe { System.dealloc(ptr.as_ptr(), layout) }
+    }
+}
+
+/// Grows or shrinks, in place where the engine can, else by moving.
+///
+/// # Safety
+/// As `deallocate` for `ptr` and `old`; the trait callers check that `new` is
+/// larger (grow) or smaller (shrink).
+#[inline]
+pub(crate) unsafe fn reallocate<E: Engine + ?Sized>(
+    engine: &E,
+    ptr: NonNull<u8>,
+    old: Layout,
+    new: Layout,
+    zeroed: bool,
+) -> Option<NonNull<[u8]>> {
+    if old.size() == 0 {
+        return if zeroed {
+            allocate_zeroed(engine, new)
+        } else {
+            allocate(engine, new)
+        };
+    }
+    if new.size() == 0 {
+        // SAFETY: the caller's contract.
+        unsafe { deallocate(engine, ptr, old) };
+        return Some(dangling(new));
+    }
+    let aligned = ptr.as_ptr().addr() & (new.align() - 1) == 0;
+    if engine.owns(ptr) {
+        if aligned {
+            // SAFETY: the caller's contract; `owns` says it came from `take`.
+            if let Some(block) = unsafe { engine.resize(ptr, old, new) } {
+                if zeroed && new.size() > old.size() {
+                    // SAFETY: the block now holds `new.size()` bytes.
+                    unsafe {
+                        ptr::write_bytes(ptr.as_ptr().add(old.size()), 0, new.size() - old.size())
+                    };
+                }
+                return Some(block);
+            }
+        }
+    } else if aligned && new.align() == old.align() {
+        // Spilled memory stays with the system allocator.
+        // SAFETY: `ptr` came from System with `old`; `new.size()` is non-zero.
+        let moved = NonNull::new(unsafe { System.realloc(ptr.as_ptr(), old, new.size()) })?;
+        engine.note_spill(new.size() as isize - old.size() as isize);
+        if zeroed && new.size() > old.size() {
+            // SAFETY: the reallocation holds `new.size()` bytes.
+            unsafe { ptr::write_bytes(moved.as_ptr().add(old.size()), 0, new.size() - old.size()) };
+        }
+        return Some(NonNull::slice_from_raw_parts(moved, new.size()));
+    }
+    let moved = if zeroed {
+        allocate_zeroed(engine, new)?
+    } else {
+        allocate(engine, new)?
+    };
+    // SAFETY: both are live and distinct; the smaller size is inside both.
+    unsafe {
+        ptr::copy_nonoverlapping(
+            ptr.as_ptr(),
+            moved.cast::<u8>().as_ptr(),
+            old.size().min(new.size()),
+        );
+        deallocate(engine, ptr, old);
+    }
+    Some(moved)
+}

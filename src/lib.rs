@@ -1,0 +1,63 @@
+//! Pinned memory that the CPU and the machine's accelerators address directly,
+//! and allocators that put ordinary Rust data in it.
+//!
+//! A [`Block`] is one pinned, page-aligned region with a stable address: a
+//! sealed, `mlock`ed memfd on Linux, an IOSurface on Apple platforms. Three
+//! allocators carve Blocks up:
+//!
+//! - [`Tape`]: a lock-free bump allocator; `clear` frees everything at once.
+//! - [`Grid`]: fixed-size cells with a lock-free free list.
+//! - [`Layout`]: three Tapes for inference (weights, scratch, history).
+//!
+//! Tape and Grid implement `allocator_api2::alloc::Allocator`, so `Vec`, `Box`
+//! and `hashbrown::HashMap` live in pinned memory, and `GlobalAlloc` with
+//! `const` constructors, so a whole program's heap can.
+//!
+//! # Caveats
+//!
+//! - Pinning is real: on Linux `mlock` counts against `RLIMIT_MEMLOCK` (often
+//!   8 MiB for unprivileged users). Opening fails with [`Error::Pin`] unless
+//!   [`Pinning::BestEffort`] is chosen.
+//! - A Tape reclaims memory only by `clear` (and the newest allocation by
+//!   deallocation); a Grid serves one size.
+//! - Memory shared with another process or device is outside Rust's aliasing
+//!   model: [`Block::attach`] is `unsafe` for that reason.
+//!
+//! # Example
+//!
+//! ```
+//! use allocator_api2::vec::Vec;
+//! use unimem::{BlockOptions, Pinning, Tape};
+//!
+//! let tape = Tape::start_with(1 << 20, &BlockOptions::new().pinning(Pinning::BestEffort))?;
+//! let mut v = Vec::new_in(&tape);
+//! v.extend_from_slice(&[1.0f32, 2.0, 3.0]);
+//! assert!(tape.owns(v.as_ptr()));
+//! # Ok::<(), unimem::Error>(())
+//! ```
+#![cfg_attr(feature = "nightly", feature(allocator_api))]
+#![warn(missing_docs)]
+
+mod alloc;
+mod api2;
+mod block;
+mod error;
+mod global;
+mod grid;
+mod layout;
+mod lazy;
+mod tape;
+
+pub use alloc::Exhaustion;
+#[cfg(target_vendor = "apple")]
+pub use block::IOSurfaceRef;
+pub use block::{Block, BlockOptions, Export, Pinning, Region, page_size};
+pub use error::Error;
+pub use grid::{Cell, Grid};
+pub use layout::Layout;
+pub use tape::Tape;
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -1,0 +1,139 @@
+//! Pinning is real: locked memory grows by the Block's size, and a refused
+//! `mlock` is an error unless pinning is best-effort.
+//!
+//! One test per process section: `VmLck` is process-wide, so the checks run
+//! in sequence inside one test, and the failure case runs in a child process
+//! with a tiny RLIMIT_MEMLOCK and without CAP_IPC_LOCK.
+#![cfg(all(target_os = "linux", not(miri)))]
+
+use std::process::Command;
+
+use unimem::{Block, BlockOptions, Error, Pinning};
+
+/// Locked memory of this process, in bytes.
+fn vm_lck() -> usize {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmLck:")).unwrap();
+    let kib: usize = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    kib * 1024
+}
+
+#[test]
+fn pinned_blocks_grow_locked_memory_by_their_size() {
+    if std::env::var_os("UNIMEM_PIN_CHILD").is_some() {
+        return;
+    }
+    let bytes = 4 << 20;
+    for prefault in [true, false] {
+        let before = vm_lck();
+        let options = BlockOptions::new().prefault(prefault);
+        let block = match Block::open_with(bytes, &options) {
+            Ok(block) => block,
+            Err(error @ Error::Pin { .. }) => {
+                // Not allowed to lock 4 MiB here: the error must say so.
+                assert!(error.to_string().contains("RLIMIT_MEMLOCK"), "{error}");
+                eprintln!("skipping the VmLck check: {error}");
+                return;
+            }
+            Err(error) => panic!("{error}"),
+        };
+        assert!(block.is_pinned());
+        assert_eq!(vm_lck() - before, block.size(), "prefault: {prefault}");
+        drop(block);
+        assert_eq!(vm_lck(), before, "unmapping unlocks");
+    }
+}
+
+#[test]
+fn refused_pinning_is_an_error_unless_best_effort() {
+    if std::env::var_os("UNIMEM_PIN_CHILD").is_some() {
+        return;
+    }
+    let output = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "child_without_memlock",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("UNIMEM_PIN_CHILD", "1")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout).into_owned()
+        + &String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "child failed:\n{text}");
+    assert!(text.contains("child checked pinning"), "{text}");
+}
+
+/// Runs only in the child: drop the right to lock, then try.
+#[test]
+fn child_without_memlock() {
+    if std::env::var_os("UNIMEM_PIN_CHILD").is_none() {
+        return;
+    }
+    let limit = libc::rlimit {
+        rlim_cur: 64 << 10,
+        rlim_max: 64 << 10,
+    };
+    // SAFETY: setrlimit with a valid struct; this child process is ours to limit.
+    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &limit) }, 0);
+    drop_ipc_lock();
+
+    let error = Block::open(1 << 20).expect_err("mlock of 1 MiB over a 64 KiB limit");
+    assert!(
+        matches!(error, Error::Pin { bytes, .. } if bytes == 1 << 20),
+        "{error}"
+    );
+    let errno = error.raw_os_error().unwrap();
+    assert!(
+        errno == libc::ENOMEM || errno == libc::EPERM,
+        "errno {errno}"
+    );
+    assert!(error.to_string().contains("RLIMIT_MEMLOCK"), "{error}");
+
+    let block = BlockOptions::new()
+        .pinning(Pinning::BestEffort)
+        .open(1 << 20)
+        .unwrap();
+    assert!(!block.is_pinned());
+    assert_eq!(block.size(), 1 << 20);
+
+    // Under the limit, pinning still works.
+    let small = Block::open(4096).unwrap();
+    assert!(small.is_pinned());
+    println!("child checked pinning");
+}
+
+/// Clears CAP_IPC_LOCK from this thread's effective set (root ignores
+/// RLIMIT_MEMLOCK with it).
+fn drop_ipc_lock() {
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: i32,
+    }
+    #[repr(C)]
+    #[derive(Clone, Copy, Default)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    const VERSION_3: u32 = 0x2008_0522;
+    const CAP_IPC_LOCK: u32 = 14;
+    let mut header = Header {
+        version: VERSION_3,
+        pid: 0,
+    };
+    let mut data = [Data::default(); 2];
+    // SAFETY: capget/capset with a version-3 header and two data structs, as
+    // the kernel expects.
+    unsafe {
+        assert_eq!(
+            libc::syscall(libc::SYS_capget, &mut header, data.as_mut_ptr()),
+            0
+        );
+        data[0].effective &= !(1 << CAP_IPC_LOCK);
+        assert_eq!(libc::syscall(libc::SYS_capset, &header, data.as_ptr()), 0);
+    }
+}
