@@ -1,0 +1,116 @@
+//! Many threads on one Tape and one Grid: no overlap, nothing lost.
+
+use std::sync::Barrier;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
+
+use unimem::{BlockOptions, Grid, Pinning, Tape};
+
+fn options() -> BlockOptions<'static> {
+    BlockOptions::new().pinning(Pinning::BestEffort)
+}
+
+const THREADS: usize = 8;
+
+#[test]
+fn threads_taking_from_one_tape_get_disjoint_ranges() {
+    let tape = Tape::start_with(4 << 20, &options()).unwrap();
+    let barrier = Barrier::new(THREADS);
+    let ranges: Vec<Vec<(usize, usize)>> = thread::scope(|s| {
+        let handles: Vec<_> = (0..THREADS)
+            .map(|t| {
+                let (tape, barrier) = (&tape, &barrier);
+                s.spawn(move || {
+                    barrier.wait();
+                    let mut mine = Vec::new();
+                    let mut i = 0usize;
+                    // Take until the tape runs out, varying sizes and alignments.
+                    loop {
+                        let size = 1 + (i * 7 + t * 13) % 300;
+                        let align = 1 << ((i + t) % 8);
+                        let Some(p) = tape.take(size, align) else {
+                            break;
+                        };
+                        assert_eq!(p as usize % align, 0);
+                        // SAFETY: the range is ours alone until the tape drops.
+                        unsafe { p.write_bytes(t as u8 + 1, size) };
+                        mine.push((p as usize, size));
+                        i += 1;
+                    }
+                    mine
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let base = tape.block().as_ptr() as usize;
+    let end = base + tape.total();
+    let mut all: Vec<(usize, usize, u8)> = Vec::new();
+    for (t, mine) in ranges.iter().enumerate() {
+        for &(start, size) in mine {
+            assert!(start >= base && start + size <= end);
+            // SAFETY: inside the tape's block, written above.
+            let bytes = unsafe { std::slice::from_raw_parts(start as *const u8, size) };
+            assert!(
+                bytes.iter().all(|&b| b == t as u8 + 1),
+                "range of thread {t} was overwritten"
+            );
+            all.push((start, size, t as u8));
+        }
+    }
+    all.sort_unstable();
+    for pair in all.windows(2) {
+        assert!(pair[0].0 + pair[0].1 <= pair[1].0, "overlap: {pair:?}");
+    }
+    assert!(
+        tape.free() < 300 + 128,
+        "threads stopped only when the tape was full"
+    );
+}
+
+#[test]
+fn threads_cycling_one_grid_never_share_a_cell() {
+    const CELLS: usize = 16;
+    let grid = Grid::<64, CELLS>::new_with(&options()).unwrap();
+    let held: Vec<AtomicBool> = (0..CELLS).map(|_| AtomicBool::new(false)).collect();
+    let rounds = if cfg!(miri) { 50 } else { 20_000 };
+    thread::scope(|s| {
+        for t in 0..THREADS {
+            let (grid, held) = (&grid, &held);
+            s.spawn(move || {
+                let mut mine = Vec::new();
+                for round in 0..rounds {
+                    // Hold up to three cells at a time, to keep the list busy.
+                    if let Some(cell) = grid.take() {
+                        assert!(
+                            !held[cell.id()].swap(true, Ordering::AcqRel),
+                            "cell {} had two owners",
+                            cell.id()
+                        );
+                        let stamp = (t * rounds + round) as u64;
+                        // SAFETY: the cell is ours; 64 bytes, 16-aligned.
+                        unsafe { cell.address().cast::<u64>().write(stamp) };
+                        mine.push((cell, stamp));
+                    }
+                    if mine.len() > 2 || (round % 3 == 0 && !mine.is_empty()) {
+                        let (cell, stamp) = mine.remove(0);
+                        // SAFETY: as above.
+                        assert_eq!(unsafe { cell.address().cast::<u64>().read() }, stamp);
+                        assert!(held[cell.id()].swap(false, Ordering::AcqRel));
+                        grid.give(cell);
+                    }
+                }
+                for (cell, _) in mine {
+                    assert!(held[cell.id()].swap(false, Ordering::AcqRel));
+                    drop(cell);
+                }
+            });
+        }
+    });
+    assert_eq!(grid.free(), CELLS, "no cell lost");
+    let all: Vec<_> = (0..CELLS).map(|_| grid.take().unwrap()).collect();
+    let mut ids: Vec<_> = all.iter().map(|c| c.id()).collect();
+    ids.sort_unstable();
+    assert_eq!(ids, (0..CELLS).collect::<Vec<_>>());
+    assert!(grid.take().is_none());
+}
