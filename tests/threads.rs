@@ -114,3 +114,49 @@ fn threads_cycling_one_grid_never_share_a_cell() {
     assert_eq!(ids, (0..CELLS).collect::<Vec<_>>());
     assert!(grid.take().is_none());
 }
+
+#[test]
+fn racing_first_uses_open_exactly_one_block() {
+    const OPTIONS: BlockOptions<'static> = BlockOptions::new().pinning(Pinning::BestEffort);
+    static TAPE: Tape = Tape::lazy_with(1 << 20, OPTIONS.label("unimem-race-tape"));
+    static GRID: Grid<64, 64> = Grid::lazy_with(OPTIONS.label("unimem-race-grid"));
+    let barrier = Barrier::new(THREADS);
+    let taken: Vec<(usize, usize)> = thread::scope(|s| {
+        let handles: Vec<_> = (0..THREADS)
+            .map(|_| {
+                let barrier = &barrier;
+                s.spawn(move || {
+                    barrier.wait();
+                    let p = TAPE.take(8, 8).unwrap() as usize;
+                    let cell = GRID.take().unwrap();
+                    let address = cell.address() as usize;
+                    std::mem::forget(cell);
+                    (p, address)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let mut cells = Vec::new();
+    for &(p, cell) in &taken {
+        assert!(TAPE.owns(p as *const u8));
+        assert!(GRID.owns(cell as *const u8));
+        cells.push(cell);
+    }
+    cells.sort_unstable();
+    cells.dedup();
+    assert_eq!(cells.len(), THREADS, "distinct cells");
+    assert_eq!(TAPE.used(), THREADS * 8);
+    assert_eq!(GRID.free(), 64 - THREADS);
+    #[cfg(all(target_os = "linux", not(miri)))]
+    {
+        let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+        for label in ["unimem-race-tape", "unimem-race-grid"] {
+            let mappings = maps
+                .lines()
+                .filter(|l| l.contains(&format!("/memfd:{label} ")))
+                .count();
+            assert_eq!(mappings, 1, "{label}: one Block, mapped once");
+        }
+    }
+}

@@ -1,0 +1,111 @@
+//! No allocation path of Tape or Grid allocates through the global allocator,
+//! first-use opening included: a global allocator built on them cannot recurse.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use allocator_api2::alloc::Allocator;
+use unimem::{BlockOptions, Grid, Pinning, Tape};
+
+/// Counts the allocations made by threads that are watching.
+struct Counting;
+
+static COUNT: AtomicUsize = AtomicUsize::new(0);
+
+thread_local! {
+    static WATCHING: Cell<bool> = const { Cell::new(false) };
+}
+
+fn note() {
+    if WATCHING.with(Cell::get) {
+        COUNT.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+// SAFETY: forwards to System unchanged.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        note();
+        // SAFETY: forwarded.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        note();
+        // SAFETY: forwarded.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        note();
+        // SAFETY: forwarded.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+/// Runs `f` and returns how many global allocations it made.
+fn global_allocations(f: impl FnOnce()) -> usize {
+    let before = COUNT.load(Ordering::Relaxed);
+    WATCHING.with(|w| w.set(true));
+    f();
+    WATCHING.with(|w| w.set(false));
+    COUNT.load(Ordering::Relaxed) - before
+}
+
+const OPTIONS: BlockOptions<'static> = BlockOptions::new().pinning(Pinning::BestEffort);
+
+#[test]
+fn the_counter_sees_global_allocations() {
+    assert_eq!(
+        global_allocations(|| drop(std::hint::black_box(vec![1u8]))),
+        2
+    );
+}
+
+#[test]
+fn tape_and_grid_paths_never_allocate_globally() {
+    static TAPE: Tape = Tape::lazy_with(1 << 20, OPTIONS).spill();
+    static GRID: Grid<64, 1024> = Grid::lazy_with(OPTIONS).spill();
+    let small = Layout::from_size_align(48, 16).unwrap();
+    let large = Layout::from_size_align(4 << 20, 64).unwrap();
+    let count = global_allocations(|| {
+        // SAFETY: every pointer is used with the layout it was allocated with.
+        unsafe {
+            // First use opens the Block (and carves the Grid).
+            let p = TAPE.alloc(small);
+            let p = TAPE.realloc(p, small, 4096);
+            TAPE.dealloc(p, Layout::from_size_align(4096, 16).unwrap());
+            let spilled = TAPE.alloc(large);
+            assert!(!spilled.is_null() && !TAPE.owns(spilled));
+            TAPE.dealloc(spilled, large);
+
+            let c = GRID.alloc(small);
+            assert!(GRID.owns(c));
+            GRID.dealloc(c, small);
+            let spilled = GRID.alloc(large);
+            GRID.dealloc(spilled, large);
+
+            let cell = GRID.take().unwrap();
+            GRID.give(cell);
+            let block = Allocator::allocate(&TAPE, small).unwrap();
+            let block = Allocator::grow(&TAPE, block.cast(), small, large).unwrap();
+            Allocator::deallocate(&TAPE, block.cast(), large);
+        }
+    });
+    assert_eq!(count, 0, "global allocations on Tape and Grid paths");
+}
+
+#[cfg(all(target_os = "linux", not(miri)))]
+#[test]
+fn opening_a_block_never_allocates_globally() {
+    let count = global_allocations(|| {
+        let block = OPTIONS.label("no-alloc").open(1 << 16).unwrap();
+        let fd = block.share().unwrap();
+        drop(fd);
+        drop(block);
+        assert!(OPTIONS.open(0).is_err());
+    });
+    assert_eq!(count, 0);
+}
