@@ -64,6 +64,9 @@ pub enum Error {
         /// What cannot be done.
         what: &'static str,
     },
+    /// The CUDA driver is absent or refused a call.
+    #[cfg(feature = "cuda")]
+    Cuda(crate::cuda::CudaError),
 }
 
 impl Error {
@@ -108,6 +111,8 @@ impl fmt::Display for Error {
             Error::BadHandle { reason } => write!(f, "not a block handle: {reason}"),
             Error::InvalidArgument { reason } => write!(f, "invalid argument: {reason}"),
             Error::Unsupported { what } => write!(f, "not supported on this platform: {what}"),
+            #[cfg(feature = "cuda")]
+            Error::Cuda(error) => write!(f, "{error}"),
         }
     }
 }
@@ -116,6 +121,8 @@ impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             Error::Os { source, .. } | Error::Pin { source, .. } => Some(source),
+            #[cfg(feature = "cuda")]
+            Error::Cuda(error) => Some(error),
             _ => None,
         }
     }

@@ -41,6 +41,8 @@
 mod alloc;
 mod api2;
 mod block;
+#[cfg(feature = "cuda")]
+pub mod cuda;
 mod error;
 mod global;
 mod grid;

@@ -1,0 +1,206 @@
+//! A GPU reads and writes the same pages as the CPU: kernels work on `Vec`s
+//! allocated in a Tape (and cells of a Grid) over registered Blocks, with no
+//! copy anywhere. Without a driver or a device each test prints why it skips.
+#![cfg(feature = "cuda")]
+
+use std::sync::Arc;
+
+use allocator_api2::vec::Vec;
+use unimem::cuda::cudarc::driver::{LaunchConfig, PushKernelArg};
+use unimem::cuda::cudarc::nvrtc::Ptx;
+use unimem::cuda::{self, CudaContext, CudaError, Registered};
+use unimem::{Block, BlockOptions, Error, Grid, Pinning, Tape};
+
+const PTX: &str = include_str!("../kernels/zero_copy.ptx");
+
+fn options() -> BlockOptions<'static> {
+    BlockOptions::new().pinning(Pinning::BestEffort)
+}
+
+/// Device 0, or `None` after printing why the test is skipped.
+fn gpu(test: &str) -> Option<Arc<CudaContext>> {
+    match cuda::context(0) {
+        Ok(ctx) => Some(ctx),
+        Err(Error::Cuda(error @ (CudaError::NoDriver | CudaError::NoDevice { .. }))) => {
+            println!("SKIPPED {test}: {error}");
+            None
+        }
+        Err(error) => panic!("{error}"),
+    }
+}
+
+#[test]
+fn kernels_write_and_read_a_vec_in_a_registered_tape() {
+    let Some(ctx) = gpu("kernels_write_and_read_a_vec_in_a_registered_tape") else {
+        return;
+    };
+    let module = ctx.load_module(Ptx::from_src(PTX)).unwrap();
+    let write = module.load_function("write_affine").unwrap();
+    let add = module.load_function("add_scalar").unwrap();
+    let stream = ctx.default_stream();
+
+    let tape = Registered::new(&ctx, Tape::start_with(64 << 20, &options()).unwrap()).unwrap();
+    const N: usize = 1 << 20;
+    let n = N as u32;
+    let mut values: Vec<f32, _> = Vec::with_capacity_in(N, &*tape);
+    values.resize(N, 0.0);
+    let device_values = tape.device_slice(&values).expect("in the registered Block");
+    let offset = values.as_ptr() as usize - tape.block().as_ptr() as usize;
+    assert_eq!(
+        tape.device_ptr_of(tape.block().as_ptr()).unwrap() + offset as u64,
+        device_values,
+        "block device pointer + offset"
+    );
+
+    // The GPU writes into the Vec; the CPU reads the results from it.
+    let (a, b) = (2.0f32, 1.0f32);
+    // SAFETY: the kernel writes `n` f32s at `device_values`, which is `values`.
+    unsafe {
+        stream
+            .launch_builder(&write)
+            .arg(&device_values)
+            .arg(&n)
+            .arg(&a)
+            .arg(&b)
+            .launch(LaunchConfig::for_num_elems(n))
+    }
+    .unwrap();
+    stream.synchronize().unwrap();
+    for (i, &x) in values.iter().enumerate() {
+        assert_eq!(x, a * i as f32 + b, "element {i} written by the GPU");
+    }
+
+    // The CPU writes; a second kernel reads those writes into another Vec.
+    for (i, x) in values.iter_mut().enumerate() {
+        *x = (i % 1000) as f32;
+    }
+    let mut sums: Vec<f32, _> = Vec::with_capacity_in(N, &*tape);
+    sums.resize(N, -1.0);
+    let device_sums = tape.device_slice(&sums).unwrap();
+    let c = 0.5f32;
+    // SAFETY: the kernel reads `n` f32s of `values` and writes `n` of `sums`.
+    unsafe {
+        stream
+            .launch_builder(&add)
+            .arg(&device_values)
+            .arg(&device_sums)
+            .arg(&n)
+            .arg(&c)
+            .launch(LaunchConfig::for_num_elems(n))
+    }
+    .unwrap();
+    stream.synchronize().unwrap();
+    for (i, &x) in sums.iter().enumerate() {
+        assert_eq!(x, (i % 1000) as f32 + c, "element {i} read by the GPU");
+    }
+    println!(
+        "GPU {} wrote and read {N} floats in a registered Tape",
+        ctx.name().unwrap()
+    );
+}
+
+#[test]
+fn blocks_register_in_chunks_and_stay_contiguous() {
+    let Some(ctx) = gpu("blocks_register_in_chunks_and_stay_contiguous") else {
+        return;
+    };
+    let module = ctx.load_module(Ptx::from_src(PTX)).unwrap();
+    let write = module.load_function("write_affine").unwrap();
+    let stream = ctx.default_stream();
+    let tape = Tape::start_with(16 << 20, &options()).unwrap();
+    let tape = Registered::with_chunk_size(&ctx, tape, 1 << 20).unwrap();
+    assert_eq!(tape.chunks(), 16);
+    // A Vec that spans every chunk boundary.
+    const N: usize = (15 << 20) / 4;
+    let mut values: Vec<f32, _> = Vec::with_capacity_in(N, &*tape);
+    values.resize(N, 0.0);
+    let device = tape
+        .device_slice(&values)
+        .expect("the driver maps the chunks contiguously");
+    let n = N as u32;
+    // SAFETY: writes `n` f32s into `values`.
+    unsafe {
+        stream
+            .launch_builder(&write)
+            .arg(&device)
+            .arg(&n)
+            .arg(&1.0f32)
+            .arg(&0.0f32)
+            .launch(LaunchConfig::for_num_elems(n))
+    }
+    .unwrap();
+    stream.synchronize().unwrap();
+    assert!(values.iter().enumerate().all(|(i, &x)| x == i as f32));
+    assert_eq!(
+        tape.device_range(values.as_ptr(), 17 << 20),
+        None,
+        "past the Block"
+    );
+}
+
+#[test]
+fn grid_cells_have_device_addresses() {
+    let Some(ctx) = gpu("grid_cells_have_device_addresses") else {
+        return;
+    };
+    let module = ctx.load_module(Ptx::from_src(PTX)).unwrap();
+    let write = module.load_function("write_affine").unwrap();
+    let stream = ctx.default_stream();
+    let grid = Registered::new(&ctx, Grid::<4096, 8>::new_with(&options()).unwrap()).unwrap();
+    let cells: std::vec::Vec<_> = (0..8).map(|_| grid.take().unwrap()).collect();
+    for (k, cell) in cells.iter().enumerate() {
+        let device = grid.device_range(cell.address(), 4096).unwrap();
+        // SAFETY: writes 1024 f32s into this cell.
+        unsafe {
+            stream
+                .launch_builder(&write)
+                .arg(&device)
+                .arg(&1024u32)
+                .arg(&0.0f32)
+                .arg(&(k as f32))
+                .launch(LaunchConfig::for_num_elems(1024))
+        }
+        .unwrap();
+    }
+    stream.synchronize().unwrap();
+    for (k, cell) in cells.iter().enumerate() {
+        // SAFETY: the cell holds 1024 f32s, written by the kernel.
+        let floats = unsafe { std::slice::from_raw_parts(cell.address().cast::<f32>(), 1024) };
+        assert!(floats.iter().all(|&x| x == k as f32), "cell {k}");
+    }
+}
+
+#[test]
+fn a_refused_registration_is_a_typed_error() {
+    let Some(ctx) = gpu("a_refused_registration_is_a_typed_error") else {
+        return;
+    };
+    let block = Block::open_with(1 << 20, &options()).unwrap();
+    let first = Registered::new(&ctx, &block).unwrap();
+    let Err(error) = Registered::new(&ctx, &block) else {
+        panic!("the driver registered the same pages twice");
+    };
+    match &error {
+        Error::Cuda(CudaError::Driver { call, error: code }) => {
+            assert_eq!(*call, "cuMemHostRegister");
+            assert_ne!(code.0 as i32, 0);
+        }
+        other => panic!("unexpected: {other}"),
+    }
+    assert!(error.to_string().contains("CUDA error"), "{error}");
+    drop(first);
+    // Unregistered on drop: registering again works.
+    Registered::new(&ctx, &block).unwrap();
+}
+
+#[test]
+fn without_a_driver_context_is_an_error_not_a_panic() {
+    if cuda::driver_present() {
+        println!("SKIPPED without_a_driver_context_is_an_error_not_a_panic: a driver is present");
+        return;
+    }
+    assert!(matches!(
+        cuda::context(0),
+        Err(Error::Cuda(CudaError::NoDriver))
+    ));
+}
