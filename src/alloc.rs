@@ -36,13 +36,14 @@ pub(crate) unsafe trait Engine {
     /// Whether `ptr` lies in one of the allocator's Blocks.
     fn owns(&self, ptr: NonNull<u8>) -> bool;
 
-    /// Gives back memory that `take` returned.
+    /// Gives back memory that `take` returned, if `ptr` lies in the Blocks;
+    /// returns whether it did (if not, the memory was spilled).
     ///
     /// # Safety
     /// `ptr` came from `take` on `self` with a layout that `layout` fits (same
-    /// alignment, size between the requested and the usable size), and is not
-    /// used afterwards.
-    unsafe fn give(&self, ptr: NonNull<u8>, layout: Layout);
+    /// alignment, size between the requested and the usable size), or from
+    /// the system allocator with `layout`; it is not used afterwards.
+    unsafe fn give(&self, ptr: NonNull<u8>, layout: Layout) -> bool;
 
     /// Resizes the allocation at `ptr` from `old` to `new` without moving it,
     /// or says it cannot. `new.align()` is already satisfied by `ptr`.
@@ -97,6 +98,39 @@ fn spill<E: Engine + ?Sized>(engine: &E, layout: Layout, zeroed: bool) -> Option
     Some(NonNull::slice_from_raw_parts(ptr, layout.size()))
 }
 
+/// `allocate` for `GlobalAlloc`, whose callers never ask for zero bytes.
+#[inline]
+pub(crate) fn allocate_nonzero<E: Engine + ?Sized>(
+    engine: &E,
+    layout: Layout,
+) -> Option<NonNull<u8>> {
+    debug_assert_ne!(layout.size(), 0, "GlobalAlloc::alloc with a zero size");
+    match engine.take(layout) {
+        Some(block) => Some(block.cast()),
+        None => spill(engine, layout, false).map(NonNull::cast),
+    }
+}
+
+/// `deallocate` for `GlobalAlloc`, whose callers never free zero bytes.
+///
+/// # Safety
+/// As `deallocate`.
+#[inline]
+pub(crate) unsafe fn deallocate_nonzero<E: Engine + ?Sized>(
+    engine: &E,
+    ptr: NonNull<u8>,
+    layout: Layout,
+) {
+    debug_assert_ne!(layout.size(), 0, "GlobalAlloc::dealloc with a zero size");
+    // SAFETY: the caller's contract.
+    if !unsafe { engine.give(ptr, layout) } {
+        engine.note_spill(-(layout.size() as isize));
+        // SAFETY: not in the Blocks, so `spill` allocated it from System with
+        // this layout.
+        unsafe { System.dealloc(ptr.as_ptr(), layout) }
+    }
+}
+
 #[inline]
 pub(crate) fn allocate_zeroed<E: Engine + ?Sized>(
     engine: &E,
@@ -123,10 +157,8 @@ pub(crate) unsafe fn deallocate<E: Engine + ?Sized>(engine: &E, ptr: NonNull<u8>
     if layout.size() == 0 {
         return;
     }
-    if engine.owns(ptr) {
-        // SAFETY: the caller's contract; `owns` says it came from `take`.
-        unsafe { engine.give(ptr, layout) }
-    } else {
+    // SAFETY: the caller's contract.
+    if !unsafe { engine.give(ptr, layout) } {
         engine.note_spill(-(layout.size() as isize));
         // SAFETY: not in the Blocks, so `spill` allocated it from System with
         // this layout.

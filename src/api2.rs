@@ -88,3 +88,4 @@ macro_rules! impl_allocators {
 
 impl_allocators!([] crate::Tape);
 impl_allocators!([const C: usize, const N: usize] crate::Grid<C, N>);
+impl_allocators!([] crate::Heap);

@@ -161,6 +161,16 @@ impl<const C: usize, const N: usize> Regions for Grid<C, N> {
     }
 }
 
+/// The Blocks the Heap has opened when it is registered: register a Heap
+/// that may open more Blocks later (`max_blocks` above 1) only once it has
+/// them, since allocations in a Block opened afterwards have no device
+/// address.
+impl Regions for crate::Heap {
+    fn regions(&self) -> Vec<&Region> {
+        self.blocks()
+    }
+}
+
 impl Regions for Layout {
     fn regions(&self) -> Vec<&Region> {
         [self.weights(), self.scratch(), self.history()]

@@ -17,8 +17,7 @@ macro_rules! impl_global_alloc {
             unsafe impl<$($generics)*> GlobalAlloc for $ty {
                 #[inline]
                 unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-                    crate::alloc::allocate(self, layout)
-                        .map_or(ptr::null_mut(), |block| block.cast::<u8>().as_ptr())
+                    crate::alloc::allocate_nonzero(self, layout).map_or(ptr::null_mut(), NonNull::as_ptr)
                 }
 
                 #[inline]
@@ -29,11 +28,11 @@ macro_rules! impl_global_alloc {
 
                 #[inline]
                 unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-                    if let Some(ptr) = NonNull::new(ptr) {
-                        // SAFETY: the trait's contract: `ptr` came from this
-                        // allocator with `layout`.
-                        unsafe { crate::alloc::deallocate(self, ptr, layout) }
-                    }
+                    debug_assert!(!ptr.is_null());
+                    // SAFETY: the trait's contract: `ptr` came from this
+                    // allocator with `layout`, so it is not null and the
+                    // size is not zero.
+                    unsafe { crate::alloc::deallocate_nonzero(self, NonNull::new_unchecked(ptr), layout) }
                 }
 
                 #[inline]
@@ -55,3 +54,4 @@ macro_rules! impl_global_alloc {
 
 impl_global_alloc!([] crate::Tape);
 impl_global_alloc!([const C: usize, const N: usize] crate::Grid<C, N>);
+impl_global_alloc!([] crate::Heap);

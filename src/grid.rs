@@ -396,13 +396,20 @@ unsafe impl<const C: usize, const N: usize> Engine for Grid<C, N> {
     }
 
     #[inline]
-    unsafe fn give(&self, ptr: NonNull<u8>, _layout: Layout) {
+    unsafe fn give(&self, ptr: NonNull<u8>, _layout: Layout) -> bool {
         let Some(Some(parts)) = self.parts.get() else {
-            return;
+            return false;
         };
-        let offset = ptr.as_ptr().addr() - parts.cells.as_ptr().addr();
+        let offset = ptr
+            .as_ptr()
+            .addr()
+            .wrapping_sub(parts.cells.as_ptr().addr());
+        if offset >= Self::STRIDE * N {
+            return false;
+        }
         debug_assert_eq!(offset % Self::STRIDE, 0, "not the start of a cell");
         self.push(parts, (offset / Self::STRIDE) as u32);
+        true
     }
 
     #[inline]

@@ -46,6 +46,7 @@ pub mod cuda;
 mod error;
 mod global;
 mod grid;
+mod heap;
 mod layout;
 mod lazy;
 mod tape;
@@ -56,6 +57,7 @@ pub use block::IOSurfaceRef;
 pub use block::{Block, BlockOptions, Export, Pinning, Region, page_size};
 pub use error::Error;
 pub use grid::{Cell, Grid};
+pub use heap::{Heap, HeapStats, MAX_BLOCKS, MIN_BLOCK};
 pub use layout::Layout;
 pub use tape::Tape;
 

@@ -251,12 +251,14 @@ unsafe impl Engine for Tape {
     }
 
     #[inline]
-    unsafe fn give(&self, ptr: NonNull<u8>, layout: Layout) {
+    unsafe fn give(&self, ptr: NonNull<u8>, layout: Layout) -> bool {
+        let Some(block) = self.block.get().filter(|b| b.contains(ptr.as_ptr())) else {
+            return false;
+        };
         // Only the newest allocation can be given back: rewind if it is.
-        if let Some(block) = self.block.get() {
-            let start = Tape::offset(block, ptr);
-            self.move_cursor(start + layout.size(), start);
-        }
+        let start = Tape::offset(block, ptr);
+        self.move_cursor(start + layout.size(), start);
+        true
     }
 
     #[inline]

@@ -1,0 +1,535 @@
+//! Page runs: a two-level segregated-fit allocator (TLSF) over an arena's
+//! 4 KiB units.
+//!
+//! Every unit of the arena belongs to exactly one run, free or used, and runs
+//! tile the arena. The boundary tags live out of band, in one [`UnitMeta`] per
+//! unit: the first unit of a run holds `HEAD` and its length (and, if free,
+//! its free-list links), the last unit holds `TAIL` and the length. Freeing a
+//! run reads the tail before it and the head after it to merge with free
+//! neighbours, so two free runs are never adjacent. Free runs sit in lists
+//! binned by length (a power-of-two row, split in four), found through two
+//! levels of bitmaps: allocation and freeing take constant time.
+//!
+//! Written by hand because the allocator crates that implement TLSF (talc,
+//! rlsf) keep their tags inside the managed memory; here the memory is pinned
+//! and shared with devices and other processes, and a stray device write must
+//! not be able to corrupt the allocator. Callers hold the arena's lock.
+
+use core::ptr::NonNull;
+
+/// log2 of the unit.
+pub(crate) const UNIT_SHIFT: u32 = 12;
+/// The unit of a run, in bytes.
+pub(crate) const UNIT: usize = 1 << UNIT_SHIFT;
+
+const NIL: u32 = u32::MAX;
+const HEAD: u32 = 1;
+const TAIL: u32 = 2;
+const FREE: u32 = 4;
+
+/// Rows of bins: run lengths up to 2^32 units.
+const ROWS: usize = 31;
+/// Bins per row.
+const COLUMNS: usize = 4;
+
+/// The boundary tag of one unit. Only the first and last unit of each run
+/// hold meaningful values; the others keep whatever they last held.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct UnitMeta {
+    flags: u32,
+    len: u32,
+    next: u32,
+    prev: u32,
+}
+
+/// The free runs of one arena.
+pub(crate) struct Runs {
+    meta: NonNull<UnitMeta>,
+    units: u32,
+    /// Address of unit 0, for alignments larger than a unit.
+    base: usize,
+    rows: u32,
+    columns: [u32; ROWS],
+    heads: [[u32; COLUMNS]; ROWS],
+    free_units: u32,
+}
+
+// SAFETY: `meta` points to the arena's tag array, which lives as long as the
+// arena; a Runs is only reached through the arena's lock.
+unsafe impl Send for Runs {}
+
+/// The bin holding runs of `len` units.
+#[inline]
+fn bin(len: u32) -> (usize, usize) {
+    if len < COLUMNS as u32 {
+        return (0, len as usize);
+    }
+    let octave = 31 - len.leading_zeros();
+    ((octave - 1) as usize, ((len >> (octave - 2)) & 3) as usize)
+}
+
+/// The first bin whose every run holds at least `len` units.
+#[inline]
+fn bin_at_least(len: u64) -> Option<(usize, usize)> {
+    if len < COLUMNS as u64 {
+        return Some((0, len as usize));
+    }
+    let octave = 63 - len.leading_zeros();
+    let rounded = len + (1 << (octave - 2)) - 1;
+    u32::try_from(rounded).ok().map(bin)
+}
+
+impl Runs {
+    /// Runs over `units` units whose tags are at `meta`, all free.
+    ///
+    /// # Safety
+    /// `meta` points to `units` writable tags that only this value uses, for
+    /// as long as it lives; `base` is the address of unit 0.
+    pub(crate) unsafe fn new(meta: NonNull<UnitMeta>, units: u32, base: usize) -> Runs {
+        let mut runs = Runs {
+            meta,
+            units,
+            base,
+            rows: 0,
+            columns: [0; ROWS],
+            heads: [[NIL; COLUMNS]; ROWS],
+            free_units: 0,
+        };
+        if units > 0 {
+            runs.insert(0, units);
+        }
+        runs
+    }
+
+    #[inline]
+    fn tag(&self, unit: u32) -> &UnitMeta {
+        debug_assert!(unit < self.units);
+        // SAFETY: `unit < units` (callers stay inside the arena), and `new`'s
+        // contract gives us the tags.
+        unsafe { self.meta.add(unit as usize).as_ref() }
+    }
+
+    #[inline]
+    fn tag_mut(&mut self, unit: u32) -> &mut UnitMeta {
+        debug_assert!(unit < self.units);
+        // SAFETY: as `tag`; `&mut self` makes this the only access.
+        unsafe { self.meta.add(unit as usize).as_mut() }
+    }
+
+    /// Units in free runs.
+    #[cfg(test)]
+    pub(crate) fn free_units(&self) -> u32 {
+        self.free_units
+    }
+
+    /// Writes the tags of a run.
+    fn tag_run(&mut self, start: u32, len: u32, free: u32) {
+        let single = if len == 1 { TAIL } else { 0 };
+        *self.tag_mut(start) = UnitMeta {
+            flags: HEAD | single | free,
+            len,
+            next: NIL,
+            prev: NIL,
+        };
+        if len > 1 {
+            *self.tag_mut(start + len - 1) = UnitMeta {
+                flags: TAIL | free,
+                len,
+                next: NIL,
+                prev: NIL,
+            };
+        }
+    }
+
+    /// Adds the free run `start..start + len` to its bin. Its neighbours must
+    /// not be free.
+    fn insert(&mut self, start: u32, len: u32) {
+        let (row, column) = bin(len);
+        let first = self.heads[row][column];
+        self.tag_run(start, len, FREE);
+        self.tag_mut(start).next = first;
+        if first != NIL {
+            self.tag_mut(first).prev = start;
+        }
+        self.heads[row][column] = start;
+        self.columns[row] |= 1 << column;
+        self.rows |= 1 << row;
+        self.free_units += len;
+    }
+
+    /// Takes the free run at `start` out of its bin.
+    fn remove(&mut self, start: u32) {
+        let UnitMeta {
+            flags,
+            len,
+            next,
+            prev,
+        } = *self.tag(start);
+        debug_assert_eq!(flags & (HEAD | FREE), HEAD | FREE);
+        let (row, column) = bin(len);
+        if prev == NIL {
+            self.heads[row][column] = next;
+        } else {
+            self.tag_mut(prev).next = next;
+        }
+        if next != NIL {
+            self.tag_mut(next).prev = prev;
+        }
+        if self.heads[row][column] == NIL {
+            self.columns[row] &= !(1 << column);
+            if self.columns[row] == 0 {
+                self.rows &= !(1 << row);
+            }
+        }
+        self.free_units -= len;
+    }
+
+    /// The head of a free run in the first non-empty bin at or after `bin`.
+    fn find(&self, (row, column): (usize, usize)) -> Option<u32> {
+        let mut columns = self.columns[row] & (!0 << column);
+        let mut row = row;
+        if columns == 0 {
+            let rows = self.rows & (!0u32).checked_shl(row as u32 + 1).unwrap_or(0);
+            if rows == 0 {
+                return None;
+            }
+            row = rows.trailing_zeros() as usize;
+            columns = self.columns[row];
+        }
+        Some(self.heads[row][columns.trailing_zeros() as usize])
+    }
+
+    /// Where `len` units aligned to `step` units start inside the free run at
+    /// `start`, if they fit.
+    #[inline]
+    fn fit(&self, start: u32, len: u32, step: u32) -> Option<u32> {
+        // The first unit at or after `start` whose address is aligned.
+        let phase = ((self.base >> UNIT_SHIFT).wrapping_neg() & (step as usize - 1)) as u32;
+        let aligned = start + (phase.wrapping_sub(start) & (step - 1));
+        let end = u64::from(start) + u64::from(self.tag(start).len);
+        (u64::from(aligned) + u64::from(len) <= end).then_some(aligned)
+    }
+
+    /// Walks the bins from `from` up to (not including) `to` for a free run
+    /// that fits `len` units aligned to `step`: the runs that the constant-time
+    /// search skips because only some of their bin's runs are long enough.
+    fn scan(
+        &self,
+        from: (usize, usize),
+        to: (usize, usize),
+        len: u32,
+        step: u32,
+    ) -> Option<(u32, u32)> {
+        let (mut row, mut column) = from;
+        while (row, column) < to && row < ROWS {
+            let mut at = self.heads[row][column];
+            while at != NIL {
+                if let Some(aligned) = self.fit(at, len, step) {
+                    return Some((at, aligned));
+                }
+                at = self.tag(at).next;
+            }
+            column += 1;
+            if column == COLUMNS {
+                (row, column) = (row + 1, 0);
+            }
+        }
+        None
+    }
+
+    /// Allocates `len` units starting at an address aligned to `align` (a power
+    /// of two); returns the first unit.
+    ///
+    /// A run from a bin whose every run is long enough is taken in constant
+    /// time (two-level segregated fit); failing that, the bins whose runs are
+    /// only sometimes long enough are searched. Aligned requests (slabs) search
+    /// those first, so that a freed slab's group is reused before a larger run
+    /// is split.
+    pub(crate) fn alloc(&mut self, len: u32, align: usize) -> Option<u32> {
+        if len == 0 || len > self.units {
+            return None;
+        }
+        let step = (align >> UNIT_SHIFT).max(1);
+        let step = u32::try_from(step).ok().filter(|&s| s <= self.units)?;
+        let sure = bin_at_least(u64::from(len) + u64::from(step) - 1);
+        let maybe = bin(len);
+        let constant = |runs: &Self| {
+            let start = runs.find(sure?)?;
+            Some((start, runs.fit(start, len, step)?))
+        };
+        let searched = |runs: &Self| runs.scan(maybe, sure.unwrap_or((ROWS, 0)), len, step);
+        let (start, aligned) = if step > 1 {
+            searched(self).or_else(|| constant(self))
+        } else {
+            constant(self).or_else(|| searched(self))
+        }?;
+        let found = self.tag(start).len;
+        self.remove(start);
+        let prefix = aligned - start;
+        let suffix = found - prefix - len;
+        if prefix > 0 {
+            self.insert(start, prefix);
+        }
+        if suffix > 0 {
+            self.insert(aligned + len, suffix);
+        }
+        self.tag_run(aligned, len, 0);
+        Some(aligned)
+    }
+
+    /// The length of the used run at `start`, if a used run starts there.
+    pub(crate) fn used_len(&self, start: u32) -> Option<u32> {
+        if start >= self.units {
+            return None;
+        }
+        let tag = self.tag(start);
+        (tag.flags & (HEAD | FREE) == HEAD).then_some(tag.len)
+    }
+
+    /// Frees the used run at `start`, merging it with free neighbours.
+    pub(crate) fn free(&mut self, start: u32) {
+        let Some(len) = self.used_len(start) else {
+            debug_assert!(false, "freeing unit {start}, which starts no used run");
+            return;
+        };
+        let (mut start, mut len) = (start, len);
+        if start > 0 {
+            let before = *self.tag(start - 1);
+            if before.flags & (TAIL | FREE) == TAIL | FREE {
+                start -= before.len;
+                len += before.len;
+                self.remove(start);
+            }
+        }
+        let end = start + len;
+        if end < self.units {
+            let after = *self.tag(end);
+            if after.flags & (HEAD | FREE) == HEAD | FREE {
+                self.remove(end);
+                len += after.len;
+            }
+        }
+        self.insert(start, len);
+    }
+
+    /// Grows the used run at `start` to `len` units by taking from the free
+    /// run after it; false if there is not enough.
+    pub(crate) fn grow(&mut self, start: u32, len: u32) -> bool {
+        let Some(old) = self.used_len(start) else {
+            return false;
+        };
+        if len <= old {
+            return len == old;
+        }
+        let end = start + old;
+        let need = len - old;
+        if end >= self.units {
+            return false;
+        }
+        let after = *self.tag(end);
+        if after.flags & (HEAD | FREE) != HEAD | FREE || after.len < need {
+            return false;
+        }
+        self.remove(end);
+        if after.len > need {
+            self.insert(start + len, after.len - need);
+        }
+        self.tag_run(start, len, 0);
+        true
+    }
+
+    /// Shrinks the used run at `start` to `len` (at least 1) units, freeing
+    /// the tail.
+    pub(crate) fn shrink(&mut self, start: u32, len: u32) {
+        let Some(old) = self.used_len(start) else {
+            return;
+        };
+        if len == 0 || len >= old {
+            return;
+        }
+        self.tag_run(start, len, 0);
+        self.tag_run(start + len, old - len, 0);
+        self.free(start + len);
+    }
+
+    /// Checks every invariant: runs tile the units, tags agree at both ends,
+    /// no two free runs touch, every free run is in the right bin once, and
+    /// the bitmaps and the free count agree with the bins.
+    #[cfg(test)]
+    pub(crate) fn check(&self) -> Result<(), String> {
+        let mut unit = 0;
+        let mut free = 0;
+        let mut previous_free = false;
+        let mut free_heads = Vec::new();
+        while unit < self.units {
+            let head = *self.tag(unit);
+            if head.flags & HEAD == 0 || head.len == 0 || unit + head.len > self.units {
+                return Err(format!("unit {unit}: bad head {head:?}"));
+            }
+            let tail = *self.tag(unit + head.len - 1);
+            let is_free = head.flags & FREE != 0;
+            if tail.flags & TAIL == 0 || tail.len != head.len || (tail.flags & FREE != 0) != is_free
+            {
+                return Err(format!(
+                    "run at {unit}: tail {tail:?} disagrees with {head:?}"
+                ));
+            }
+            if is_free {
+                if previous_free {
+                    return Err(format!("free run at {unit} touches the one before"));
+                }
+                free += head.len;
+                free_heads.push(unit);
+            }
+            previous_free = is_free;
+            unit += head.len;
+        }
+        if free != self.free_units {
+            return Err(format!(
+                "free units {} counted as {}",
+                free, self.free_units
+            ));
+        }
+        let mut listed = Vec::new();
+        for row in 0..ROWS {
+            for column in 0..COLUMNS {
+                let mut at = self.heads[row][column];
+                let mut prev = NIL;
+                let bit = self.columns[row] & (1 << column) != 0;
+                if bit != (at != NIL) {
+                    return Err(format!("bitmap of bin ({row}, {column}) is wrong"));
+                }
+                while at != NIL {
+                    let tag = *self.tag(at);
+                    if bin(tag.len) != (row, column) || tag.prev != prev {
+                        return Err(format!("run at {at} misfiled or mislinked"));
+                    }
+                    listed.push(at);
+                    prev = at;
+                    at = tag.next;
+                }
+            }
+            if (self.rows & (1 << row) != 0) != (self.columns[row] != 0) {
+                return Err(format!("row bitmap {row} is wrong"));
+            }
+        }
+        listed.sort_unstable();
+        if listed != free_heads {
+            return Err(format!(
+                "bins hold {listed:?}, free runs are {free_heads:?}"
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// Runs over `units` units with tags in a Vec (which must outlive them).
+    pub(crate) fn runs(tags: &mut Vec<UnitMeta>, units: u32, base: usize) -> Runs {
+        tags.clear();
+        tags.resize(units as usize, UnitMeta::default());
+        // SAFETY: the Vec holds `units` tags and outlives the Runs in tests.
+        unsafe { Runs::new(NonNull::new(tags.as_mut_ptr()).unwrap(), units, base) }
+    }
+
+    /// The shortest run a bin holds.
+    fn bin_min((row, column): (usize, usize)) -> u64 {
+        if row == 0 {
+            column as u64
+        } else {
+            (4 + column as u64) << (row - 1)
+        }
+    }
+
+    #[test]
+    fn bins_partition_lengths() {
+        let mut last = (0, 0);
+        for len in (1..200_000u32).chain([u32::MAX / 2, u32::MAX - (1 << 29)]) {
+            let b = bin(len);
+            assert!(b >= last, "bins grow with length");
+            last = b;
+            assert!(
+                bin_min(b) <= u64::from(len),
+                "len {len} below its bin {b:?}"
+            );
+            // Every run in the `at least` bin is long enough.
+            let sure = bin_at_least(u64::from(len)).unwrap();
+            assert!(bin_min(sure) >= u64::from(len), "len {len}: bin {sure:?}");
+            assert!(sure >= b);
+        }
+        assert_eq!(bin_at_least(u64::from(u32::MAX)), None);
+    }
+
+    #[test]
+    fn alloc_free_and_merge() {
+        let mut tags = Vec::new();
+        let mut r = runs(&mut tags, 100, 0);
+        let a = r.alloc(10, UNIT).unwrap();
+        let b = r.alloc(1, UNIT).unwrap();
+        let c = r.alloc(20, UNIT).unwrap();
+        r.check().unwrap();
+        assert_eq!(r.free_units(), 69);
+        r.free(b);
+        r.check().unwrap();
+        r.free(a);
+        r.check().unwrap();
+        r.free(c);
+        r.check().unwrap();
+        assert_eq!(r.free_units(), 100);
+        assert_eq!(r.alloc(100, UNIT), Some(0), "merged back into one run");
+        assert_eq!(r.alloc(1, UNIT), None);
+    }
+
+    #[test]
+    fn aligned_runs_start_on_aligned_addresses() {
+        let mut tags = Vec::new();
+        let base = 0x10_0000 + 3 * UNIT; // unit 0 is not 64 KiB-aligned
+        let mut r = runs(&mut tags, 200, base);
+        r.alloc(1, UNIT).unwrap();
+        for _ in 0..5 {
+            let start = r.alloc(16, 64 << 10).unwrap();
+            assert_eq!((base + start as usize * UNIT) % (64 << 10), 0);
+            r.check().unwrap();
+        }
+        assert_eq!(
+            r.alloc(16, 1 << 30),
+            None,
+            "alignment larger than the arena"
+        );
+    }
+
+    #[test]
+    fn grow_and_shrink_in_place() {
+        let mut tags = Vec::new();
+        let mut r = runs(&mut tags, 64, 0);
+        let a = r.alloc(4, UNIT).unwrap();
+        assert!(r.grow(a, 10));
+        assert_eq!(r.used_len(a), Some(10));
+        r.check().unwrap();
+        let b = r.alloc(4, UNIT).unwrap();
+        assert!(!r.grow(a, 11), "b is in the way");
+        r.shrink(a, 2);
+        r.check().unwrap();
+        assert_eq!(r.free_units(), 64 - 2 - 4);
+        assert!(r.grow(a, 10), "the freed tail is there again");
+        r.free(b);
+        r.free(a);
+        r.check().unwrap();
+        assert_eq!(r.free_units(), 64);
+    }
+
+    #[test]
+    fn bad_requests_fail() {
+        let mut tags = Vec::new();
+        let mut r = runs(&mut tags, 8, 0);
+        assert_eq!(r.alloc(0, UNIT), None);
+        assert_eq!(r.alloc(9, UNIT), None);
+        assert_eq!(r.used_len(3), None);
+        assert_eq!(r.used_len(100), None);
+        r.check().unwrap();
+    }
+}

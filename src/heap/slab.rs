@@ -1,0 +1,442 @@
+//! Slabs (64 KiB groups of one size class) and the per-thread caches that own
+//! them.
+//!
+//! # Ownership
+//!
+//! Each slab has one owner: the thread cache whose tag (thread index + 1) is
+//! in `owner`, or nobody (0) when it is abandoned. Only the owner touches the
+//! slab's [`Local`] state: a thread for its own index, the holder of the
+//! heap's shared lock for the shared slot, the holder of the central lock for
+//! abandoned slabs. Ownership moves only through the central lock (abandon,
+//! adopt), which orders the `Local` writes of the old owner before the reads
+//! of the new one.
+//!
+//! # Free lists
+//!
+//! Freed objects are linked through their first four bytes, as offsets inside
+//! the slab (every class is a multiple of 4 bytes, so links are aligned):
+//!
+//! - the owner pushes and pops its `free` list with plain reads and writes
+//!   (LIFO: the object freed last, still in cache, is handed out next);
+//! - other threads push onto `thread_free`, a lock-free stack in one atomic
+//!   word, which the owner takes whole (`swap`), so no ABA is possible.
+//!
+//! `thread_free` also carries the `FULL` bit, set by the owner when it retires
+//! a slab with nothing left to hand out. The remote free that clears it (with
+//! the same compare-exchange that pushes the object) tells the owner through
+//! its cache's `revived` counter for that class, and the owner moves the slab
+//! back into use the next time it runs short.
+
+use core::cell::UnsafeCell;
+use core::ptr::{self, NonNull};
+use core::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
+
+use super::class::{self, CLASSES};
+
+/// Bytes per slab; slabs start at multiples of this inside an arena.
+pub(crate) const GROUP: usize = 64 << 10;
+
+/// No object (end of a free list).
+const NIL: u32 = u32::MAX;
+/// `thread_free`: the owner retired the slab as full.
+const FULL: u64 = 1 << 32;
+/// `thread_free` with no remote frees and not full.
+const EMPTY: u64 = NIL as u64;
+
+/// Which owner list a slab is on (`Local::list`).
+pub(crate) const NONE: u8 = 0;
+pub(crate) const CURRENT: u8 = 1;
+pub(crate) const PARTIAL: u8 = 2;
+pub(crate) const RETIRED: u8 = 3;
+pub(crate) const ABANDONED: u8 = 4;
+
+/// `SlabHeader::kind`.
+pub(crate) const NOT_SLAB: u8 = 0;
+pub(crate) const SLAB: u8 = 1;
+
+/// The header of one 64 KiB group of an arena. Lives out of band, in the
+/// arena's header array, whether or not the group is a slab right now.
+#[repr(C, align(64))]
+pub(crate) struct SlabHeader {
+    /// `SLAB` while the group is a slab. Written under the arena lock before
+    /// any object of the slab exists; read by frees, which happen after that.
+    pub(crate) kind: AtomicU8,
+    /// The size class; fixed while the group is a slab.
+    pub(crate) class: AtomicU8,
+    /// The owner's tag, or 0 when abandoned or not a slab.
+    pub(crate) owner: AtomicU32,
+    /// Remote frees, in one word: the first object's offset (bits 0-31, NIL
+    /// if none), the `FULL` bit (32), and how many objects are on the list
+    /// (bits 33-63).
+    thread_free: AtomicU64,
+    /// Objects handed out and not yet back on the owner's list (bits 0-29),
+    /// plus `IS_CURRENT` and `IS_RETIRED`, which mirror `Local::list`. Written
+    /// only by the owner (a load and a store), read by `stats`. The flags
+    /// make the one check after a free cheap: as an `i32` the word is
+    /// positive for the current slab, negative for a retired one, and zero
+    /// only for an empty slab that is neither.
+    used: AtomicU32,
+    local: UnsafeCell<Local>,
+}
+
+/// The owner's state of a slab.
+pub(crate) struct Local {
+    /// The group's first byte (with the Block's provenance).
+    pub(crate) data: *mut u8,
+    /// Offset of the first object of the owner's free list, or NIL.
+    free: u32,
+    /// Offset of the first never-used object.
+    bump: u32,
+    pub(crate) size: u32,
+    /// Which owner list the slab is on; change it with `set_list`.
+    list: u8,
+    pub(crate) next: *mut SlabHeader,
+    pub(crate) prev: *mut SlabHeader,
+}
+
+/// `SlabHeader::used`: the slab is its class's current one.
+const IS_CURRENT: u32 = 1 << 30;
+/// `SlabHeader::used`: the slab is on its owner's retired list.
+const IS_RETIRED: u32 = 1 << 31;
+/// `SlabHeader::used`: the count.
+const COUNT: u32 = IS_CURRENT - 1;
+/// `thread_free`: one more object on the list.
+const ONE_PENDING: u64 = 1 << 33;
+
+// SAFETY: the atomics are shared; `Local` is reached only by the owner (see
+// the module documentation), and its pointers point into the heap's Blocks.
+unsafe impl Sync for SlabHeader {}
+
+impl SlabHeader {
+    /// Makes this (unused) group a slab of `class` starting at `data`.
+    ///
+    /// # Safety
+    /// The caller holds the arena lock, the group at `data` was just taken
+    /// from the arena's runs, and no object of it exists yet.
+    pub(crate) unsafe fn init(&self, data: *mut u8, class: usize) {
+        // SAFETY: no other thread can reach a group that is not a slab.
+        unsafe {
+            *self.local.get() = Local {
+                data,
+                free: NIL,
+                bump: 0,
+                size: class::size(class) as u32,
+                list: NONE,
+                next: ptr::null_mut(),
+                prev: ptr::null_mut(),
+            };
+        }
+        self.thread_free.store(EMPTY, Ordering::Relaxed);
+        self.used.store(0, Ordering::Relaxed);
+        self.owner.store(0, Ordering::Relaxed);
+        self.class.store(class as u8, Ordering::Relaxed);
+        // Relaxed: the first object is handed out after the arena lock is
+        // released (and published to other threads through the program's own
+        // synchronization), which orders these stores before any free.
+        self.kind.store(SLAB, Ordering::Relaxed);
+    }
+
+    /// The owner's state.
+    ///
+    /// # Safety
+    /// The caller owns the slab (module documentation) and holds no other
+    /// reference to its `Local`.
+    #[inline]
+    #[expect(
+        clippy::mut_from_ref,
+        reason = "ownership, not the borrow, makes this unique"
+    )]
+    pub(crate) unsafe fn local(&self) -> &mut Local {
+        // SAFETY: the caller's contract.
+        unsafe { &mut *self.local.get() }
+    }
+
+    /// Hands out an object: from the free list, else a never-used one.
+    ///
+    /// # Safety
+    /// The caller owns the slab.
+    #[inline]
+    pub(crate) unsafe fn pop(&self) -> Option<NonNull<u8>> {
+        // SAFETY: the caller owns the slab.
+        let local = unsafe { self.local() };
+        if local.free != NIL {
+            // SAFETY: `free` is the offset of a free object inside the group,
+            // whose first four bytes hold the next link (u32-aligned: classes
+            // are multiples of 4 bytes and the group is 64 KiB-aligned).
+            unsafe {
+                let object = local.data.add(local.free as usize);
+                local.free = object.cast::<u32>().read();
+                self.add_used(1);
+                return Some(NonNull::new_unchecked(object));
+            }
+        }
+        if (local.bump + local.size) as usize <= GROUP {
+            // SAFETY: `bump + size <= GROUP`: a never-used object inside the
+            // group.
+            unsafe {
+                let object = local.data.add(local.bump as usize);
+                local.bump += local.size;
+                self.add_used(1);
+                return Some(NonNull::new_unchecked(object));
+            }
+        }
+        None
+    }
+
+    /// Adds to the count of objects handed out (the owner only).
+    #[inline]
+    fn add_used(&self, delta: u32) -> u32 {
+        // Relaxed load and store: only the owner writes; `stats` reads.
+        let used = self.used.load(Ordering::Relaxed).wrapping_add(delta);
+        self.used.store(used, Ordering::Relaxed);
+        used
+    }
+
+    /// Objects handed out and not yet given back (remote frees still on
+    /// `thread_free` count as given back). A snapshot when not the owner.
+    pub(crate) fn live(&self) -> u32 {
+        // Relaxed: a statistic.
+        let used = self.used.load(Ordering::Relaxed) & COUNT;
+        let pending = (self.thread_free.load(Ordering::Relaxed) >> 33) as u32;
+        used.saturating_sub(pending)
+    }
+
+    /// Whether the owner has nothing handed out (remote frees collected).
+    ///
+    /// # Safety
+    /// The caller owns the slab.
+    pub(crate) unsafe fn is_empty(&self) -> bool {
+        self.used.load(Ordering::Relaxed) & COUNT == 0
+    }
+
+    /// Takes back an object on the owner's free list. Returns the `used`
+    /// word: `<= 0` as an `i32` when the slab needs attention (it emptied and
+    /// is not current, or it was retired).
+    ///
+    /// # Safety
+    /// The caller owns the slab; `object` was handed out by it and is not used
+    /// again.
+    #[inline]
+    pub(crate) unsafe fn push_local(&self, object: NonNull<u8>) -> i32 {
+        // SAFETY: the caller owns the slab.
+        let local = unsafe { self.local() };
+        let offset = (object.as_ptr().addr() & (GROUP - 1)) as u32;
+        // SAFETY: the object is ours to overwrite and u32-aligned.
+        unsafe { object.cast::<u32>().write(local.free) };
+        local.free = offset;
+        self.add_used(u32::MAX) as i32
+    }
+
+    /// Which owner list the slab is on.
+    ///
+    /// # Safety
+    /// The caller owns the slab.
+    pub(crate) unsafe fn list(&self) -> u8 {
+        // SAFETY: the caller's contract.
+        unsafe { self.local().list }
+    }
+
+    /// Records which owner list the slab is on (and the flags in `used`).
+    ///
+    /// # Safety
+    /// The caller owns the slab.
+    pub(crate) unsafe fn set_list(&self, list: u8) {
+        // SAFETY: the caller's contract.
+        unsafe { self.local().list = list };
+        let flags = match list {
+            CURRENT => IS_CURRENT,
+            RETIRED => IS_RETIRED,
+            _ => 0,
+        };
+        // Relaxed: as in `add_used`.
+        let used = self.used.load(Ordering::Relaxed) & COUNT;
+        self.used.store(used | flags, Ordering::Relaxed);
+    }
+
+    /// Takes back an object from a thread that does not own the slab.
+    /// Returns whether the slab was retired as full (the caller then tells the
+    /// owner).
+    ///
+    /// # Safety
+    /// `object` was handed out by this slab and is not used again.
+    #[inline]
+    pub(crate) unsafe fn push_remote(&self, object: NonNull<u8>) -> bool {
+        let offset = (object.as_ptr().addr() & (GROUP - 1)) as u64;
+        // Relaxed: the compare-exchange below checks the value.
+        let mut old = self.thread_free.load(Ordering::Relaxed);
+        loop {
+            // SAFETY: the object is ours to overwrite and u32-aligned.
+            unsafe { object.cast::<u32>().write(old as u32) };
+            // One more pending, this object first, and the FULL bit dropped.
+            let new = (((old >> 33) << 33) + ONE_PENDING) | offset;
+            // Release: pairs with the Acquire swap in `collect`, so the link
+            // (and the caller's last writes to the object) are visible to the
+            // owner that takes the list.
+            match self.thread_free.compare_exchange_weak(
+                old,
+                new,
+                Ordering::Release,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return old & FULL != 0,
+                Err(seen) => old = seen,
+            }
+        }
+    }
+
+    /// Moves the remote frees onto the owner's list (and clears `FULL`);
+    /// returns how many there were.
+    ///
+    /// # Safety
+    /// The caller owns the slab.
+    pub(crate) unsafe fn collect(&self) -> u32 {
+        // Acquire: pairs with the Release compare-exchange of every
+        // `push_remote` whose object is on the list we take.
+        let taken = self.thread_free.swap(EMPTY, Ordering::Acquire);
+        let first = taken as u32;
+        if first == NIL {
+            return 0;
+        }
+        let count = (taken >> 33) as u32;
+        // SAFETY: the caller owns the slab.
+        let local = unsafe { self.local() };
+        if local.free != NIL {
+            // Splice the taken list in front of `free`: find its last object.
+            let mut last = first;
+            for _ in 1..count {
+                // SAFETY: every offset on the list is a freed object.
+                last = unsafe { local.data.add(last as usize).cast::<u32>().read() };
+            }
+            // SAFETY: as above.
+            unsafe {
+                local
+                    .data
+                    .add(last as usize)
+                    .cast::<u32>()
+                    .write(local.free)
+            };
+        }
+        local.free = first;
+        self.add_used(count.wrapping_neg());
+        count
+    }
+
+    /// Retires the slab as full unless remote frees are waiting.
+    ///
+    /// # Safety
+    /// The caller owns the slab.
+    pub(crate) unsafe fn try_retire(&self) -> bool {
+        // Relaxed: the bit only has to be seen by the next compare-exchange on
+        // this word, which the modification order guarantees.
+        self.thread_free
+            .compare_exchange(EMPTY, EMPTY | FULL, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    }
+
+    /// Whether the owner retired the slab and no remote free has come since.
+    pub(crate) fn is_retired(&self) -> bool {
+        // Acquire: when false after a retire, a remote free cleared the bit;
+        // `collect` then acquires its objects anyway.
+        self.thread_free.load(Ordering::Acquire) & FULL != 0
+    }
+
+    /// Clears the `FULL` bit (the owner is taking the slab back into use).
+    ///
+    /// # Safety
+    /// The caller owns the slab.
+    pub(crate) unsafe fn unretire(&self) {
+        // Relaxed: as in `try_retire`.
+        self.thread_free.fetch_and(!FULL, Ordering::Relaxed);
+    }
+}
+
+/// One class's slabs in a thread cache (owner-only).
+#[derive(Clone, Copy)]
+pub(crate) struct ClassCache {
+    pub(crate) current: *mut SlabHeader,
+    pub(crate) partial: *mut SlabHeader,
+    pub(crate) retired: *mut SlabHeader,
+    /// The `revived` count last acted on.
+    pub(crate) seen: u32,
+}
+
+/// The slabs of one thread tag in one heap.
+#[repr(C)]
+pub(crate) struct ThreadCache {
+    classes: [UnsafeCell<ClassCache>; CLASSES],
+    /// Bumped by remote frees that clear a retired slab's `FULL` bit.
+    pub(crate) revived: [AtomicU32; CLASSES],
+}
+
+// SAFETY: `classes` is reached only by the cache's owner; the rest is atomic.
+unsafe impl Sync for ThreadCache {}
+
+impl ThreadCache {
+    pub(crate) fn new() -> ThreadCache {
+        ThreadCache {
+            classes: [const {
+                UnsafeCell::new(ClassCache {
+                    current: ptr::null_mut(),
+                    partial: ptr::null_mut(),
+                    retired: ptr::null_mut(),
+                    seen: 0,
+                })
+            }; CLASSES],
+            revived: [const { AtomicU32::new(0) }; CLASSES],
+        }
+    }
+
+    /// One class's slabs.
+    ///
+    /// # Safety
+    /// The caller owns the cache and holds no other reference to this class.
+    #[inline]
+    #[expect(
+        clippy::mut_from_ref,
+        reason = "ownership, not the borrow, makes this unique"
+    )]
+    pub(crate) unsafe fn class(&self, class: usize) -> &mut ClassCache {
+        // SAFETY: the caller's contract.
+        unsafe { &mut *self.classes[class].get() }
+    }
+}
+
+/// Pushes `slab` on the front of a doubly linked owner list.
+///
+/// # Safety
+/// The caller owns `slab` and the list; `slab` is on no list.
+pub(crate) unsafe fn push(head: &mut *mut SlabHeader, slab: &SlabHeader, list: u8) {
+    // SAFETY: the caller owns `slab`, and the head, if any, is also its own.
+    unsafe {
+        let local = slab.local();
+        local.prev = ptr::null_mut();
+        local.next = *head;
+        slab.set_list(list);
+        if let Some(first) = head.as_ref() {
+            first.local().prev = ptr::from_ref(slab).cast_mut();
+        }
+    }
+    *head = ptr::from_ref(slab).cast_mut();
+}
+
+/// Takes `slab` off the doubly linked owner list `head`.
+///
+/// # Safety
+/// The caller owns `slab` and the list, and `slab` is on it.
+pub(crate) unsafe fn unlink(head: &mut *mut SlabHeader, slab: &SlabHeader) {
+    // SAFETY: the caller owns `slab` and its neighbours on the list.
+    unsafe {
+        let local = slab.local();
+        if let Some(prev) = local.prev.as_ref() {
+            prev.local().next = local.next;
+        } else {
+            *head = local.next;
+        }
+        if let Some(next) = local.next.as_ref() {
+            next.local().prev = local.prev;
+        }
+        local.next = ptr::null_mut();
+        local.prev = ptr::null_mut();
+        slab.set_list(NONE);
+    }
+}

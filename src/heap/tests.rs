@@ -1,0 +1,375 @@
+use std::collections::HashMap;
+use std::sync::Barrier;
+
+use super::*;
+use crate::Pinning;
+
+fn options() -> BlockOptions<'static> {
+    BlockOptions::new().pinning(Pinning::BestEffort)
+}
+
+fn heap(block_bytes: usize, blocks: usize) -> Heap {
+    Heap::lazy_with(block_bytes, options())
+        .max_blocks(blocks)
+        .open()
+        .unwrap()
+}
+
+fn layout(size: usize, align: usize) -> Layout {
+    Layout::from_size_align(size, align).unwrap()
+}
+
+fn alloc(heap: &Heap, layout: Layout) -> Option<NonNull<u8>> {
+    crate::alloc::allocate(heap, layout).map(NonNull::cast)
+}
+
+/// # Safety
+/// `ptr` came from `alloc(heap, layout)`.
+unsafe fn free(heap: &Heap, ptr: NonNull<u8>, layout: Layout) {
+    // SAFETY: the caller's contract.
+    unsafe { crate::alloc::deallocate(heap, ptr, layout) }
+}
+
+fn fill(ptr: NonNull<u8>, len: usize, seed: u8) {
+    // SAFETY: callers pass live allocations of at least `len` bytes.
+    unsafe { ptr.as_ptr().write_bytes(seed, len) }
+}
+
+fn check(ptr: NonNull<u8>, len: usize, seed: u8) {
+    // SAFETY: as `fill`.
+    let bytes = unsafe { core::slice::from_raw_parts(ptr.as_ptr(), len) };
+    assert!(
+        bytes.iter().all(|&b| b == seed),
+        "pattern {seed} lost at {ptr:p}"
+    );
+}
+
+#[test]
+fn bad_configurations_are_errors() {
+    assert!(matches!(
+        Heap::lazy_with(MIN_BLOCK - 1, options()).open(),
+        Err(Error::TooSmall {
+            minimum: MIN_BLOCK,
+            ..
+        })
+    ));
+    assert!(matches!(
+        Heap::lazy_with(1 << 20, options()).max_blocks(0).open(),
+        Err(Error::InvalidArgument { .. })
+    ));
+    assert!(matches!(
+        Heap::lazy_with(1 << 20, options())
+            .max_blocks(MAX_BLOCKS + 1)
+            .open(),
+        Err(Error::InvalidArgument { .. })
+    ));
+    assert!(matches!(
+        Heap::lazy_with(usize::MAX, options()).open(),
+        Err(Error::Overflow { .. })
+    ));
+    let broken = Heap::lazy_with(0, options());
+    assert_eq!(alloc(&broken, layout(8, 8)), None);
+    assert!(!broken.owns(core::ptr::null::<u8>()));
+    assert_eq!(broken.stats(), HeapStats::default());
+}
+
+#[test]
+fn the_smallest_block_works() {
+    let heap = heap(MIN_BLOCK, 1);
+    let p = alloc(&heap, layout(100, 8)).unwrap();
+    let q = alloc(&heap, layout(20_000, 8)).unwrap();
+    // SAFETY: allocated above.
+    unsafe {
+        free(&heap, p, layout(100, 8));
+        free(&heap, q, layout(20_000, 8));
+    }
+}
+
+#[test]
+fn small_and_large_allocations_are_aligned_owned_and_counted() {
+    let heap = heap(4 << 20, 1);
+    let mut live = Vec::new();
+    for (i, (size, align)) in [
+        (1, 1),
+        (16, 16),
+        (17, 8),
+        (100, 64),
+        (4096, 4096),
+        (32768, 8),
+        (40000, 8),
+        (100_000, 1 << 16),
+        (8, 1 << 14),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let l = layout(size, align);
+        let p = alloc(&heap, l).unwrap();
+        assert_eq!(p.as_ptr().addr() % align, 0, "{l:?}");
+        assert!(heap.owns(p.as_ptr()));
+        fill(p, size, i as u8);
+        live.push((p, l, i as u8));
+    }
+    for &(p, l, seed) in &live {
+        check(p, l.size(), seed);
+    }
+    let stats = heap.stats();
+    assert!(stats.in_use >= live.iter().map(|x| x.1.size()).sum::<usize>());
+    assert!(stats.committed >= stats.in_use);
+    assert_eq!(stats.blocks, 1);
+    for (p, l, _) in live {
+        // SAFETY: allocated above with `l`.
+        unsafe { free(&heap, p, l) };
+    }
+    assert_eq!(heap.stats().in_use, 0);
+}
+
+#[test]
+fn freed_memory_is_reused() {
+    let heap = heap(1 << 20, 1);
+    let l = layout(64, 8);
+    let p = alloc(&heap, l).unwrap();
+    // SAFETY: allocated above.
+    unsafe { free(&heap, p, l) };
+    assert_eq!(alloc(&heap, l), Some(p), "LIFO reuse within the slab");
+    let big = layout(200_000, 8);
+    let q = alloc(&heap, big).unwrap();
+    // SAFETY: allocated above.
+    unsafe { free(&heap, q, big) };
+    assert_eq!(alloc(&heap, big), Some(q), "the run is reused");
+}
+
+#[test]
+fn churn_of_ten_times_the_capacity_never_exhausts() {
+    // Room for the live set: up to 64 allocations of up to 70 KB, spread over
+    // most size classes, each class holding at least one 64 KiB slab.
+    let capacity = 16 << 20;
+    let heap = heap(capacity, 1);
+    let mut live: HashMap<usize, (NonNull<u8>, Layout, u8)> = HashMap::new();
+    let mut total = 0usize;
+    let mut seed = 0x1234_5678u64;
+    let rounds = if cfg!(miri) { 300 } else { 200_000 };
+    for round in 0..rounds {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let slot = (seed >> 33) as usize % 64;
+        if let Some((p, l, tag)) = live.remove(&slot) {
+            check(p, l.size(), tag);
+            // SAFETY: allocated below with `l`.
+            unsafe { free(&heap, p, l) };
+        } else {
+            let size = match (seed >> 20) % 10 {
+                0 => 40_000 + (seed >> 40) as usize % 30_000,
+                1..=3 => 1000 + (seed >> 40) as usize % 8000,
+                _ => 1 + (seed >> 40) as usize % 500,
+            };
+            let l = layout(size, 1 << ((seed >> 50) % 5));
+            let p = alloc(&heap, l).unwrap_or_else(|| panic!("exhausted at round {round}"));
+            fill(p, size, round as u8);
+            live.insert(slot, (p, l, round as u8));
+            total += size;
+        }
+    }
+    if !cfg!(miri) {
+        assert!(total > 10 * capacity, "churned {total} bytes");
+    }
+    for (_, (p, l, tag)) in live {
+        check(p, l.size(), tag);
+        // SAFETY: allocated with `l`.
+        unsafe { free(&heap, p, l) };
+    }
+    let stats = heap.stats();
+    assert_eq!(stats.in_use, 0);
+    assert!(stats.high_water <= capacity);
+}
+
+#[test]
+fn more_blocks_open_up_to_the_limit_then_the_policy_applies() {
+    let heap = heap(MIN_BLOCK, 3);
+    let l = layout(100_000, 8);
+    let mut held = Vec::new();
+    while let Some(p) = alloc(&heap, l) {
+        held.push(p);
+    }
+    assert_eq!(heap.stats().blocks, 3);
+    assert!(held.len() >= 3);
+    assert!(held.iter().all(|p| heap.owns(p.as_ptr())));
+    for p in held {
+        // SAFETY: allocated above.
+        unsafe { free(&heap, p, l) };
+    }
+    assert!(alloc(&heap, l).is_some(), "freed runs are reused");
+
+    let spilling = Heap::lazy_with(MIN_BLOCK, options())
+        .spill()
+        .open()
+        .unwrap();
+    let huge = layout(1 << 20, 8);
+    let p = alloc(&spilling, huge).unwrap();
+    assert!(!spilling.owns(p.as_ptr()));
+    assert_eq!(spilling.stats().spilled, 1 << 20);
+    // SAFETY: allocated above; routed back to the system.
+    unsafe { free(&spilling, p, huge) };
+    assert_eq!(spilling.stats().spilled, 0);
+}
+
+#[test]
+fn large_allocations_grow_and_shrink_in_place() {
+    let heap = heap(4 << 20, 1);
+    let small = layout(40_000, 8);
+    let p = alloc(&heap, small).unwrap();
+    fill(p, 40_000, 7);
+    let bigger = layout(400_000, 8);
+    // SAFETY: allocated with `small`.
+    let grown = unsafe { crate::alloc::reallocate(&heap, p, small, bigger, false) }.unwrap();
+    assert_eq!(grown.cast::<u8>(), p, "the run after it was free");
+    check(p, 40_000, 7);
+    let tiny = layout(10, 8);
+    // SAFETY: allocated with `bigger`.
+    let shrunk = unsafe { crate::alloc::reallocate(&heap, p, bigger, tiny, false) }.unwrap();
+    assert_eq!(shrunk.cast::<u8>(), p);
+    assert_eq!(heap.stats().in_use, UNIT);
+    // SAFETY: allocated with `tiny`.
+    unsafe { free(&heap, p, tiny) };
+    assert_eq!(heap.stats().in_use, 0);
+
+    // A small object grows in place inside its class, and moves past it.
+    let a = layout(33, 8);
+    let q = alloc(&heap, a).unwrap();
+    // SAFETY: allocated with `a`; 40 is the class of 33.
+    let same = unsafe { crate::alloc::reallocate(&heap, q, a, layout(40, 8), false) }.unwrap();
+    assert_eq!(same.cast::<u8>(), q);
+    // SAFETY: now allocated with (40, 8).
+    let moved =
+        unsafe { crate::alloc::reallocate(&heap, q, layout(40, 8), layout(41, 8), false) }.unwrap();
+    assert_ne!(moved.cast::<u8>(), q);
+    // SAFETY: allocated with (41, 8).
+    unsafe { free(&heap, moved.cast(), layout(41, 8)) };
+}
+
+#[test]
+fn frees_from_other_threads_are_reused() {
+    let heap = heap(2 << 20, 1);
+    let l = layout(48, 8);
+    let rounds = if cfg!(miri) { 3 } else { 200 };
+    let batch = if cfg!(miri) { 50 } else { 5000 };
+    let (to_consumer, from_producer) = std::sync::mpsc::sync_channel::<Vec<usize>>(2);
+    std::thread::scope(|s| {
+        let heap = &heap;
+        s.spawn(move || {
+            for _ in 0..rounds {
+                let pointers = from_producer.recv().unwrap();
+                for addr in pointers {
+                    let p =
+                        NonNull::new(core::ptr::with_exposed_provenance_mut::<u8>(addr)).unwrap();
+                    check(p, 48, (addr % 251) as u8);
+                    // SAFETY: the producer allocated it with `l` and gave it up.
+                    unsafe { free(heap, p, l) };
+                }
+            }
+        });
+        for _ in 0..rounds {
+            let pointers: Vec<usize> = (0..batch)
+                .map(|_| {
+                    let p =
+                        alloc(heap, l).expect("remote frees are reused, so this never runs out");
+                    let addr = p.as_ptr().expose_provenance();
+                    fill(p, 48, (addr % 251) as u8);
+                    addr
+                })
+                .collect();
+            to_consumer.send(pointers).unwrap();
+        }
+    });
+    let stats = heap.stats();
+    assert_eq!(stats.in_use, 0);
+    if !cfg!(miri) {
+        // 200 rounds of 5000 × 48 bytes is 48 MB through a 2 MiB heap.
+        assert!(stats.high_water < 2 << 20);
+    }
+}
+
+#[test]
+fn an_exiting_threads_slabs_are_adopted_or_released() {
+    let heap = heap(1 << 20, 1);
+    let l = layout(1000, 8);
+    // A thread allocates and exits, leaving some objects alive.
+    let survivors: Vec<usize> = std::thread::scope(|s| {
+        s.spawn(|| {
+            let all: Vec<_> = (0..100).map(|_| alloc(&heap, l).unwrap()).collect();
+            for (i, p) in all.iter().enumerate() {
+                fill(*p, 1000, i as u8);
+            }
+            let (keep, drop_now): (Vec<_>, Vec<_>) =
+                all.into_iter().enumerate().partition(|(i, _)| i % 10 == 0);
+            for (_, p) in drop_now {
+                // SAFETY: allocated above.
+                unsafe { free(&heap, p, l) };
+            }
+            keep.into_iter()
+                .map(|(i, p)| {
+                    check(p, 1000, i as u8);
+                    p.as_ptr().expose_provenance()
+                })
+                .collect()
+        })
+        .join()
+        .unwrap()
+    });
+    // Its slabs are abandoned, holding the survivors; this thread frees them
+    // and allocates again, so the memory is reused rather than lost.
+    let committed = heap.stats().committed;
+    for addr in survivors {
+        let p = NonNull::new(core::ptr::with_exposed_provenance_mut::<u8>(addr)).unwrap();
+        // SAFETY: allocated with `l` by the exited thread.
+        unsafe { free(&heap, p, l) };
+    }
+    let again: Vec<_> = (0..100).map(|_| alloc(&heap, l).unwrap()).collect();
+    assert!(
+        heap.stats().committed <= committed + GROUP,
+        "reused, not grown"
+    );
+    for p in again {
+        // SAFETY: allocated above.
+        unsafe { free(&heap, p, l) };
+    }
+    assert_eq!(heap.stats().in_use, 0);
+}
+
+#[test]
+fn threads_churning_one_heap_keep_their_data() {
+    let heap = heap(8 << 20, 2);
+    let threads = 4;
+    let rounds = if cfg!(miri) { 100 } else { 50_000 };
+    let barrier = Barrier::new(threads);
+    std::thread::scope(|s| {
+        for t in 0..threads {
+            let (heap, barrier) = (&heap, &barrier);
+            s.spawn(move || {
+                barrier.wait();
+                let mut live: Vec<(NonNull<u8>, Layout, u8)> = Vec::new();
+                for round in 0..rounds {
+                    let size = 1 + (round * 37 + t * 101) % 3000;
+                    let l = layout(size, 8);
+                    let tag = (round + t) as u8;
+                    let p = alloc(heap, l).unwrap();
+                    fill(p, size, tag);
+                    live.push((p, l, tag));
+                    if live.len() > 64 {
+                        let (p, l, tag) = live.swap_remove((round * 7) % live.len());
+                        check(p, l.size(), tag);
+                        // SAFETY: allocated above with `l`.
+                        unsafe { free(heap, p, l) };
+                    }
+                }
+                for (p, l, tag) in live {
+                    check(p, l.size(), tag);
+                    // SAFETY: allocated above with `l`.
+                    unsafe { free(heap, p, l) };
+                }
+            });
+        }
+    });
+    assert_eq!(heap.stats().in_use, 0);
+}

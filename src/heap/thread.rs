@@ -1,0 +1,171 @@
+//! Thread tags: each thread that allocates from a Heap takes a small tag
+//! (1 ..= MAX_THREADS, process-wide, shared by every Heap) that names its
+//! cache in each Heap and marks the slabs it owns.
+//!
+//! A cache belongs to the index, not to the thread: when a thread exits, its
+//! caches are flushed (empty slabs go back to their arenas, the rest are
+//! abandoned for other threads to adopt) and the index is released for the
+//! next thread. Heaps therefore hold no thread-local pointers into themselves
+//! and can be dropped at any time.
+//!
+//! The index lives in a `const`-initialized thread-local without a destructor
+//! (a plain TLS load, no registration, no allocation). The exit hook is a
+//! pthread key destructor: it runs after Rust's own thread-local destructors,
+//! which may still free memory into a Heap. A thread that allocates after its
+//! hook ran, or finds all indices taken, uses the heap's shared slot under a
+//! lock. Platforms without pthreads never release indices.
+
+use core::cell::Cell;
+use core::sync::atomic::{AtomicU64, Ordering};
+
+/// Tags available; further threads share one slot.
+pub(crate) const MAX_THREADS: usize = 1024;
+/// The shared slot's tag.
+pub(crate) const SHARED: usize = MAX_THREADS + 1;
+/// Slots per heap: tag 0 means "no owner" and has none in use.
+pub(crate) const SLOTS: usize = MAX_THREADS + 2;
+
+/// No tag yet. Both markers lie above every tag, so one compare tells a tag.
+const UNSET: u32 = u32::MAX;
+/// Exited, or no tag was free: use the shared slot.
+const NO_TAG: u32 = u32::MAX - 1;
+
+/// One bit per index, set while a thread holds it.
+static TAKEN: [AtomicU64; MAX_THREADS / 64] = [const { AtomicU64::new(0) }; MAX_THREADS / 64];
+
+thread_local! {
+    static TAG: Cell<u32> = const { Cell::new(UNSET) };
+}
+
+/// This thread's tag (1 ..= MAX_THREADS), or `SHARED`.
+#[inline]
+pub(crate) fn tag() -> usize {
+    let tag = TAG.with(Cell::get) as usize;
+    // Tags are 1 ..= MAX_THREADS; 0 is never stored.
+    if tag <= MAX_THREADS {
+        return tag;
+    }
+    tag_slow(tag as u32)
+}
+
+#[cold]
+fn tag_slow(tag: u32) -> usize {
+    if tag != UNSET {
+        return SHARED;
+    }
+    let Some(index) = claim() else {
+        TAG.with(|t| t.set(NO_TAG));
+        return SHARED;
+    };
+    if !exit::register(index) {
+        // Without an exit hook the tag could never be released: give it back
+        // now and share.
+        release(index);
+        TAG.with(|t| t.set(NO_TAG));
+        return SHARED;
+    }
+    TAG.with(|t| t.set(index as u32 + 1));
+    index + 1
+}
+
+fn claim() -> Option<usize> {
+    for (word, bits) in TAKEN.iter().enumerate() {
+        // Relaxed: a first guess for the compare-exchange.
+        let mut taken = bits.load(Ordering::Relaxed);
+        while taken != u64::MAX {
+            let bit = (!taken).trailing_zeros();
+            // Acquire: pairs with the Release in `release`, so the flush of
+            // the index's caches by its previous holder happens-before our
+            // use of them.
+            match bits.compare_exchange_weak(
+                taken,
+                taken | 1 << bit,
+                Ordering::Acquire,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return Some(word * 64 + bit as usize),
+                Err(seen) => taken = seen,
+            }
+        }
+    }
+    None
+}
+
+fn release(index: usize) {
+    // Release: publishes the flush to the next holder (`claim`).
+    TAKEN[index / 64].fetch_and(!(1 << (index % 64)), Ordering::Release);
+}
+
+/// Runs at thread exit: flushes the tag's caches in every heap, releases it.
+fn on_exit(index: usize) {
+    super::flush_thread(index + 1);
+    TAG.with(|t| t.set(NO_TAG));
+    release(index);
+}
+
+#[cfg(unix)]
+mod exit {
+    use core::ffi::c_void;
+    use std::sync::OnceLock;
+
+    /// The key whose destructor is the exit hook; `None` if it could not be
+    /// created.
+    fn key() -> Option<libc::pthread_key_t> {
+        static KEY: OnceLock<Option<libc::pthread_key_t>> = OnceLock::new();
+        *KEY.get_or_init(|| {
+            let mut key: libc::pthread_key_t = 0;
+            // SAFETY: `key` is a valid out-pointer; `destructor` has the
+            // signature pthreads expects.
+            (unsafe { libc::pthread_key_create(&mut key, Some(destructor)) } == 0).then_some(key)
+        })
+    }
+
+    unsafe extern "C" fn destructor(value: *mut c_void) {
+        super::on_exit(value.addr() - 1);
+    }
+
+    /// Arranges for `on_exit(index)` at this thread's exit.
+    pub(super) fn register(index: usize) -> bool {
+        let Some(key) = key() else {
+            return false;
+        };
+        // The value is the index + 1 (pthreads skips null values).
+        let value = core::ptr::without_provenance::<c_void>(index + 1);
+        // SAFETY: a key we created; the value is never dereferenced.
+        unsafe { libc::pthread_setspecific(key, value) == 0 }
+    }
+}
+
+#[cfg(not(unix))]
+mod exit {
+    /// No exit hook on this platform.
+    pub(super) fn register(_index: usize) -> bool {
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn threads_get_distinct_tags_that_are_reused() {
+        let mine = tag();
+        assert!((1..=MAX_THREADS).contains(&mine) || mine == SHARED);
+        assert_eq!(tag(), mine, "stable within a thread");
+        let theirs: Vec<usize> = (0..20)
+            .map(|_| std::thread::spawn(tag).join().unwrap())
+            .collect();
+        for &other in &theirs {
+            assert_ne!(other, mine);
+        }
+        if cfg!(unix) {
+            // One thread at a time: each exits (releasing its tag) before the
+            // next takes the lowest free one, so tags repeat.
+            let mut sorted = theirs.clone();
+            sorted.sort_unstable();
+            sorted.dedup();
+            assert!(sorted.len() < theirs.len(), "{theirs:?}");
+        }
+    }
+}
