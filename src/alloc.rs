@@ -29,21 +29,35 @@ pub enum Exhaustion {
 /// other live allocation; `owns` is true for every pointer `take` returned
 /// until it is given back, and false for memory from the system allocator.
 pub(crate) unsafe trait Engine {
-    /// Serves `layout` (non-zero size) from the Blocks; the slice is the
-    /// usable size.
+    /// Serves `layout` (non-zero size) from the Blocks on the hot path; the
+    /// slice is the usable size. `None` sends the request to `take_slow`.
     fn take(&self, layout: Layout) -> Option<NonNull<[u8]>>;
+
+    /// The rest of `take`, out of line; `None`: the Blocks cannot serve it.
+    fn take_slow(&self, _layout: Layout) -> Option<NonNull<[u8]>> {
+        None
+    }
 
     /// Whether `ptr` lies in one of the allocator's Blocks.
     fn owns(&self, ptr: NonNull<u8>) -> bool;
 
-    /// Gives back memory that `take` returned, if `ptr` lies in the Blocks;
-    /// returns whether it did (if not, the memory was spilled).
+    /// Gives back memory that `take` returned, on the hot path; returns
+    /// whether it did. `false` sends the pointer to `give_slow`.
     ///
     /// # Safety
     /// `ptr` came from `take` on `self` with a layout that `layout` fits (same
     /// alignment, size between the requested and the usable size), or from
     /// the system allocator with `layout`; it is not used afterwards.
     unsafe fn give(&self, ptr: NonNull<u8>, layout: Layout) -> bool;
+
+    /// The rest of `give`, out of line: `false` means `ptr` is not in the
+    /// Blocks (it was spilled).
+    ///
+    /// # Safety
+    /// As `give`.
+    unsafe fn give_slow(&self, _ptr: NonNull<u8>, _layout: Layout) -> bool {
+        false
+    }
 
     /// Resizes the allocation at `ptr` from `old` to `new` without moving it,
     /// or says it cannot. `new.align()` is already satisfied by `ptr`.
@@ -73,10 +87,46 @@ pub(crate) fn allocate<E: Engine + ?Sized>(engine: &E, layout: Layout) -> Option
     if layout.size() == 0 {
         return Some(dangling(layout));
     }
-    if let Some(block) = engine.take(layout) {
-        return Some(block);
+    match engine.take(layout) {
+        Some(block) => Some(block),
+        None => allocate_slow(engine, layout, false),
     }
-    spill(engine, layout, false)
+}
+
+/// What `take` did not serve: the engine's slow path, then spilling. Out of
+/// line, so that the hot paths keep nothing alive across it.
+#[inline(never)]
+fn allocate_slow<E: Engine + ?Sized>(
+    engine: &E,
+    layout: Layout,
+    zeroed: bool,
+) -> Option<NonNull<[u8]>> {
+    match engine.take_slow(layout) {
+        Some(block) => {
+            if zeroed {
+                // SAFETY: `take_slow` returned at least `layout.size()` bytes.
+                unsafe { ptr::write_bytes(block.cast::<u8>().as_ptr(), 0, layout.size()) };
+            }
+            Some(block)
+        }
+        None => spill(engine, layout, zeroed),
+    }
+}
+
+/// What `give` did not take back: the engine's slow path, else memory that
+/// was spilled. Out of line, as `allocate_slow`.
+///
+/// # Safety
+/// As `deallocate`.
+#[inline(never)]
+unsafe fn deallocate_slow<E: Engine + ?Sized>(engine: &E, ptr: NonNull<u8>, layout: Layout) {
+    // SAFETY: the caller's contract.
+    if !unsafe { engine.give_slow(ptr, layout) } {
+        engine.note_spill(-(layout.size() as isize));
+        // SAFETY: not in the Blocks, so `spill` allocated it from System with
+        // this layout.
+        unsafe { System.dealloc(ptr.as_ptr(), layout) }
+    }
 }
 
 #[cold]
@@ -107,7 +157,7 @@ pub(crate) fn allocate_nonzero<E: Engine + ?Sized>(
     debug_assert_ne!(layout.size(), 0, "GlobalAlloc::alloc with a zero size");
     match engine.take(layout) {
         Some(block) => Some(block.cast()),
-        None => spill(engine, layout, false).map(NonNull::cast),
+        None => allocate_slow(engine, layout, false).map(NonNull::cast),
     }
 }
 
@@ -124,10 +174,8 @@ pub(crate) unsafe fn deallocate_nonzero<E: Engine + ?Sized>(
     debug_assert_ne!(layout.size(), 0, "GlobalAlloc::dealloc with a zero size");
     // SAFETY: the caller's contract.
     if !unsafe { engine.give(ptr, layout) } {
-        engine.note_spill(-(layout.size() as isize));
-        // SAFETY: not in the Blocks, so `spill` allocated it from System with
-        // this layout.
-        unsafe { System.dealloc(ptr.as_ptr(), layout) }
+        // SAFETY: as above.
+        unsafe { deallocate_slow(engine, ptr, layout) }
     }
 }
 
@@ -146,7 +194,7 @@ pub(crate) fn allocate_zeroed<E: Engine + ?Sized>(
         unsafe { ptr::write_bytes(block.cast::<u8>().as_ptr(), 0, layout.size()) };
         return Some(block);
     }
-    spill(engine, layout, true)
+    allocate_slow(engine, layout, true)
 }
 
 /// # Safety
@@ -159,10 +207,8 @@ pub(crate) unsafe fn deallocate<E: Engine + ?Sized>(engine: &E, ptr: NonNull<u8>
     }
     // SAFETY: the caller's contract.
     if !unsafe { engine.give(ptr, layout) } {
-        engine.note_spill(-(layout.size() as isize));
-        // SAFETY: not in the Blocks, so `spill` allocated it from System with
-        // this layout.
-        unsafe { System.dealloc(ptr.as_ptr(), layout) }
+        // SAFETY: as above.
+        unsafe { deallocate_slow(engine, ptr, layout) }
     }
 }
 

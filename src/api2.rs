@@ -89,3 +89,4 @@ macro_rules! impl_allocators {
 impl_allocators!([] crate::Tape);
 impl_allocators!([const C: usize, const N: usize] crate::Grid<C, N>);
 impl_allocators!([] crate::Heap);
+impl_allocators!(['a] crate::TapeLocal<'a>);

@@ -5,7 +5,7 @@ use core::fmt;
 use core::marker::PhantomData;
 use core::mem::MaybeUninit;
 use core::ptr::NonNull;
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::OnceLock;
 
 use crossbeam_utils::CachePadded;
@@ -45,8 +45,18 @@ pub struct Grid<const CELL_SIZE: usize, const CELLS: usize> {
     /// ABA. A thread would have to sleep through 2^32 changes between its
     /// load and its compare-exchange to be fooled.
     head: CachePadded<AtomicU64>,
+    /// One word per cell: the index of the cell below it in the free list
+    /// (or `NIL`). Null until the Grid is carved; stored last, with Release,
+    /// so a thread that sees it also sees the links, the head, `cells` and
+    /// `align` initialized.
+    links: AtomicPtr<AtomicU32>,
+    /// The first cell.
+    cells: AtomicPtr<u8>,
+    /// The alignment every cell has.
+    align: AtomicUsize,
+    /// Whether carving worked; runs the carving once.
+    carved: OnceLock<bool>,
     tape: Tape,
-    parts: OnceLock<Option<Parts>>,
     exhaustion: Exhaustion,
 }
 
@@ -54,11 +64,7 @@ pub struct Grid<const CELL_SIZE: usize, const CELLS: usize> {
 #[derive(Clone, Copy)]
 struct Parts {
     cells: NonNull<u8>,
-    /// One word per cell: `len << 32 | next`, where `next` is the cell below
-    /// in the free list (or `NIL`) and `len` the length of the list from this
-    /// cell down, so the list's length is read off its top.
-    links: NonNull<AtomicU64>,
-    /// The alignment every cell has.
+    links: NonNull<AtomicU32>,
     align: usize,
 }
 
@@ -92,10 +98,10 @@ const fn geometry(cell: usize, cells: usize) -> Option<Geometry> {
     let Some(cells_bytes) = stride.checked_mul(cells) else {
         return None;
     };
-    let Some(links_start) = cells_bytes.checked_next_multiple_of(align_of::<AtomicU64>()) else {
+    let Some(links_start) = cells_bytes.checked_next_multiple_of(align_of::<AtomicU32>()) else {
         return None;
     };
-    let Some(total) = links_start.checked_add(cells * size_of::<AtomicU64>()) else {
+    let Some(total) = links_start.checked_add(cells * size_of::<AtomicU32>()) else {
         return None;
     };
     Some(Geometry {
@@ -129,10 +135,8 @@ impl<const CELL_SIZE: usize, const CELLS: usize> Grid<CELL_SIZE, CELLS> {
             return Err(Error::Overflow { requested: CELLS });
         };
         let grid = Grid {
-            head: CachePadded::new(AtomicU64::new(u64::from(NIL))),
             tape: Tape::start_with(geometry.total, options)?,
-            parts: OnceLock::new(),
-            exhaustion: Exhaustion::Fail,
+            ..Self::lazy_with(BlockOptions::new())
         };
         match grid.parts() {
             Some(_) => Ok(grid),
@@ -154,8 +158,11 @@ impl<const CELL_SIZE: usize, const CELLS: usize> Grid<CELL_SIZE, CELLS> {
         };
         Grid {
             head: CachePadded::new(AtomicU64::new(NIL as u64)),
+            links: AtomicPtr::new(core::ptr::null_mut()),
+            cells: AtomicPtr::new(core::ptr::null_mut()),
+            align: AtomicUsize::new(0),
+            carved: OnceLock::new(),
             tape: Tape::lazy_with(bytes, options),
-            parts: OnceLock::new(),
             exhaustion: Exhaustion::Fail,
         }
     }
@@ -175,98 +182,140 @@ impl<const CELL_SIZE: usize, const CELLS: usize> Grid<CELL_SIZE, CELLS> {
 
     /// The cell and link areas, carving them on first use.
     #[inline]
-    fn parts(&self) -> Option<&Parts> {
-        match self.parts.get() {
-            Some(parts) => parts.as_ref(),
-            None => self.parts.get_or_init(|| self.carve()).as_ref(),
+    fn parts(&self) -> Option<Parts> {
+        // Acquire: pairs with the Release store at the end of `carve`.
+        match NonNull::new(self.links.load(Ordering::Acquire)) {
+            Some(links) => Some(self.parts_with(links)),
+            None => self.parts_slow(),
         }
+    }
+
+    /// The parts, given the links (which are published last).
+    #[inline]
+    fn parts_with(&self, links: NonNull<AtomicU32>) -> Parts {
+        // Relaxed: ordered before `links` was published (see `carve`).
+        let cells = self.cells.load(Ordering::Relaxed);
+        Parts {
+            // SAFETY: stored non-null by `carve` before `links`.
+            cells: unsafe { NonNull::new_unchecked(cells) },
+            links,
+            align: self.align.load(Ordering::Relaxed),
+        }
+    }
+
+    #[cold]
+    fn parts_slow(&self) -> Option<Parts> {
+        if !*self.carved.get_or_init(|| self.carve()) {
+            return None;
+        }
+        // Acquire: as in `parts`.
+        Some(self.parts_with(NonNull::new(self.links.load(Ordering::Acquire))?))
     }
 
     /// Carves the cells and links out of the Tape and threads every cell onto
-    /// the free list, in address order. Runs once, inside `OnceLock`, whose
-    /// completion publishes these plain and Relaxed writes to every thread
-    /// that later sees the parts.
+    /// the free list, in address order; says whether it could. Runs once,
+    /// inside `OnceLock`.
     #[cold]
-    fn carve(&self) -> Option<Parts> {
-        let geometry = geometry(CELL_SIZE, CELLS)?;
-        let cells = self.tape.take(geometry.cells_bytes, 1)?;
-        let links = self
+    fn carve(&self) -> bool {
+        let Some(geometry) = geometry(CELL_SIZE, CELLS) else {
+            return false;
+        };
+        let Some(cells) = self.tape.take(geometry.cells_bytes, 1) else {
+            return false;
+        };
+        let Some(links) = self
             .tape
-            .take(CELLS * size_of::<AtomicU64>(), align_of::<AtomicU64>())?;
-        let links = NonNull::new(links.cast::<AtomicU64>())?;
+            .take(CELLS * size_of::<AtomicU32>(), align_of::<AtomicU32>())
+        else {
+            return false;
+        };
+        let links = links.cast::<AtomicU32>();
         for i in 0..CELLS {
             let next = if i + 1 < CELLS { (i + 1) as u32 } else { NIL };
-            let len = (CELLS - i) as u64;
             // SAFETY: `i < CELLS`, inside the link area just taken, which is
-            // aligned for AtomicU64 and initialized (Block memory always is).
-            unsafe { links.add(i).as_ref() }.store(len << 32 | u64::from(next), Ordering::Relaxed);
+            // aligned for AtomicU32 and initialized (Block memory always is).
+            unsafe { &*links.add(i) }.store(next, Ordering::Relaxed);
         }
-        self.head.store(0, Ordering::Relaxed);
         let stride_align = 1 << Self::STRIDE.trailing_zeros();
-        Some(Parts {
-            cells: NonNull::new(cells)?,
-            links,
-            align: stride_align.min(page_size()),
-        })
+        // Relaxed: all published by the Release store of `links` below.
+        self.head.store(0, Ordering::Relaxed);
+        self.cells.store(cells, Ordering::Relaxed);
+        self.align
+            .store(stride_align.min(page_size()), Ordering::Relaxed);
+        // Release: pairs with the Acquire loads in `parts`.
+        self.links.store(links, Ordering::Release);
+        true
     }
 
     #[inline]
-    fn link(parts: &Parts, index: u32) -> &AtomicU64 {
+    fn link(&self, links: NonNull<AtomicU32>, index: u32) -> &AtomicU32 {
         debug_assert!((index as usize) < CELLS);
         // SAFETY: callers pass an index below CELLS (from the head word or a
         // link, which only ever hold cell indices or NIL, checked before);
-        // the link area holds CELLS initialized AtomicU64s for the Grid's life.
-        unsafe { parts.links.add(index as usize).as_ref() }
+        // the link area holds CELLS initialized AtomicU32s for as long as the
+        // Grid (`&self`) lives.
+        unsafe { links.add(index as usize).as_ref() }
     }
 
-    /// Pops a free cell's index.
+    /// Pops a free cell's index; returns it and the head word it left.
     #[inline]
-    fn pop(&self, parts: &Parts) -> Option<u32> {
+    fn pop(&self, links: NonNull<AtomicU32>) -> Option<(u32, u64)> {
         // Acquire: pairs with the Release compare-exchange in `push` that put
         // this top there, so its link store and every write the previous owner
         // made to the cell happen-before our reading of the link and our use
         // of the cell.
         let mut head = self.head.load(Ordering::Acquire);
         loop {
-            let index = head as u32;
-            if index == NIL {
-                return None;
-            }
-            // Relaxed: the link was published by the Acquire that gave us
-            // `head`. If another thread pops this cell meanwhile, the link may
-            // change under us, but then the tag has moved on and the
-            // compare-exchange below fails.
-            let next = Self::link(parts, index).load(Ordering::Relaxed) as u32;
-            let new = ((head >> 32).wrapping_add(1) << 32) | u64::from(next);
-            // Success Acquire: as the load above, for the value we replace.
-            // Failure Acquire: we retry with the value seen, so it needs the
-            // same guarantee as the first load.
-            match self
-                .head
-                .compare_exchange_weak(head, new, Ordering::Acquire, Ordering::Acquire)
-            {
-                Ok(_) => return Some(index),
+            let next = self.below(links, head)?;
+            match self.try_pop(head, next) {
+                Ok(popped) => return Some(popped),
                 Err(seen) => head = seen,
             }
         }
     }
 
-    /// Pushes a cell's index back.
+    /// The index below the top in the head word `head`, or `None` if the list
+    /// is empty.
     #[inline]
-    fn push(&self, parts: &Parts, index: u32) {
+    fn below(&self, links: NonNull<AtomicU32>, head: u64) -> Option<u32> {
+        let index = head as u32;
+        if index == NIL {
+            return None;
+        }
+        // Relaxed: the link was published by the Acquire that gave us `head`.
+        // If another thread pops this cell meanwhile, the link may change
+        // under us, but then the tag has moved on and `try_pop` fails.
+        Some(self.link(links, index).load(Ordering::Relaxed))
+    }
+
+    /// Replaces the head word `head` with `next` on top (and the tag moved
+    /// on); returns the popped index, or the head word seen instead.
+    #[inline]
+    fn try_pop(&self, head: u64, next: u32) -> Result<(u32, u64), u64> {
+        let new = ((head >> 32).wrapping_add(1) << 32) | u64::from(next);
+        // Success Acquire: as the load in `pop`, for the value we replace.
+        // Failure Acquire: the caller retries with the value seen, so it needs
+        // the same guarantee as the first load.
+        self.head
+            .compare_exchange(head, new, Ordering::Acquire, Ordering::Acquire)
+            .map(|_| (head as u32, new))
+    }
+
+    /// Pushes a cell's index back. `guess` is what the head word probably
+    /// is (the value a Cell's own pop left, when nothing happened since):
+    /// trying it first saves a load that would wait for the last
+    /// compare-exchange on the word.
+    #[inline]
+    fn push(&self, links: NonNull<AtomicU32>, index: u32, guess: Option<u64>) {
         // Relaxed: the value only seeds the compare-exchange, which checks it.
-        let mut head = self.head.load(Ordering::Relaxed);
+        let mut head = match guess {
+            Some(guess) => guess,
+            None => self.head.load(Ordering::Relaxed),
+        };
         loop {
-            let top = head as u32;
-            let below = if top == NIL {
-                0
-            } else {
-                // Relaxed: a stale length means the top changed, and the
-                // compare-exchange below fails.
-                Self::link(parts, top).load(Ordering::Relaxed) >> 32
-            };
             // Relaxed: published by the Release compare-exchange below.
-            Self::link(parts, index).store((below + 1) << 32 | u64::from(top), Ordering::Relaxed);
+            self.link(links, index)
+                .store(head as u32, Ordering::Relaxed);
             let new = ((head >> 32).wrapping_add(1) << 32) | u64::from(index);
             // Release: pairs with the Acquire in `pop`, publishing the link
             // and our writes to the cell to whoever takes it next.
@@ -284,11 +333,16 @@ impl<const CELL_SIZE: usize, const CELLS: usize> Grid<CELL_SIZE, CELLS> {
     /// cannot be opened). The cell goes back when dropped or given.
     #[inline]
     pub fn take(&self) -> Option<Cell<'_, CELL_SIZE, CELLS>> {
-        let parts = self.parts()?;
-        let index = self.pop(parts)?;
+        // Acquire: pairs with the Release store at the end of `carve`.
+        let links = match NonNull::new(self.links.load(Ordering::Acquire)) {
+            Some(links) => links,
+            None => self.parts_slow()?.links,
+        };
+        let (index, left) = self.pop(links)?;
         Some(Cell {
             grid: self,
             index,
+            left,
             _not_sync: PhantomData,
         })
     }
@@ -310,17 +364,24 @@ impl<const CELL_SIZE: usize, const CELLS: usize> Grid<CELL_SIZE, CELLS> {
         drop(cell);
     }
 
-    /// Free cells now (a snapshot while other threads take and give).
+    /// Free cells now: exact when no other thread is taking or giving, a
+    /// snapshot otherwise. Walks the free list (one load per free cell):
+    /// taking and giving keep no count, which would cost each an atomic
+    /// operation.
     pub fn free(&self) -> usize {
         let Some(parts) = self.parts() else {
             return 0;
         };
-        let top = self.head.load(Ordering::Acquire) as u32;
-        if top == NIL {
-            0
-        } else {
-            (Self::link(parts, top).load(Ordering::Relaxed) >> 32) as usize
+        // Acquire: as in `pop`, so the links of the cells on the list are
+        // visible. Under concurrent changes the walk may see a mix of old and
+        // new links, so it stops after CELLS steps.
+        let mut at = self.head.load(Ordering::Acquire) as u32;
+        let mut count = 0;
+        while at != NIL && count < CELLS {
+            count += 1;
+            at = self.link(parts.links, at).load(Ordering::Relaxed);
         }
+        count
     }
 
     /// The number of cells, `CELLS`.
@@ -350,15 +411,12 @@ impl<const CELL_SIZE: usize, const CELLS: usize> Grid<CELL_SIZE, CELLS> {
     /// Whether `ptr` points into one of the cells.
     #[inline]
     pub fn owns<T: ?Sized>(&self, ptr: *const T) -> bool {
-        match self.parts.get() {
-            Some(Some(parts)) => {
-                ptr.cast::<u8>()
-                    .addr()
-                    .wrapping_sub(parts.cells.as_ptr().addr())
-                    < Self::STRIDE * CELLS
-            }
-            _ => false,
-        }
+        // Relaxed: a cell the caller holds was handed out after the Grid was
+        // carved, which happened-before this call; for any other pointer the
+        // answer is false whatever this load sees.
+        let cells = self.cells.load(Ordering::Relaxed);
+        !cells.is_null()
+            && ptr.cast::<u8>().addr().wrapping_sub(cells.addr()) < Self::STRIDE * CELLS
     }
 
     /// The exhaustion policy chosen at construction.
@@ -383,9 +441,9 @@ unsafe impl<const C: usize, const N: usize> Engine for Grid<C, N> {
         if layout.size() > Self::STRIDE || layout.align() > parts.align {
             return None;
         }
-        let index = self.pop(parts)?;
+        let (index, _) = self.pop(parts.links)?;
         Some(NonNull::slice_from_raw_parts(
-            Self::cell_ptr(parts, index),
+            Self::cell_ptr(&parts, index),
             Self::STRIDE,
         ))
     }
@@ -397,9 +455,11 @@ unsafe impl<const C: usize, const N: usize> Engine for Grid<C, N> {
 
     #[inline]
     unsafe fn give(&self, ptr: NonNull<u8>, _layout: Layout) -> bool {
-        let Some(Some(parts)) = self.parts.get() else {
+        // Acquire: as in `parts`.
+        let Some(links) = NonNull::new(self.links.load(Ordering::Acquire)) else {
             return false;
         };
+        let parts = self.parts_with(links);
         let offset = ptr
             .as_ptr()
             .addr()
@@ -408,7 +468,7 @@ unsafe impl<const C: usize, const N: usize> Engine for Grid<C, N> {
             return false;
         }
         debug_assert_eq!(offset % Self::STRIDE, 0, "not the start of a cell");
-        self.push(parts, (offset / Self::STRIDE) as u32);
+        self.push(parts.links, (offset / Self::STRIDE) as u32, None);
         true
     }
 
@@ -439,6 +499,8 @@ impl<const C: usize, const N: usize> fmt::Debug for Grid<C, N> {
 pub struct Cell<'g, const CELL_SIZE: usize, const CELLS: usize> {
     grid: &'g Grid<CELL_SIZE, CELLS>,
     index: u32,
+    /// The head word the take left: the first guess when giving back.
+    left: u64,
     /// A Cell hands out `&mut` access to its bytes, so sharing one between
     /// threads is not allowed; moving it to another thread is.
     _not_sync: PhantomData<core::cell::Cell<()>>,
@@ -449,7 +511,7 @@ impl<const CELL_SIZE: usize, const CELLS: usize> Cell<'_, CELL_SIZE, CELLS> {
     #[inline]
     pub fn address(&self) -> *mut u8 {
         let parts = self.parts();
-        Grid::<CELL_SIZE, CELLS>::cell_ptr(parts, self.index).as_ptr()
+        Grid::<CELL_SIZE, CELLS>::cell_ptr(&parts, self.index).as_ptr()
     }
 
     /// The cell's index in its Grid, `0..CELLS`.
@@ -476,19 +538,24 @@ impl<const CELL_SIZE: usize, const CELLS: usize> Cell<'_, CELL_SIZE, CELLS> {
     }
 
     #[inline]
-    fn parts(&self) -> &Parts {
-        match self.grid.parts.get() {
-            Some(Some(parts)) => parts,
-            // A Cell exists only after `take` found the parts.
-            _ => unreachable!("a Cell exists only in a carved Grid"),
-        }
+    fn parts(&self) -> Parts {
+        // Acquire: as in `Grid::parts`. A Cell exists only in a carved Grid.
+        let links = self.grid.links.load(Ordering::Acquire);
+        let Some(links) = NonNull::new(links) else {
+            unreachable!("a Cell exists only in a carved Grid")
+        };
+        self.grid.parts_with(links)
     }
 }
 
 impl<const CELL_SIZE: usize, const CELLS: usize> Drop for Cell<'_, CELL_SIZE, CELLS> {
     fn drop(&mut self) {
-        let parts = *self.parts();
-        self.grid.push(&parts, self.index);
+        // Acquire: as in `Grid::parts`. A Cell exists only in a carved Grid.
+        let links = self.grid.links.load(Ordering::Acquire);
+        let Some(links) = NonNull::new(links) else {
+            unreachable!("a Cell exists only in a carved Grid")
+        };
+        self.grid.push(links, self.index, Some(self.left));
     }
 }
 
@@ -599,6 +666,36 @@ mod tests {
         assert_eq!(b.free(), 2, "and never entered the other");
     }
 
+    /// The ABA case, interleaved by hand: a pop reads top 0 and its link 1,
+    /// then stalls; meanwhile 0 and 1 are taken and 0 is given back, so the
+    /// top is 0 again but its link is 2. The stalled pop's compare-exchange
+    /// must fail (the tag moved on): succeeding would put cell 1, which is
+    /// held, back on top.
+    #[test]
+    fn a_stalled_pop_cannot_reinstall_a_taken_cell() {
+        let grid = Grid::<64, 3>::new_with(&options()).unwrap();
+        let parts = grid.parts().unwrap();
+        let stale = grid.head.load(Ordering::Acquire);
+        let next = grid.below(parts.links, stale).unwrap();
+        assert_eq!((stale as u32, next), (0, 1));
+
+        let zero = grid.take().unwrap();
+        let one = grid.take().unwrap();
+        assert_eq!((zero.id(), one.id()), (0, 1));
+        drop(zero);
+        let top = grid.head.load(Ordering::Acquire);
+        assert_eq!(top as u32, 0, "the same index is on top again");
+        assert_eq!(grid.below(parts.links, top), Some(2));
+
+        assert_eq!(grid.try_pop(stale, next), Err(top), "the stale pop fails");
+        let again = grid.take().unwrap();
+        assert_eq!(again.id(), 0);
+        let last = grid.take().unwrap();
+        assert_eq!(last.id(), 2, "cell 1 stays with its holder");
+        assert!(grid.take().is_none());
+        drop(one);
+    }
+
     #[test]
     fn lazy_grid_carves_on_first_take() {
         let grid = Grid::<64, 8>::lazy_with(options());
@@ -606,6 +703,6 @@ mod tests {
         let cell = grid.take().unwrap();
         assert!(grid.owns(cell.address()));
         assert_eq!(grid.free(), 7);
-        assert_eq!(grid.tape().used(), 8 * 64 + 8 * size_of::<AtomicU64>());
+        assert_eq!(grid.tape().used(), 8 * 64 + 8 * size_of::<AtomicU32>());
     }
 }

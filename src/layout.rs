@@ -11,6 +11,9 @@ use crate::{BlockOptions, Error, Tape};
 ///   when the conversation ends ([`clear_talk`](Layout::clear_talk)).
 ///
 /// Clearing takes `&mut self`, so nothing borrowed from a Tape outlives it.
+/// To keep weights and a conversation's history borrowed while the scratch
+/// is cleared token by token, [`split`](Layout::split) the Layout into its
+/// three Tapes.
 ///
 /// ```
 /// use unimem::{BlockOptions, Layout, Pinning};
@@ -81,6 +84,52 @@ impl Layout {
         self.scratch.clear();
         self.history.clear();
     }
+
+    /// The three Tapes, borrowed separately: the weights shared, the scratch
+    /// and history uniquely, so that each can be cleared while allocations
+    /// in the others are alive.
+    ///
+    /// ```
+    /// use allocator_api2::vec::Vec;
+    /// use unimem::{BlockOptions, Layout, Pinning};
+    ///
+    /// let options = BlockOptions::new().pinning(Pinning::BestEffort);
+    /// let mut layout = Layout::new_with(1 << 16, 1 << 16, 1 << 16, &options)?;
+    /// let split = layout.split();
+    /// let mut weights: Vec<f32, _> = Vec::with_capacity_in(64, split.weights);
+    /// weights.resize(64, 0.5);
+    /// for _conversation in 0..2 {
+    ///     let mut cache: Vec<f32, _> = Vec::with_capacity_in(256, &*split.history);
+    ///     for token in 0..4 {
+    ///         let mut activation: Vec<f32, _> = Vec::with_capacity_in(64, &*split.scratch);
+    ///         activation.extend(weights.iter().map(|w| w * token as f32));
+    ///         cache.extend_from_slice(&activation[..4]);
+    ///         drop(activation);
+    ///         split.scratch.clear(); // the weights and the cache stay
+    ///     }
+    ///     drop(cache);
+    ///     split.history.clear();
+    /// }
+    /// # Ok::<(), unimem::Error>(())
+    /// ```
+    pub fn split(&mut self) -> Split<'_> {
+        Split {
+            weights: &self.weights,
+            scratch: &mut self.scratch,
+            history: &mut self.history,
+        }
+    }
+}
+
+/// A [`Layout`]'s three Tapes, borrowed separately (from [`Layout::split`]).
+#[derive(Debug)]
+pub struct Split<'a> {
+    /// Data that lives as long as the program.
+    pub weights: &'a Tape,
+    /// Data that lives one pass: clear it with `scratch.clear()`.
+    pub scratch: &'a mut Tape,
+    /// Data that lives one conversation: clear it with `history.clear()`.
+    pub history: &'a mut Tape,
 }
 
 #[cfg(test)]

@@ -6,11 +6,14 @@
 //! allocators carve Blocks up:
 //!
 //! - [`Tape`]: a lock-free bump allocator; `clear` frees everything at once.
+//!   [`TapeLocal`] is one thread's handle on it, bumping without atomics.
 //! - [`Grid`]: fixed-size cells with a lock-free free list.
+//! - [`Heap`]: a general-purpose allocator: per-thread size-class slabs and
+//!   page runs, memory reused, more Blocks on demand.
 //! - [`Layout`]: three Tapes for inference (weights, scratch, history).
 //!
-//! Tape and Grid implement `allocator_api2::alloc::Allocator`, so `Vec`, `Box`
-//! and `hashbrown::HashMap` live in pinned memory, and `GlobalAlloc` with
+//! Tape, Grid and Heap implement `allocator_api2::alloc::Allocator`, so `Vec`,
+//! `Box` and `hashbrown::HashMap` live in pinned memory, and `GlobalAlloc` with
 //! `const` constructors, so a whole program's heap can.
 //!
 //! # Caveats
@@ -49,6 +52,7 @@ mod grid;
 mod heap;
 mod layout;
 mod lazy;
+mod local;
 mod tape;
 
 pub use alloc::Exhaustion;
@@ -58,7 +62,8 @@ pub use block::{Block, BlockOptions, Export, Pinning, Region, page_size};
 pub use error::Error;
 pub use grid::{Cell, Grid};
 pub use heap::{Heap, HeapStats, MAX_BLOCKS, MIN_BLOCK};
-pub use layout::Layout;
+pub use layout::{Layout, Split};
+pub use local::TapeLocal;
 pub use tape::Tape;
 
 /// The README's examples, compiled and run as doctests.

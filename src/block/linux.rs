@@ -40,6 +40,13 @@ fn huge_page_size() -> usize {
     page * (page / size_of::<u64>())
 }
 
+/// Bytes of physical memory, or `usize::MAX` if the system does not say.
+fn physical_memory() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    let pages = unsafe { libc::sysconf(libc::_SC_PHYS_PAGES) };
+    usize::try_from(pages).map_or(usize::MAX, |pages| pages.saturating_mul(page_size()))
+}
+
 /// `label` as a NUL-terminated memfd name, cut to the kernel's limit at a
 /// character boundary. Built on the stack: opening must not allocate.
 fn memfd_name(label: &str) -> [u8; NAME_MAX + 1] {
@@ -54,6 +61,24 @@ fn memfd_name(label: &str) -> [u8; NAME_MAX + 1] {
 
 impl Backend for Raw {
     fn open(size: usize, options: &BlockOptions<'_>) -> Result<Region, Error> {
+        // More than the machine's memory can be neither pinned nor faulted
+        // in: say so now rather than after the kernel has tried (and pushed
+        // everything else out of memory on the way).
+        if size > physical_memory() {
+            let source = io::Error::from_raw_os_error(libc::ENOMEM);
+            if options.pinning == Pinning::Required {
+                return Err(Error::Pin {
+                    bytes: size,
+                    source,
+                });
+            }
+            if options.prefault {
+                return Err(Error::Os {
+                    call: "madvise(MADV_POPULATE_WRITE)",
+                    source,
+                });
+            }
+        }
         let name = memfd_name(options.label);
         // SAFETY: `name` is NUL-terminated and outlives the call.
         let fd = unsafe {
@@ -197,10 +222,12 @@ fn map(fd: OwnedFd, size: usize, options: &BlockOptions<'_>) -> Result<Region, E
         // SAFETY: madvise on our own mapping does not touch its contents.
         unsafe { libc::madvise(addr, size, libc::MADV_HUGEPAGE) };
     }
-    if options.prefault {
+    region.pinned = pin(ptr, size, options)?;
+    // A full `mlock` has faulted every page in already; otherwise fault them
+    // in here, where failure is reported.
+    if options.prefault && !region.pinned {
         prefault(ptr, size)?;
     }
-    region.pinned = pin(ptr, size, options)?;
     Ok(region)
 }
 
@@ -228,7 +255,9 @@ fn prefault(ptr: NonNull<u8>, size: usize) -> Result<(), Error> {
     Ok(())
 }
 
-/// Locks the pages; says whether they are locked.
+/// Locks the pages; says whether they are locked. With prefault, a plain
+/// `mlock`, which faults every page in (one pass instead of a populate and
+/// a lock); without, `MLOCK_ONFAULT`.
 fn pin(ptr: NonNull<u8>, size: usize, options: &BlockOptions<'_>) -> Result<bool, Error> {
     let rc = if options.prefault {
         // SAFETY: mlock on our own mapping.

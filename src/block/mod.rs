@@ -150,9 +150,11 @@ impl<'a> BlockOptions<'a> {
         self
     }
 
-    /// Whether every page is faulted in at open (the default). Without it the
-    /// pages are locked as they are first touched (`MLOCK_ONFAULT` on Linux),
-    /// so opening is fast and the cost moves to first use.
+    /// Whether every page is faulted in at open (the default): by `mlock`
+    /// itself when pinning, else by `MADV_POPULATE_WRITE` on Linux (which,
+    /// unlike `MAP_POPULATE`, reports failure). Without it the pages are
+    /// locked as they are first touched (`MLOCK_ONFAULT` on Linux), so
+    /// opening is fast and the cost moves to first use.
     pub const fn prefault(mut self, prefault: bool) -> Self {
         self.prefault = prefault;
         self
@@ -434,6 +436,28 @@ mod tests {
             options().open(isize::MAX as usize + 2),
             Err(Error::Overflow { .. })
         ));
+    }
+
+    /// Sizes that round and fit the address space, but that no machine can
+    /// pin or fault in, fail at once with the errno the kernel would give.
+    #[cfg(all(target_os = "linux", not(miri)))]
+    #[test]
+    fn more_than_physical_memory_is_an_error_when_pinned_or_prefaulted() {
+        let huge = 1usize << 46;
+        match BlockOptions::new().open(huge) {
+            Err(error @ Error::Pin { .. }) => assert_eq!(error.raw_os_error(), Some(12)),
+            other => panic!("pinning 64 TiB gave {other:?}"),
+        }
+        match options().open(huge) {
+            Err(error @ Error::Os { .. }) => assert_eq!(error.raw_os_error(), Some(12)),
+            other => panic!("prefaulting 64 TiB gave {other:?}"),
+        }
+        // Neither pinned nor prefaulted, 64 TiB is address space only, which
+        // the kernel may or may not grant; either way the answer is clean.
+        match options().prefault(false).open(huge) {
+            Ok(block) => assert_eq!(block.size(), huge),
+            Err(error) => assert!(error.raw_os_error().is_some(), "{error}"),
+        }
     }
 
     #[test]

@@ -148,14 +148,16 @@ mod tests {
         for class in 0..CLASSES {
             assert_eq!(size(class), compute_size(class));
         }
-        for request in 1..=MAX_SMALL {
+        let step = if cfg!(miri) { 97 } else { 1 };
+        for request in (1..=MAX_SMALL).step_by(step) {
             assert_eq!(of(request, 1), Some(compute_class(request)), "{request}");
         }
     }
 
     #[test]
     fn every_size_maps_to_the_smallest_class_that_holds_it() {
-        for request in 1..=MAX_SMALL {
+        let step = if cfg!(miri) { 97 } else { 1 };
+        for request in (1..=MAX_SMALL).step_by(step) {
             let class = of(request, 1).unwrap();
             assert!(size(class) >= request);
             if class > 0 {

@@ -297,6 +297,86 @@ impl Heap {
     }
 }
 
+/// The hot paths, kept small so that they inline into `GlobalAlloc` and
+/// `Allocator` calls without spilling registers; everything else is in the
+/// `_slow` functions, out of line.
+impl Heap {
+    /// A small object from this thread's current slab, if there is one at
+    /// hand: the object and its usable size.
+    #[inline(always)]
+    fn take_fast(&self, layout: Layout) -> Option<(NonNull<u8>, usize)> {
+        let core = self.opened()?;
+        let class = class::of(layout.size(), layout.align())?;
+        let tag = thread::tag_fast()?;
+        // Acquire: as in `HeapCore::cache`.
+        // SAFETY: caches live as long as the heap.
+        let cache = unsafe { core.caches[tag].load(Ordering::Acquire).as_ref()? };
+        // SAFETY: this thread holds `tag`, so it owns the cache and its
+        // current slab.
+        let object = unsafe { cache.class(class).current.as_ref()?.pop()? };
+        Some((object, class::size(class)))
+    }
+
+    /// Every allocation `take_fast` does not serve.
+    #[inline]
+    fn take_slow(&self, layout: Layout) -> Option<NonNull<[u8]>> {
+        let core = self.core()?;
+        match class::of(layout.size(), layout.align()) {
+            Some(class) => {
+                let object = core.alloc_class(class)?;
+                Some(NonNull::slice_from_raw_parts(object, class::size(class)))
+            }
+            None => core.alloc_large(layout),
+        }
+    }
+
+    /// Frees a small object of this thread's, in the first arena; false (and
+    /// nothing done) for anything else.
+    ///
+    /// # Safety
+    /// As `Engine::give`.
+    #[inline(always)]
+    unsafe fn give_fast(&self, ptr: NonNull<u8>) -> bool {
+        let Some(core) = self.opened() else {
+            return false;
+        };
+        // SAFETY: the first arena is published with the core.
+        let first = unsafe { &*core.arenas[0].load(Ordering::Relaxed) };
+        let Some(tag) = thread::tag_fast() else {
+            return false;
+        };
+        if !first.contains(ptr.as_ptr()) {
+            return false;
+        }
+        let slab = first.header(ptr.as_ptr());
+        // Relaxed: as in `HeapCore::free`.
+        if slab.owner.load(Ordering::Relaxed) != tag as u32 {
+            return false;
+        }
+        // SAFETY: the slab is this thread's, and `ptr` a live object of it.
+        unsafe { core.free_local(tag, slab, ptr) };
+        true
+    }
+
+    /// Every free `give_fast` does not handle; false if `ptr` is not in the
+    /// heap's Blocks.
+    ///
+    /// # Safety
+    /// As `Engine::give`.
+    #[inline]
+    unsafe fn give_slow(&self, ptr: NonNull<u8>) -> bool {
+        let Some(core) = self.opened() else {
+            return false;
+        };
+        let Some(arena) = core.arena_of(ptr.as_ptr()) else {
+            return false;
+        };
+        // SAFETY: the caller's contract: a live allocation of this heap.
+        unsafe { core.free(arena, ptr) };
+        true
+    }
+}
+
 impl Drop for Heap {
     fn drop(&mut self) {
         let Some(Ok(core)) = self.core.get() else {
@@ -922,6 +1002,7 @@ impl HeapCore {
     /// # Safety
     /// The caller owns `cache` and `slab`.
     #[cold]
+    #[inline(never)]
     unsafe fn after_local_free(&self, cache: &ThreadCache, slab: &SlabHeader) {
         // SAFETY: the caller owns the cache and the slab.
         unsafe {
@@ -1073,14 +1154,12 @@ impl HeapCore {
 unsafe impl Engine for Heap {
     #[inline]
     fn take(&self, layout: Layout) -> Option<NonNull<[u8]>> {
-        let core = self.core()?;
-        match class::of(layout.size(), layout.align()) {
-            Some(class) => {
-                let object = core.alloc_class(class)?;
-                Some(NonNull::slice_from_raw_parts(object, class::size(class)))
-            }
-            None => core.alloc_large(layout),
-        }
+        let (object, len) = self.take_fast(layout)?;
+        Some(NonNull::slice_from_raw_parts(object, len))
+    }
+
+    fn take_slow(&self, layout: Layout) -> Option<NonNull<[u8]>> {
+        Heap::take_slow(self, layout)
     }
 
     #[inline]
@@ -1090,15 +1169,13 @@ unsafe impl Engine for Heap {
 
     #[inline]
     unsafe fn give(&self, ptr: NonNull<u8>, _layout: Layout) -> bool {
-        let Some(core) = self.opened() else {
-            return false;
-        };
-        let Some(arena) = core.arena_of(ptr.as_ptr()) else {
-            return false;
-        };
-        // SAFETY: the caller's contract: a live allocation of this heap.
-        unsafe { core.free(arena, ptr) };
-        true
+        // SAFETY: the caller's contract.
+        unsafe { self.give_fast(ptr) }
+    }
+
+    unsafe fn give_slow(&self, ptr: NonNull<u8>, _layout: Layout) -> bool {
+        // SAFETY: the caller's contract.
+        unsafe { Heap::give_slow(self, ptr) }
     }
 
     #[inline]

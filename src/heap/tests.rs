@@ -15,6 +15,14 @@ fn heap(block_bytes: usize, blocks: usize) -> Heap {
         .unwrap()
 }
 
+/// A pointer handed to another thread, as a program hands over an
+/// allocation it no longer uses.
+#[derive(Clone, Copy)]
+struct Sent(NonNull<u8>);
+
+// SAFETY: the allocation is owned by whoever holds the `Sent`.
+unsafe impl Send for Sent {}
+
 fn layout(size: usize, align: usize) -> Layout {
     Layout::from_size_align(size, align).unwrap()
 }
@@ -143,12 +151,12 @@ fn freed_memory_is_reused() {
 fn churn_of_ten_times_the_capacity_never_exhausts() {
     // Room for the live set: up to 64 allocations of up to 70 KB, spread over
     // most size classes, each class holding at least one 64 KiB slab.
-    let capacity = 16 << 20;
+    let capacity = if cfg!(miri) { 4 << 20 } else { 16 << 20 };
     let heap = heap(capacity, 1);
     let mut live: HashMap<usize, (NonNull<u8>, Layout, u8)> = HashMap::new();
     let mut total = 0usize;
     let mut seed = 0x1234_5678u64;
-    let rounds = if cfg!(miri) { 300 } else { 200_000 };
+    let rounds = if cfg!(miri) { 200 } else { 200_000 };
     for round in 0..rounds {
         seed = seed
             .wrapping_mul(6364136223846793005)
@@ -159,9 +167,11 @@ fn churn_of_ten_times_the_capacity_never_exhausts() {
             // SAFETY: allocated below with `l`.
             unsafe { free(&heap, p, l) };
         } else {
+            // Under Miri, every byte written and checked costs: smaller sizes.
+            let scale = if cfg!(miri) { 20 } else { 1 };
             let size = match (seed >> 20) % 10 {
-                0 => 40_000 + (seed >> 40) as usize % 30_000,
-                1..=3 => 1000 + (seed >> 40) as usize % 8000,
+                0 => (40_000 + (seed >> 40) as usize % 30_000) / scale,
+                1..=3 => (1000 + (seed >> 40) as usize % 8000) / scale,
                 _ => 1 + (seed >> 40) as usize % 500,
             };
             let l = layout(size, 1 << ((seed >> 50) % 5));
@@ -254,29 +264,26 @@ fn frees_from_other_threads_are_reused() {
     let l = layout(48, 8);
     let rounds = if cfg!(miri) { 3 } else { 200 };
     let batch = if cfg!(miri) { 50 } else { 5000 };
-    let (to_consumer, from_producer) = std::sync::mpsc::sync_channel::<Vec<usize>>(2);
+    let (to_consumer, from_producer) = std::sync::mpsc::sync_channel::<Vec<Sent>>(2);
     std::thread::scope(|s| {
         let heap = &heap;
         s.spawn(move || {
             for _ in 0..rounds {
                 let pointers = from_producer.recv().unwrap();
-                for addr in pointers {
-                    let p =
-                        NonNull::new(core::ptr::with_exposed_provenance_mut::<u8>(addr)).unwrap();
-                    check(p, 48, (addr % 251) as u8);
+                for Sent(p) in pointers {
+                    check(p, 48, (p.as_ptr().addr() % 251) as u8);
                     // SAFETY: the producer allocated it with `l` and gave it up.
                     unsafe { free(heap, p, l) };
                 }
             }
         });
         for _ in 0..rounds {
-            let pointers: Vec<usize> = (0..batch)
+            let pointers: Vec<Sent> = (0..batch)
                 .map(|_| {
                     let p =
                         alloc(heap, l).expect("remote frees are reused, so this never runs out");
-                    let addr = p.as_ptr().expose_provenance();
-                    fill(p, 48, (addr % 251) as u8);
-                    addr
+                    fill(p, 48, (p.as_ptr().addr() % 251) as u8);
+                    Sent(p)
                 })
                 .collect();
             to_consumer.send(pointers).unwrap();
@@ -295,7 +302,7 @@ fn an_exiting_threads_slabs_are_adopted_or_released() {
     let heap = heap(1 << 20, 1);
     let l = layout(1000, 8);
     // A thread allocates and exits, leaving some objects alive.
-    let survivors: Vec<usize> = std::thread::scope(|s| {
+    let survivors: Vec<Sent> = std::thread::scope(|s| {
         s.spawn(|| {
             let all: Vec<_> = (0..100).map(|_| alloc(&heap, l).unwrap()).collect();
             for (i, p) in all.iter().enumerate() {
@@ -310,7 +317,7 @@ fn an_exiting_threads_slabs_are_adopted_or_released() {
             keep.into_iter()
                 .map(|(i, p)| {
                     check(p, 1000, i as u8);
-                    p.as_ptr().expose_provenance()
+                    Sent(p)
                 })
                 .collect()
         })
@@ -320,8 +327,7 @@ fn an_exiting_threads_slabs_are_adopted_or_released() {
     // Its slabs are abandoned, holding the survivors; this thread frees them
     // and allocates again, so the memory is reused rather than lost.
     let committed = heap.stats().committed;
-    for addr in survivors {
-        let p = NonNull::new(core::ptr::with_exposed_provenance_mut::<u8>(addr)).unwrap();
+    for Sent(p) in survivors {
         // SAFETY: allocated with `l` by the exited thread.
         unsafe { free(&heap, p, l) };
     }
@@ -341,7 +347,7 @@ fn an_exiting_threads_slabs_are_adopted_or_released() {
 fn threads_churning_one_heap_keep_their_data() {
     let heap = heap(8 << 20, 2);
     let threads = 4;
-    let rounds = if cfg!(miri) { 100 } else { 50_000 };
+    let rounds = if cfg!(miri) { 30 } else { 50_000 };
     let barrier = Barrier::new(threads);
     std::thread::scope(|s| {
         for t in 0..threads {
@@ -350,7 +356,7 @@ fn threads_churning_one_heap_keep_their_data() {
                 barrier.wait();
                 let mut live: Vec<(NonNull<u8>, Layout, u8)> = Vec::new();
                 for round in 0..rounds {
-                    let size = 1 + (round * 37 + t * 101) % 3000;
+                    let size = 1 + (round * 37 + t * 101) % if cfg!(miri) { 300 } else { 3000 };
                     let l = layout(size, 8);
                     let tag = (round + t) as u8;
                     let p = alloc(heap, l).unwrap();

@@ -37,6 +37,13 @@ thread_local! {
     static TAG: Cell<u32> = const { Cell::new(UNSET) };
 }
 
+/// This thread's tag, if it has one already (the fast paths' check).
+#[inline(always)]
+pub(crate) fn tag_fast() -> Option<usize> {
+    let tag = TAG.with(Cell::get) as usize;
+    (tag <= MAX_THREADS).then_some(tag)
+}
+
 /// This thread's tag (1 ..= MAX_THREADS), or `SHARED`.
 #[inline]
 pub(crate) fn tag() -> usize {
