@@ -14,7 +14,8 @@ const THREADS: usize = 8;
 
 #[test]
 fn threads_taking_from_one_tape_get_disjoint_ranges() {
-    let tape = Tape::start_with(4 << 20, &options()).unwrap();
+    let bytes = if cfg!(miri) { 32 << 10 } else { 4 << 20 };
+    let tape = Tape::start_with(bytes, &options()).unwrap();
     let barrier = Barrier::new(THREADS);
     let ranges: Vec<Vec<(usize, usize)>> = thread::scope(|s| {
         let handles: Vec<_> = (0..THREADS)

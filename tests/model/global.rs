@@ -30,7 +30,7 @@ pub fn decode(bytes: &[u8]) -> Vec<Op> {
         let size = 1 + match kind >> 5 {
             0..=4 => input.u16().unwrap_or(0) as usize % 600,
             5 | 6 => input.u16().unwrap_or(0) as usize * 2,
-            _ => input.u32().unwrap_or(0) as usize % (600 << 10),
+            _ => input.u32().unwrap_or(0) as usize % (200 << 10),
         };
         ops.push(match kind % 3 {
             0 => Op::Alloc {
@@ -77,7 +77,11 @@ fn run_on<A: GlobalAlloc>(name: &str, allocator: &A, ops: &[Op]) -> Result<(), S
         }
         Ok(())
     })();
+    let mut result = result;
     for (allocation, layout) in live {
+        if result.is_ok() {
+            result = allocation.check().map_err(|e| format!("{name}, at the end: {e}"));
+        }
         // SAFETY: allocated by `allocator` with `layout`, not used again.
         unsafe { allocator.dealloc(allocation.ptr.as_ptr(), layout) };
     }

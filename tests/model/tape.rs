@@ -191,6 +191,7 @@ impl Model {
                     return Ok(());
                 }
                 let (live, start) = self.allocated.remove(index % self.allocated.len());
+                live.check()?;
                 let layout = Layout::from_size_align(live.len, live.align).unwrap();
                 // SAFETY: allocated by `tape` with `layout`, not used again.
                 unsafe { tape.deallocate(live.ptr, layout) };
@@ -289,6 +290,9 @@ impl Model {
                 Ok(())
             }
             Op::Clear => {
+                for live in self.taken.iter().chain(self.allocated.iter().map(|(l, _)| l)) {
+                    live.check()?;
+                }
                 tape.clear();
                 self.cursor = 0;
                 self.taken.clear();
