@@ -163,19 +163,15 @@ pub fn take(size: usize) -> Vec<(&'static str, Subject)> {
             "unimem",
             Box::new(move |iters| {
                 let mut tape = Tape::start_with(tape_bytes, &OPTIONS.prefault(false)).unwrap();
-                let mut total = Duration::ZERO;
-                let mut left = iters;
-                while left > 0 {
-                    let n = left.min(batch);
-                    let start = Instant::now();
-                    for _ in 0..n {
+                batched(
+                    iters,
+                    batch,
+                    &mut tape,
+                    |tape| {
                         black_box(tape.take(black_box(size), 8));
-                    }
-                    total += start.elapsed();
-                    tape.clear();
-                    left -= n;
-                }
-                total
+                    },
+                    Tape::clear,
+                )
             }),
         ),
         ("system", with_global(&SYSTEM)),
@@ -184,19 +180,15 @@ pub fn take(size: usize) -> Vec<(&'static str, Subject)> {
             "bumpalo",
             Box::new(move |iters| {
                 let mut bump = Bump::with_capacity(tape_bytes);
-                let mut total = Duration::ZERO;
-                let mut left = iters;
-                while left > 0 {
-                    let n = left.min(batch);
-                    let start = Instant::now();
-                    for _ in 0..n {
+                batched(
+                    iters,
+                    batch,
+                    &mut bump,
+                    |bump| {
                         black_box(bump.alloc_layout(black_box(layout)));
-                    }
-                    total += start.elapsed();
-                    bump.reset();
-                    left -= n;
-                }
-                total
+                    },
+                    Bump::reset,
+                )
             }),
         ),
         (
@@ -375,7 +367,9 @@ pub fn cycle_4k() -> Vec<(&'static str, Subject)> {
                     iters,
                     BATCH,
                     &mut (),
-                    |_| drop(black_box(grid.take())),
+                    |_| {
+                        black_box(grid.take());
+                    },
                     |_| {},
                 )
             }),
@@ -408,7 +402,9 @@ pub fn cycle_4k() -> Vec<(&'static str, Subject)> {
                     iters,
                     BATCH,
                     &mut (),
-                    |_| drop(black_box(Vec::<u8>::with_capacity(4096))),
+                    |_| {
+                        black_box(Vec::<u8>::with_capacity(4096));
+                    },
                     |_| {},
                 )
             }),
@@ -682,6 +678,8 @@ pub fn local_take() -> Vec<(&'static str, Subject)> {
                 let mut tape = Tape::start_with(32 << 20, &OPTIONS.prefault(false)).unwrap();
                 let mut total = Duration::ZERO;
                 let mut left = iters;
+                // A handle borrows the Tape, so the batches are written out
+                // here rather than through `batched`.
                 while left > 0 {
                     let n = left.min(100_000);
                     {
@@ -703,19 +701,15 @@ pub fn local_take() -> Vec<(&'static str, Subject)> {
             Box::new(|iters| {
                 let mut bump = Bump::with_capacity(32 << 20);
                 let layout = Layout::from_size_align(64, 8).unwrap();
-                let mut total = Duration::ZERO;
-                let mut left = iters;
-                while left > 0 {
-                    let n = left.min(100_000);
-                    let start = Instant::now();
-                    for _ in 0..n {
+                batched(
+                    iters,
+                    100_000,
+                    &mut bump,
+                    |bump| {
                         black_box(bump.alloc_layout(black_box(layout)));
-                    }
-                    total += start.elapsed();
-                    bump.reset();
-                    left -= n;
-                }
-                total
+                    },
+                    Bump::reset,
+                )
             }),
         ),
     ]
@@ -759,19 +753,15 @@ pub fn shared_take() -> Vec<(&'static str, Subject)> {
             "unimem",
             Box::new(|iters| {
                 let mut tape = Tape::start_with(32 << 20, &OPTIONS.prefault(false)).unwrap();
-                let mut total = Duration::ZERO;
-                let mut left = iters;
-                while left > 0 {
-                    let n = left.min(100_000);
-                    let start = Instant::now();
-                    for _ in 0..n {
+                batched(
+                    iters,
+                    100_000,
+                    &mut tape,
+                    |tape| {
                         black_box(tape.take(black_box(64), 8));
-                    }
-                    total += start.elapsed();
-                    tape.clear();
-                    left -= n;
-                }
-                total
+                    },
+                    Tape::clear,
+                )
             }),
         ),
         (
@@ -783,19 +773,15 @@ pub fn shared_take() -> Vec<(&'static str, Subject)> {
                     base: block.as_ptr() as usize,
                     len: block.size(),
                 };
-                let mut total = Duration::ZERO;
-                let mut left = iters;
-                while left > 0 {
-                    let n = left.min(100_000);
-                    let start = Instant::now();
-                    for _ in 0..n {
+                batched(
+                    iters,
+                    100_000,
+                    &mut (),
+                    |_| {
                         black_box(bump.take(black_box(64), 8));
-                    }
-                    total += start.elapsed();
-                    bump.cursor.store(0, Ordering::Relaxed);
-                    left -= n;
-                }
-                total
+                    },
+                    |_| bump.cursor.store(0, Ordering::Relaxed),
+                )
             }),
         ),
     ]

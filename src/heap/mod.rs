@@ -278,6 +278,8 @@ impl Heap {
             return Vec::new();
         };
         let central = core.central.lock();
+        // Acquire: pairs with the Release publishing each arena (the Blocks
+        // below the count are written before it).
         let count = core.arena_count.load(Ordering::Acquire);
         (0..count)
             .map(|i| {
@@ -635,6 +637,7 @@ impl HeapCore {
     }
 
     fn uncommit(&self, bytes: usize) {
+        // Relaxed: statistics.
         self.committed.fetch_sub(bytes, Ordering::Relaxed);
     }
 
@@ -645,6 +648,7 @@ impl HeapCore {
     ) -> Option<T> {
         let mut tried = 0;
         loop {
+            // Acquire: pairs with the Release in `grow`.
             let count = self.arena_count.load(Ordering::Acquire);
             for slot in &self.arenas[tried..count] {
                 // SAFETY: published arenas live as long as the heap.
@@ -664,6 +668,7 @@ impl HeapCore {
     #[cold]
     fn grow(&self, seen: usize) -> bool {
         let mut central = self.central.lock();
+        // Relaxed: only the holder of the central lock changes the count.
         let count = self.arena_count.load(Ordering::Relaxed);
         if count > seen {
             return true;
@@ -678,6 +683,7 @@ impl HeapCore {
             return false;
         };
         central.blocks[count].write(block);
+        // Relaxed: published by the Release store of the count below.
         self.arenas[count].store(arena.as_ptr(), Ordering::Relaxed);
         // Release: publishes the arena to `arena_of` and `take_from_arenas`.
         self.arena_count.store(count + 1, Ordering::Release);
@@ -786,8 +792,7 @@ impl HeapCore {
                     slab::unlink(&mut cc.partial, partial);
                     partial.collect();
                     if let Some(object) = partial.pop() {
-                        cc.current = ptr::from_ref(partial).cast_mut();
-                        partial.set_list(slab::CURRENT);
+                        Self::make_current(cc, partial);
                         return Some(object);
                     }
                     if let Some(object) = Self::retire(cc, partial) {
@@ -807,8 +812,7 @@ impl HeapCore {
                 let slab = self.new_slab(tag, class)?;
                 slab.collect();
                 if let Some(object) = slab.pop() {
-                    cc.current = ptr::from_ref(slab).cast_mut();
-                    slab.set_list(slab::CURRENT);
+                    Self::make_current(cc, slab);
                     return Some(object);
                 }
                 // An adopted slab with nothing free yet.
@@ -817,6 +821,16 @@ impl HeapCore {
                 }
             }
         }
+    }
+
+    /// Makes `slab` (on no list) its class's current slab.
+    ///
+    /// # Safety
+    /// The caller owns `cc` and `slab`.
+    unsafe fn make_current(cc: &mut slab::ClassCache, slab: &SlabHeader) {
+        cc.current = ptr::from_ref(slab).cast_mut();
+        // SAFETY: the caller owns the slab.
+        unsafe { slab.set_list(slab::CURRENT) };
     }
 
     /// Puts an exhausted slab (on no list) on the retired list; if remote
@@ -835,8 +849,7 @@ impl HeapCore {
             let object = slab.pop();
             debug_assert!(object.is_some(), "remote frees arrived, so one is free");
             if cc.current.is_null() {
-                cc.current = ptr::from_ref(slab).cast_mut();
-                slab.set_list(slab::CURRENT);
+                Self::make_current(cc, slab);
             } else {
                 slab::push(&mut cc.partial, slab, slab::PARTIAL);
             }
@@ -868,6 +881,7 @@ impl HeapCore {
         if let Some(slab) = self.adopt(tag, class) {
             return Some(slab);
         }
+        // Acquire: pairs with the Release in `grow`.
         let count = self.arena_count.load(Ordering::Acquire);
         let slab = self.arenas[..count]
             .iter()
@@ -880,6 +894,8 @@ impl HeapCore {
                 self.take_from_arenas(|arena| arena.fresh_slab(class))
             })?;
         self.commit(GROUP);
+        // Relaxed: only this thread reads its own tag as "mine"; other
+        // threads only need "not theirs", which any value gives them.
         slab.owner.store(tag, Ordering::Relaxed);
         Some(slab)
     }
@@ -893,6 +909,8 @@ impl HeapCore {
         unsafe {
             let slab = head.as_ref()?;
             slab::unlink(head, slab);
+            // Relaxed: as in `new_slab`; the central lock orders the slab's
+            // state before the adopter's use of it.
             slab.owner.store(tag, Ordering::Relaxed);
             Some(slab)
         }
@@ -975,6 +993,7 @@ impl HeapCore {
     unsafe fn free_not_mine(&self, slab: &SlabHeader, object: NonNull<u8>, tag: usize) {
         if tag == SHARED {
             let _shared = self.shared.lock();
+            // Relaxed: only a holder of the shared lock sets this tag.
             if slab.owner.load(Ordering::Relaxed) == SHARED as u32 {
                 // SAFETY: the shared lock makes us the shared slot's owner.
                 unsafe { self.free_local(SHARED, slab, object) };
@@ -1051,6 +1070,7 @@ impl HeapCore {
         })?;
         let bytes = units as usize * UNIT;
         self.commit(bytes);
+        // Relaxed: statistics.
         self.large_in_use.fetch_add(bytes, Ordering::Relaxed);
         Some(NonNull::slice_from_raw_parts(arena.unit_ptr(unit), bytes))
     }
@@ -1068,6 +1088,7 @@ impl HeapCore {
         };
         let bytes = units as usize * UNIT;
         self.uncommit(bytes);
+        // Relaxed: statistics.
         self.large_in_use.fetch_sub(bytes, Ordering::Relaxed);
     }
 
@@ -1085,6 +1106,7 @@ impl HeapCore {
             old
         };
         let (old, new_bytes) = (old as usize * UNIT, units as usize * UNIT);
+        // Relaxed below: statistics.
         if new_bytes > old {
             self.commit(new_bytes - old);
             self.large_in_use
@@ -1124,6 +1146,8 @@ impl HeapCore {
                     slab::unlink(&mut cc.retired, slab);
                     self.abandon(class, slab);
                 }
+                // Relaxed: the count only has to be current for this thread,
+                // whose slabs of the class are all gone now.
                 cc.seen = cache.revived[class].load(Ordering::Relaxed);
             }
         }
@@ -1140,6 +1164,7 @@ impl HeapCore {
                 self.release_slab(slab);
                 return;
             }
+            // Relaxed: published to the adopter by the central lock.
             slab.owner.store(0, Ordering::Relaxed);
             let mut central = self.central.lock();
             slab::push(&mut central.abandoned[class], slab, slab::ABANDONED);
@@ -1183,6 +1208,8 @@ unsafe impl Engine for Heap {
         let core = self.opened()?;
         let arena = core.arena_of(ptr.as_ptr())?;
         let slab = arena.header(ptr.as_ptr());
+        // Relaxed: as in `HeapCore::free`; the slab is live while the caller
+        // holds one of its objects.
         if slab.kind.load(Ordering::Relaxed) == slab::SLAB {
             let class = slab.class.load(Ordering::Relaxed) as usize;
             let fits = new.size() <= class::size(class) && new.align() <= class::align(class);

@@ -126,13 +126,13 @@ impl SlabHeader {
                 prev: ptr::null_mut(),
             };
         }
+        // Relaxed, all five: the first object is handed out after the arena
+        // lock is released (and reaches other threads through the program's
+        // own synchronization), which orders these stores before any free.
         self.thread_free.store(EMPTY, Ordering::Relaxed);
         self.used.store(0, Ordering::Relaxed);
         self.owner.store(0, Ordering::Relaxed);
         self.class.store(class as u8, Ordering::Relaxed);
-        // Relaxed: the first object is handed out after the arena lock is
-        // released (and published to other threads through the program's own
-        // synchronization), which orders these stores before any free.
         self.kind.store(SLAB, Ordering::Relaxed);
     }
 

@@ -80,7 +80,9 @@ fn run_on<A: GlobalAlloc>(name: &str, allocator: &A, ops: &[Op]) -> Result<(), S
     let mut result = result;
     for (allocation, layout) in live {
         if result.is_ok() {
-            result = allocation.check().map_err(|e| format!("{name}, at the end: {e}"));
+            result = allocation
+                .check()
+                .map_err(|e| format!("{name}, at the end: {e}"));
         }
         // SAFETY: allocated by `allocator` with `layout`, not used again.
         unsafe { allocator.dealloc(allocation.ptr.as_ptr(), layout) };

@@ -290,7 +290,11 @@ impl Model {
                 Ok(())
             }
             Op::Clear => {
-                for live in self.taken.iter().chain(self.allocated.iter().map(|(l, _)| l)) {
+                for live in self
+                    .taken
+                    .iter()
+                    .chain(self.allocated.iter().map(|(l, _)| l))
+                {
                     live.check()?;
                 }
                 tape.clear();
