@@ -9,11 +9,17 @@ use proptest::prelude::*;
 
 fn cases(normal: u32) -> ProptestConfig {
     ProptestConfig {
-        cases: if cfg!(miri) { 4 } else { normal },
+        cases: if cfg!(miri) { 2 } else { normal },
         failure_persistence: None,
         ..ProptestConfig::default()
     }
 }
+
+/// Program lengths: shorter under Miri, which runs every step hundreds of
+/// times slower.
+const OPS: usize = if cfg!(miri) { 40 } else { 200 };
+/// Fuzz-style inputs, in bytes.
+const BYTES: usize = if cfg!(miri) { 200 } else { 1500 };
 
 fn tape_op() -> impl Strategy<Value = model::tape::Op> {
     use model::tape::Op;
@@ -61,17 +67,17 @@ proptest! {
     #![proptest_config(cases(256))]
 
     #[test]
-    fn tape_matches_its_model(ops in prop::collection::vec(tape_op(), 0..200)) {
+    fn tape_matches_its_model(ops in prop::collection::vec(tape_op(), 0..OPS)) {
         model::tape::run(&ops).map_err(TestCaseError::fail)?;
     }
 
     #[test]
-    fn grid_matches_its_model(ops in prop::collection::vec(grid_op(), 0..200)) {
+    fn grid_matches_its_model(ops in prop::collection::vec(grid_op(), 0..OPS)) {
         model::grid::run(&ops, true).map_err(TestCaseError::fail)?;
     }
 
     #[test]
-    fn heap_matches_its_model(ops in prop::collection::vec(heap_op(), 0..300)) {
+    fn heap_matches_its_model(ops in prop::collection::vec(heap_op(), 0..OPS * 3 / 2)) {
         model::heap::run(&ops).map_err(TestCaseError::fail)?;
     }
 }
@@ -81,7 +87,7 @@ proptest! {
 
     /// The fuzz targets' decoding path, fed random bytes.
     #[test]
-    fn decoded_programs_run_clean(bytes in prop::collection::vec(any::<u8>(), 0..1500)) {
+    fn decoded_programs_run_clean(bytes in prop::collection::vec(any::<u8>(), 0..BYTES)) {
         model::tape::run(&model::tape::decode(&bytes)).map_err(TestCaseError::fail)?;
         model::grid::run(&model::grid::decode(&bytes), true).map_err(TestCaseError::fail)?;
         model::heap::run(&model::heap::decode(&bytes)).map_err(TestCaseError::fail)?;

@@ -52,10 +52,11 @@ fn churn<A: Allocator + Sync>(alloc: &A, rounds: usize, size: impl Fn(usize) -> 
     let (senders, receivers): (Vec<Sender<Parcel>>, Vec<Receiver<Parcel>>) =
         (0..THREADS).map(|_| channel()).unzip();
     thread::scope(|s| {
+        let mut threads = Vec::new();
         for (t, inbox) in receivers.into_iter().enumerate() {
             let next = senders[(t + 1) % THREADS].clone();
             let (barrier, size) = (&barrier, &size);
-            s.spawn(move || {
+            threads.push(s.spawn(move || {
                 barrier.wait();
                 let mut kept: Vec<Parcel> = Vec::new();
                 for round in 0..rounds {
@@ -96,9 +97,15 @@ fn churn<A: Allocator + Sync>(alloc: &A, rounds: usize, size: impl Fn(usize) -> 
                     // SAFETY: as above.
                     unsafe { alloc.deallocate(parcel.ptr, parcel.layout) };
                 }
-            });
+            }));
         }
         drop(senders);
+        // Join each thread, which also waits for its exit hooks (a Heap
+        // hands an exiting thread's slabs on then): the scope alone would
+        // only wait for the closures.
+        for thread in threads {
+            thread.join().unwrap();
+        }
     });
 }
 

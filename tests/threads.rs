@@ -44,14 +44,16 @@ fn threads_taking_from_one_tape_get_disjoint_ranges() {
             .collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
-    let base = tape.block().as_ptr() as usize;
+    let base_ptr = tape.block().as_ptr();
+    let base = base_ptr as usize;
     let end = base + tape.total();
     let mut all: Vec<(usize, usize, u8)> = Vec::new();
     for (t, mine) in ranges.iter().enumerate() {
         for &(start, size) in mine {
             assert!(start >= base && start + size <= end);
-            // SAFETY: inside the tape's block, written above.
-            let bytes = unsafe { std::slice::from_raw_parts(start as *const u8, size) };
+            // SAFETY: inside the tape's block (the pointer carries the
+            // block's provenance), written above.
+            let bytes = unsafe { std::slice::from_raw_parts(base_ptr.with_addr(start), size) };
             assert!(
                 bytes.iter().all(|&b| b == t as u8 + 1),
                 "range of thread {t} was overwritten"
@@ -140,8 +142,8 @@ fn racing_first_uses_open_exactly_one_block() {
     });
     let mut cells = Vec::new();
     for &(p, cell) in &taken {
-        assert!(TAPE.owns(p as *const u8));
-        assert!(GRID.owns(cell as *const u8));
+        assert!(TAPE.owns(std::ptr::without_provenance::<u8>(p)));
+        assert!(GRID.owns(std::ptr::without_provenance::<u8>(cell)));
         cells.push(cell);
     }
     cells.sort_unstable();

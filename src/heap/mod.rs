@@ -124,8 +124,9 @@ unsafe impl Sync for Core {}
 pub struct HeapStats {
     /// Bytes of live allocations, counted as the heap hands them out: the
     /// size class of a small allocation, whole 4 KiB units of a large one.
-    /// Exact whenever no other thread is allocating. `stats` walks the slab
-    /// headers for it, so the allocation paths count nothing.
+    /// Exact whenever no other thread is allocating, freeing or exiting (an
+    /// exiting thread hands its slabs on). `stats` walks the slab headers
+    /// for it, so the allocation paths count nothing.
     pub in_use: usize,
     /// Bytes the heap holds for allocations now: slabs, page runs and thread
     /// caches taken from its Blocks.

@@ -267,7 +267,7 @@ fn frees_from_other_threads_are_reused() {
     let (to_consumer, from_producer) = std::sync::mpsc::sync_channel::<Vec<Sent>>(2);
     std::thread::scope(|s| {
         let heap = &heap;
-        s.spawn(move || {
+        let consumer = s.spawn(move || {
             for _ in 0..rounds {
                 let pointers = from_producer.recv().unwrap();
                 for Sent(p) in pointers {
@@ -288,6 +288,9 @@ fn frees_from_other_threads_are_reused() {
                 .collect();
             to_consumer.send(pointers).unwrap();
         }
+        // Joining waits for the thread's exit hook too (the scope alone
+        // would only wait for its closure), so the stats below are settled.
+        consumer.join().unwrap();
     });
     let stats = heap.stats();
     assert_eq!(stats.in_use, 0);
@@ -350,9 +353,10 @@ fn threads_churning_one_heap_keep_their_data() {
     let rounds = if cfg!(miri) { 30 } else { 50_000 };
     let barrier = Barrier::new(threads);
     std::thread::scope(|s| {
+        let mut handles = Vec::new();
         for t in 0..threads {
             let (heap, barrier) = (&heap, &barrier);
-            s.spawn(move || {
+            handles.push(s.spawn(move || {
                 barrier.wait();
                 let mut live: Vec<(NonNull<u8>, Layout, u8)> = Vec::new();
                 for round in 0..rounds {
@@ -374,7 +378,11 @@ fn threads_churning_one_heap_keep_their_data() {
                     // SAFETY: allocated above with `l`.
                     unsafe { free(heap, p, l) };
                 }
-            });
+            }));
+        }
+        // As in `frees_from_other_threads_are_reused`: wait for exit hooks.
+        for handle in handles {
+            handle.join().unwrap();
         }
     });
     assert_eq!(heap.stats().in_use, 0);
