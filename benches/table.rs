@@ -23,27 +23,40 @@ const COLUMNS: [&str; 10] = [
     "ArrayQueue",
 ];
 
-/// Nanoseconds per operation: the median of `rounds` measurements, each
-/// sized to take about `target`.
-fn measure(subject: &support::Subject, target: Duration, rounds: usize) -> f64 {
+/// Iterations of `subject` that take about `target` of wall-clock time
+/// (set-up included, so that subjects whose untimed set-up dwarfs the timed
+/// part stay bounded).
+fn calibrate(subject: &support::Subject, target: Duration) -> u64 {
     // Warm up first: a lazy allocator opens its Block on the first call,
     // which must not count as the speed of one operation.
     subject(1);
     let mut iters = 1u64;
     loop {
-        let took = subject(iters);
-        if took >= target / 4 || iters >= 1 << 30 {
-            let scale = (target.as_secs_f64() / took.as_secs_f64().max(1e-9)).clamp(1.0, 1e6);
-            iters = ((iters as f64 * scale) as u64).max(1);
-            break;
+        let start = std::time::Instant::now();
+        subject(iters);
+        let wall = start.elapsed();
+        if wall >= target / 4 || iters >= 1 << 30 {
+            let scale = (target.as_secs_f64() / wall.as_secs_f64().max(1e-9)).clamp(1.0, 1e6);
+            return ((iters as f64 * scale) as u64).max(1);
         }
         iters *= 4;
     }
-    let mut samples: Vec<f64> = (0..rounds)
-        .map(|_| subject(iters).as_nanos() as f64 / iters as f64)
-        .collect();
-    samples.sort_by(f64::total_cmp);
-    samples[rounds / 2]
+}
+
+/// Nanoseconds per operation of each subject of a row: the subjects run in
+/// turn, `rounds` times over, and each keeps its fastest run. Interleaving
+/// spreads the machine's slow spells over every subject, and the minimum
+/// drops the runs that other work on the machine slowed down.
+fn measure_row(row: &support::Row, target: Duration, rounds: usize) -> Vec<(&'static str, f64)> {
+    let iters: Vec<u64> = row.subjects.iter().map(|(_, s)| calibrate(s, target)).collect();
+    let mut best = vec![f64::MAX; row.subjects.len()];
+    for _ in 0..rounds {
+        for (i, (_, subject)) in row.subjects.iter().enumerate() {
+            let ns = subject(iters[i]).as_nanos() as f64 / iters[i] as f64;
+            best[i] = best[i].min(ns);
+        }
+    }
+    row.subjects.iter().map(|(name, _)| *name).zip(best).collect()
 }
 
 fn show(unit: Unit, ns: f64) -> String {
@@ -82,11 +95,11 @@ fn main() {
     let (target, rounds) = if quick {
         (Duration::from_millis(20), 3)
     } else {
-        (Duration::from_millis(100), 9)
+        (Duration::from_millis(50), 15)
     };
     println!("machine: {}", machine());
     println!(
-        "each figure: median of {rounds} runs of about {target:?}; ratio = unimem time ÷ best peer time (below 1: unimem is faster)\n"
+        "each figure: the fastest of {rounds} interleaved runs of about {target:?}; ratio = unimem time ÷ best peer time (below 1: unimem is faster)\n"
     );
     print!("| operation |");
     for column in COLUMNS {
@@ -98,11 +111,7 @@ fn main() {
         if only.as_deref().is_some_and(|only| !row.name.contains(only)) {
             continue;
         }
-        let figures: Vec<(&str, f64)> = row
-            .subjects
-            .iter()
-            .map(|(name, subject)| (*name, measure(subject, target, rounds)))
-            .collect();
+        let figures = measure_row(&row, target, rounds);
         print!("| {} |", row.name);
         for column in COLUMNS {
             match figures.iter().find(|(name, _)| *name == column) {
