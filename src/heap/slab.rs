@@ -389,15 +389,18 @@ impl ThreadCache {
     /// One class's slabs.
     ///
     /// # Safety
-    /// The caller owns the cache and holds no other reference to this class.
+    /// The caller owns the cache and holds no other reference to this
+    /// class; `class < CLASSES`.
     #[inline]
     #[expect(
         clippy::mut_from_ref,
         reason = "ownership, not the borrow, makes this unique"
     )]
     pub(crate) unsafe fn class(&self, class: usize) -> &mut ClassCache {
-        // SAFETY: the caller's contract.
-        unsafe { &mut *self.classes[class].get() }
+        debug_assert!(class < CLASSES);
+        // SAFETY: the caller's contract; classes come from `class::of` or a
+        // slab header, so `class < CLASSES` (no bounds check on the hot path).
+        unsafe { &mut *self.classes.get_unchecked(class).get() }
     }
 }
 
