@@ -48,7 +48,11 @@ fn calibrate(subject: &support::Subject, target: Duration) -> u64 {
 /// spreads the machine's slow spells over every subject, and the minimum
 /// drops the runs that other work on the machine slowed down.
 fn measure_row(row: &support::Row, target: Duration, rounds: usize) -> Vec<(&'static str, f64)> {
-    let iters: Vec<u64> = row.subjects.iter().map(|(_, s)| calibrate(s, target)).collect();
+    let iters: Vec<u64> = row
+        .subjects
+        .iter()
+        .map(|(_, s)| calibrate(s, target))
+        .collect();
     let mut best = vec![f64::MAX; row.subjects.len()];
     for _ in 0..rounds {
         for (i, (_, subject)) in row.subjects.iter().enumerate() {
@@ -56,7 +60,11 @@ fn measure_row(row: &support::Row, target: Duration, rounds: usize) -> Vec<(&'st
             best[i] = best[i].min(ns);
         }
     }
-    row.subjects.iter().map(|(name, _)| *name).zip(best).collect()
+    row.subjects
+        .iter()
+        .map(|(name, _)| *name)
+        .zip(best)
+        .collect()
 }
 
 fn show(unit: Unit, ns: f64) -> String {
