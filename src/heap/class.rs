@@ -34,7 +34,7 @@ const fn compute_class(size: usize) -> usize {
 }
 
 /// Object size per class.
-static SIZES: [u32; CLASSES] = {
+const SIZES: [u32; CLASSES] = {
     let mut sizes = [0; CLASSES];
     let mut class = 0;
     while class < CLASSES {
@@ -49,7 +49,7 @@ const TABLE_LIMIT: usize = 1024;
 
 /// The class of sizes `4k + 1 ..= 4k + 4`, at index `k`, up to TABLE_LIMIT:
 /// one load instead of the arithmetic on the hot path.
-static SMALL: [u8; TABLE_LIMIT / 4] = {
+const SMALL: [u8; TABLE_LIMIT / 4] = {
     let mut table = [0; TABLE_LIMIT / 4];
     let mut k = 0;
     while k < TABLE_LIMIT / 4 {
@@ -73,7 +73,7 @@ pub(crate) fn align(class: usize) -> usize {
 
 /// As `SMALL`, for requests aligned to 8: the first class at or above the
 /// size whose objects are 8-aligned (it skips 20 and 28).
-static SMALL8: [u8; TABLE_LIMIT / 4] = {
+const SMALL8: [u8; TABLE_LIMIT / 4] = {
     let mut table = [0; TABLE_LIMIT / 4];
     let mut k = 0;
     while k < TABLE_LIMIT / 4 {
