@@ -3,23 +3,22 @@
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use allocator_api2::alloc::Allocator;
 use unimem::{BlockOptions, Grid, Pinning, Tape};
 
-/// Counts the allocations made by threads that are watching.
+/// Counts, per thread, the allocations made while the thread is watching
+/// (tests run on several threads at once; each counts only its own).
 struct Counting;
-
-static COUNT: AtomicUsize = AtomicUsize::new(0);
 
 thread_local! {
     static WATCHING: Cell<bool> = const { Cell::new(false) };
+    static COUNT: Cell<usize> = const { Cell::new(0) };
 }
 
 fn note() {
     if WATCHING.with(Cell::get) {
-        COUNT.fetch_add(1, Ordering::Relaxed);
+        COUNT.with(|c| c.set(c.get() + 1));
     }
 }
 
@@ -47,11 +46,11 @@ static GLOBAL: Counting = Counting;
 
 /// Runs `f` and returns how many global allocations it made.
 fn global_allocations(f: impl FnOnce()) -> usize {
-    let before = COUNT.load(Ordering::Relaxed);
+    let before = COUNT.with(Cell::get);
     WATCHING.with(|w| w.set(true));
     f();
     WATCHING.with(|w| w.set(false));
-    COUNT.load(Ordering::Relaxed) - before
+    COUNT.with(Cell::get) - before
 }
 
 const OPTIONS: BlockOptions<'static> = BlockOptions::new().pinning(Pinning::BestEffort);
