@@ -309,7 +309,7 @@ impl Heap {
     #[inline(always)]
     fn take_fast(&self, layout: Layout) -> Option<(NonNull<u8>, usize)> {
         let core = self.opened()?;
-        let class = class::of(layout.size(), layout.align())?;
+        let class = class::of_common(layout.size(), layout.align())?;
         let tag = thread::tag_fast()?;
         // Acquire: as in `HeapCore::cache`.
         // SAFETY: caches live as long as the heap.
@@ -1178,7 +1178,7 @@ impl HeapCore {
 // construction); both lie inside the heap's Blocks, which `owns` checks, and
 // spilled memory never does.
 unsafe impl Engine for Heap {
-    #[inline]
+    #[inline(always)]
     fn take(&self, layout: Layout) -> Option<NonNull<[u8]>> {
         let (object, len) = self.take_fast(layout)?;
         Some(NonNull::slice_from_raw_parts(object, len))
