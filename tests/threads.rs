@@ -73,7 +73,8 @@ fn threads_taking_from_one_tape_get_disjoint_ranges() {
 
 #[test]
 fn threads_cycling_one_grid_never_share_a_cell() {
-    const CELLS: usize = 16;
+    const CELLS: usize = 32;
+    const _: () = assert!(THREADS * 3 < CELLS);
     let grid = Grid::<64, CELLS>::new_with(&options()).unwrap();
     let held: Vec<AtomicBool> = (0..CELLS).map(|_| AtomicBool::new(false)).collect();
     let rounds = if cfg!(miri) { 50 } else { 20_000 };
@@ -83,18 +84,20 @@ fn threads_cycling_one_grid_never_share_a_cell() {
             s.spawn(move || {
                 let mut mine = Vec::new();
                 for round in 0..rounds {
-                    // Hold up to three cells at a time, to keep the list busy.
-                    if let Some(cell) = grid.take() {
-                        assert!(
-                            !held[cell.id()].swap(true, Ordering::AcqRel),
-                            "cell {} had two owners",
-                            cell.id()
-                        );
-                        let stamp = (t * rounds + round) as u64;
-                        // SAFETY: the cell is ours; 64 bytes, 16-aligned.
-                        unsafe { cell.address().cast::<u64>().write(stamp) };
-                        mine.push((cell, stamp));
-                    }
+                    // Hold up to three cells at a time, to keep the lists
+                    // busy. Together the threads hold fewer than CELLS, so
+                    // every take finds a free cell: a `None` here would be a
+                    // false "all taken".
+                    let cell = grid.take().expect("a free cell");
+                    assert!(
+                        !held[cell.id()].swap(true, Ordering::AcqRel),
+                        "cell {} had two owners",
+                        cell.id()
+                    );
+                    let stamp = (t * rounds + round) as u64;
+                    // SAFETY: the cell is ours; 64 bytes, 16-aligned.
+                    unsafe { cell.address().cast::<u64>().write(stamp) };
+                    mine.push((cell, stamp));
                     if mine.len() > 2 || (round % 3 == 0 && !mine.is_empty()) {
                         let (cell, stamp) = mine.remove(0);
                         // SAFETY: as above.
