@@ -99,6 +99,33 @@ pub struct Heap {
     config: Config,
     /// Bytes currently spilled to the system allocator.
     spilled: AtomicUsize,
+    /// What the fast paths read, copied out of the core so that they start
+    /// from `self`: each saves a dependent load or two.
+    fast: Fast,
+}
+
+/// Copies of core fields for the fast paths. The pointers point into the
+/// heap's first Block, so they stay right when the `Heap` value moves.
+struct Fast {
+    /// Per thread tag, that thread's cache: the core's `caches` entry, copied
+    /// by the owning thread on its slow path; null until then.
+    caches: [AtomicPtr<ThreadCache>; SLOTS],
+    /// The first arena's `base` address, `len` and `groups`; zero and null
+    /// until the core opens (stored before `Heap::open` is).
+    base: AtomicUsize,
+    len: AtomicUsize,
+    groups: AtomicPtr<SlabHeader>,
+}
+
+impl Fast {
+    const fn new() -> Fast {
+        Fast {
+            caches: [const { AtomicPtr::new(ptr::null_mut()) }; SLOTS],
+            base: AtomicUsize::new(0),
+            len: AtomicUsize::new(0),
+            groups: AtomicPtr::new(ptr::null_mut()),
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -160,6 +187,7 @@ impl Heap {
                 options,
             },
             spilled: AtomicUsize::new(0),
+            fast: Fast::new(),
         }
     }
 
@@ -226,6 +254,17 @@ impl Heap {
     fn try_core(&self) -> Result<&HeapCore, &Error> {
         let core = self.core.get_or_init(|| HeapCore::create(self.config));
         let core = core.as_ref().map(|core| core.0)?;
+        // SAFETY: as in `opened`; the first arena is published with the core.
+        let first = unsafe { &*core.as_ref().arenas[0].load(Ordering::Relaxed) };
+        // Relaxed: published by the Release store of `open` below. Every
+        // thread that gets here stores the same values.
+        self.fast
+            .groups
+            .store(first.groups.as_ptr(), Ordering::Relaxed);
+        self.fast
+            .base
+            .store(first.base.as_ptr().addr(), Ordering::Relaxed);
+        self.fast.len.store(first.len, Ordering::Relaxed);
         // Release: see `opened`.
         self.open.store(core.as_ptr(), Ordering::Release);
         // SAFETY: as in `opened`.
@@ -308,12 +347,14 @@ impl Heap {
     /// hand: the object and its usable size.
     #[inline(always)]
     fn take_fast(&self, layout: Layout) -> Option<(NonNull<u8>, usize)> {
-        let core = self.opened()?;
         let class = class::of_common(layout.size(), layout.align())?;
         let tag = thread::tag_fast()?;
-        // Acquire: as in `HeapCore::cache`.
+        // Relaxed: only this thread (holding `tag`) stores its entry, in
+        // `take_slow`, after `HeapCore::cache` acquired the cache; a thread
+        // that held the tag before handed it over with a happens-before
+        // (`thread.rs`). Non-null means the core is open.
         // SAFETY: caches live as long as the heap.
-        let cache = unsafe { core.caches[tag].load(Ordering::Acquire).as_ref()? };
+        let cache = unsafe { self.fast.caches[tag].load(Ordering::Relaxed).as_ref()? };
         // SAFETY: this thread holds `tag`, so it owns the cache and its
         // current slab.
         let object = unsafe { cache.class(class).current.as_ref()?.pop()? };
@@ -326,6 +367,14 @@ impl Heap {
         let core = self.core()?;
         match class::of(layout.size(), layout.align()) {
             Some(class) => {
+                let tag = thread::tag();
+                if tag != SHARED && self.fast.caches[tag].load(Ordering::Relaxed).is_null() {
+                    // This thread's first small allocation here: give the
+                    // fast path its cache.
+                    let cache = core.cache(tag)?;
+                    // Relaxed: see `take_fast`.
+                    self.fast.caches[tag].store(ptr::from_ref(cache).cast_mut(), Ordering::Relaxed);
+                }
                 let object = core.alloc_class(class)?;
                 Some(NonNull::slice_from_raw_parts(object, class::size(class)))
             }
@@ -340,25 +389,48 @@ impl Heap {
     /// As `Engine::give`.
     #[inline(always)]
     unsafe fn give_fast(&self, ptr: NonNull<u8>) -> bool {
-        let Some(core) = self.opened() else {
+        // Relaxed: `ptr` came from this heap (the caller's contract), so the
+        // core opened before it was allocated, and that allocation, which
+        // happened-before this free, saw the values `try_core` stored. Memory
+        // spilled before the core opened finds zero, so `len` 0: nothing is
+        // in range.
+        let offset = ptr
+            .as_ptr()
+            .addr()
+            .wrapping_sub(self.fast.base.load(Ordering::Relaxed));
+        if offset >= self.fast.len.load(Ordering::Relaxed) {
             return false;
-        };
-        // SAFETY: the first arena is published with the core.
-        let first = unsafe { &*core.arenas[0].load(Ordering::Relaxed) };
+        }
         let Some(tag) = thread::tag_fast() else {
             return false;
         };
-        if !first.contains(ptr.as_ptr()) {
-            return false;
-        }
-        let slab = first.header(ptr.as_ptr());
+        // SAFETY: `offset` lies in the first arena, which has a header per
+        // group and lives as long as the heap (as `Arena::header`).
+        let slab = unsafe { &*self.fast.groups.load(Ordering::Relaxed).add(offset / GROUP) };
         // Relaxed: as in `HeapCore::free`.
         if slab.owner.load(Ordering::Relaxed) != tag as u32 {
             return false;
         }
         // SAFETY: the slab is this thread's, and `ptr` a live object of it.
-        unsafe { core.free_local(tag, slab, ptr) };
+        if unsafe { slab.push_local(ptr) } <= 0 {
+            // SAFETY: as above.
+            unsafe { self.after_local_free(tag, slab) };
+        }
         true
+    }
+
+    /// `HeapCore::after_local_free`, out of line.
+    ///
+    /// # Safety
+    /// As `HeapCore::free_local`.
+    #[cold]
+    #[inline(never)]
+    unsafe fn after_local_free(&self, tag: usize, slab: &SlabHeader) {
+        let Some(core) = self.opened() else {
+            unreachable!("a slab exists only in an open heap")
+        };
+        // SAFETY: the caller's contract; a tag that owns a slab has a cache.
+        unsafe { core.after_local_free(&*core.caches[tag].load(Ordering::Relaxed), slab) };
     }
 
     /// Every free `give_fast` does not handle; false if `ptr` is not in the

@@ -387,3 +387,54 @@ fn threads_churning_one_heap_keep_their_data() {
     });
     assert_eq!(heap.stats().in_use, 0);
 }
+
+/// The fast paths read copies of core fields kept in the `Heap` value: they
+/// must stay right when the value moves, and serve the next allocations.
+#[test]
+fn a_moved_heap_keeps_serving_from_its_caches() {
+    let small = layout(64, 8);
+    let first = heap(MIN_BLOCK, 1);
+    let a = alloc(&first, small).unwrap();
+    fill(a, 64, 1);
+    let moved = Box::new(first);
+    let b = alloc(&moved, small).unwrap();
+    fill(b, 64, 2);
+    assert!(moved.owns(a.as_ptr()) && moved.owns(b.as_ptr()));
+    assert_eq!(moved.stats().in_use, 128);
+    check(a, 64, 1);
+    // SAFETY: both came from this heap (before and after the move).
+    unsafe {
+        free(&moved, a, small);
+        free(&moved, b, small);
+    }
+    assert_eq!(moved.stats().in_use, 0);
+    // Freed objects are reused: the next one is one of the two.
+    let c = alloc(&moved, small).unwrap();
+    assert!(c == a || c == b);
+    // SAFETY: as above.
+    unsafe { free(&moved, c, small) };
+}
+
+/// A thread's tag passes to a later thread when it exits; the later thread
+/// then uses the same cache, through the copy the first one made.
+#[test]
+fn threads_reusing_a_tag_reuse_its_cache() {
+    let heap = heap(MIN_BLOCK, 1);
+    let small = layout(48, 16);
+    for round in 0..20u8 {
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let objects: Vec<_> = (0..100).map(|_| alloc(&heap, small).unwrap()).collect();
+                for &object in &objects {
+                    fill(object, 48, round);
+                }
+                for object in objects {
+                    check(object, 48, round);
+                    // SAFETY: from this heap with this layout.
+                    unsafe { free(&heap, object, small) };
+                }
+            });
+        });
+    }
+    assert_eq!(heap.stats().in_use, 0);
+}
