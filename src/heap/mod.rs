@@ -66,7 +66,12 @@ const GROUP_UNITS: u32 = (GROUP / UNIT) as u32;
 /// Requests up to 32 KiB are served from per-thread slabs of size classes (at
 /// most a quarter of a class wasted); larger ones from runs of 4 KiB pages
 /// that merge and are reused once freed. `Heap` implements
-/// `allocator_api2::alloc::Allocator` and `GlobalAlloc`:
+/// `allocator_api2::alloc::Allocator` and `GlobalAlloc`.
+///
+/// A `Heap` value is about 8 KiB: it keeps one cache pointer per thread slot
+/// so that the fast paths start from it. A `static` (as a global allocator
+/// is) or a `Box` holds it without copies.
+///
 ///
 /// ```
 /// use allocator_api2::vec::Vec;

@@ -438,3 +438,10 @@ fn threads_reusing_a_tag_reuse_its_cache() {
     }
     assert_eq!(heap.stats().in_use, 0);
 }
+
+#[test]
+fn a_heap_value_is_about_eight_kib() {
+    // The documented size: a cache pointer per thread slot, and the rest.
+    assert!(size_of::<Heap>() >= SLOTS * size_of::<usize>());
+    assert!(size_of::<Heap>() < 9 << 10, "{}", size_of::<Heap>());
+}
