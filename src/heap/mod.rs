@@ -111,15 +111,18 @@ pub struct Heap {
 
 /// Copies of core fields for the fast paths. The pointers point into the
 /// heap's first Block, so they stay right when the `Heap` value moves.
+/// In this order, so that the free path's fields and the first threads'
+/// cache pointers share a cache line.
+#[repr(C)]
 struct Fast {
-    /// Per thread tag, that thread's cache: the core's `caches` entry, copied
-    /// by the owning thread on its slow path; null until then.
-    caches: [AtomicPtr<ThreadCache>; SLOTS],
     /// The first arena's `base` address, `len` and `groups`; zero and null
     /// until the core opens (stored before `Heap::open` is).
     base: AtomicUsize,
     len: AtomicUsize,
     groups: AtomicPtr<SlabHeader>,
+    /// Per thread tag, that thread's cache: the core's `caches` entry, copied
+    /// by the owning thread on its slow path; null until then.
+    caches: [AtomicPtr<ThreadCache>; SLOTS],
 }
 
 impl Fast {
