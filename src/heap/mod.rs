@@ -111,9 +111,9 @@ pub struct Heap {
 
 /// Copies of core fields for the fast paths. The pointers point into the
 /// heap's first Block, so they stay right when the `Heap` value moves.
-/// In this order, so that the free path's fields and the first threads'
-/// cache pointers share a cache line.
-#[repr(C)]
+/// In this order, and aligned, so that the free path's fields and the
+/// first threads' cache pointers share one cache line.
+#[repr(C, align(64))]
 struct Fast {
     /// The first arena's `base` address, `len` and `groups`; zero and null
     /// until the core opens (stored before `Heap::open` is).
