@@ -340,6 +340,15 @@ pub fn free_all() -> Vec<(&'static str, Subject)> {
     ]
 }
 
+/// An `ArrayQueue` holding every index of a pool of `cells`.
+fn full_queue(cells: usize) -> ArrayQueue<usize> {
+    let queue = ArrayQueue::new(cells);
+    for i in 0..cells {
+        queue.push(i).unwrap();
+    }
+    queue
+}
+
 /// Taking a 4 KiB buffer and giving it back.
 pub fn cycle_4k() -> Vec<(&'static str, Subject)> {
     let layout = Layout::from_size_align(4096, 4096).unwrap();
@@ -379,10 +388,7 @@ pub fn cycle_4k() -> Vec<(&'static str, Subject)> {
         (
             "ArrayQueue",
             Box::new(|iters| {
-                let queue = ArrayQueue::new(64);
-                for i in 0..64usize {
-                    queue.push(i).unwrap();
-                }
+                let queue = full_queue(64);
                 batched(
                     iters,
                     BATCH,
@@ -829,10 +835,7 @@ pub fn grid_cycle_write() -> Vec<(&'static str, Subject)> {
             Box::new(|iters| {
                 let mut buffers = vec![0u8; CELLS * 4096];
                 let base = buffers.as_mut_ptr();
-                let queue = ArrayQueue::new(CELLS);
-                for i in 0..CELLS {
-                    queue.push(i).unwrap();
-                }
+                let queue = full_queue(CELLS);
                 batched(
                     iters,
                     BATCH,
