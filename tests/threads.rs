@@ -84,7 +84,7 @@ fn threads_cycling_one_grid_never_share_a_cell() {
             s.spawn(move || {
                 let mut mine = Vec::new();
                 for round in 0..rounds {
-                    // Hold up to three cells at a time, to keep the lists
+                    // Hold up to three cells at a time, to keep the list
                     // busy. Together the threads hold fewer than CELLS, so
                     // every take finds a free cell: a `None` here would be a
                     // false "all taken".

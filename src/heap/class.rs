@@ -98,9 +98,15 @@ pub(crate) fn of_common(size: usize, align: usize) -> Option<usize> {
     }
     // Every class is 4-aligned and every one but 20 and 28 bytes 8-aligned,
     // so either table has the answer.
-    let index = size.wrapping_sub(1) / 4 % (TABLE_LIMIT / 4);
     let table = if align <= 4 { &SMALL } else { &SMALL8 };
-    Some(table[index] as usize)
+    Some(table[small_index(size)] as usize)
+}
+
+/// The index of `size` (1 ..= TABLE_LIMIT) in `SMALL` and `SMALL8`; the
+/// modulo keeps any other size in bounds, so no check is emitted.
+#[inline(always)]
+fn small_index(size: usize) -> usize {
+    size.wrapping_sub(1) / 4 % (TABLE_LIMIT / 4)
 }
 
 /// The class for a request, or `None` when it needs a page run.
@@ -117,7 +123,7 @@ pub(crate) fn of(size: usize, align: usize) -> Option<usize> {
     let first = if size > TABLE_LIMIT {
         compute_class(size)
     } else {
-        SMALL[size.wrapping_sub(1) / 4 % (TABLE_LIMIT / 4)] as usize
+        SMALL[small_index(size)] as usize
     };
     (first..CLASSES).find(|&class| self::align(class) >= align)
 }

@@ -72,7 +72,6 @@ const GROUP_UNITS: u32 = (GROUP / UNIT) as u32;
 /// so that the fast paths start from it. A `static` (as a global allocator
 /// is) or a `Box` holds it without copies.
 ///
-///
 /// ```
 /// use allocator_api2::vec::Vec;
 /// use unimem::{BlockOptions, Heap, Pinning};
