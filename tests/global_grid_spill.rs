@@ -3,6 +3,8 @@
 
 mod common;
 
+use std::sync::{Mutex, MutexGuard};
+
 use unimem::{BlockOptions, Grid, Pinning};
 
 #[global_allocator]
@@ -13,8 +15,16 @@ static HEAP: Grid<256, 65536> = Grid::lazy_with(
 )
 .spill();
 
+/// The tests take turns: one that counts free cells must not run while
+/// another holds thousands.
+fn alone() -> MutexGuard<'static, ()> {
+    static TURN: Mutex<()> = Mutex::new(());
+    TURN.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 #[test]
 fn std_workload_runs_in_the_grid() {
+    let _turn = alone();
     common::strings(2000);
     common::maps(20);
     common::vectors(200);
@@ -23,6 +33,7 @@ fn std_workload_runs_in_the_grid() {
 
 #[test]
 fn small_allocations_take_cells_and_large_ones_spill() {
+    let _turn = alone();
     let small = Box::new([3u8; 200]);
     assert!(HEAP.owns(&*small));
     let large = vec![5u8; 10_000];
@@ -39,10 +50,15 @@ fn small_allocations_take_cells_and_large_ones_spill() {
 
 #[test]
 fn freed_cells_are_reused() {
+    let _turn = alone();
     let free = HEAP.free();
     let boxes: Vec<Box<[u8; 128]>> = (0..1000).map(|_| Box::new([9; 128])).collect();
     assert!(boxes.iter().all(|b| HEAP.owns(&**b)));
     drop(boxes);
-    // Other tests run at the same time, so compare loosely.
-    assert!(HEAP.free() + 500 > free);
+    // The test harness may allocate meanwhile, so compare loosely.
+    assert!(
+        HEAP.free() + 50 > free,
+        "{free} cells free before, {} after",
+        HEAP.free()
+    );
 }
