@@ -11,10 +11,42 @@ use std::sync::OnceLock;
 use crossbeam_utils::CachePadded;
 
 use crate::alloc::{Engine, Exhaustion};
+use crate::heap::thread;
 use crate::{BlockOptions, Error, Tape, page_size};
 
-/// The index that marks the end of the free list.
+/// The index that marks the end of the free list, and an empty slot.
 const NIL: u32 = u32::MAX;
+
+/// Threads whose tag is at most this have a slot in every Grid; the others
+/// use the shared list alone.
+const SLOTS: usize = 64;
+
+/// One thread's slot: a cell it gave back, until some thread takes it, as
+/// `seq << 32 | index` (`index` NIL when empty; `seq` counts every change).
+///
+/// Only the thread holding the tag puts a cell in; any thread may take it
+/// out. Padded as crossbeam pads against false sharing (128 bytes on x86-64
+/// and aarch64, whose prefetchers pull cache lines in pairs), so that a
+/// thread working on its own slot does not contend with the others.
+struct Slot {
+    word: CachePadded<AtomicU64>,
+}
+
+/// What the first pass over the list and the slots found.
+enum Look {
+    /// A cell, now ours.
+    Took(u32),
+    /// A word changed under us: look again.
+    Changed,
+    /// Every word empty; the head word seen (the slots' are kept aside).
+    Empty(u64),
+}
+
+/// `word` (a head or slot word) with `index` in it and its count moved on.
+#[inline(always)]
+fn next_word(word: u64, index: u32) -> u64 {
+    ((word >> 32).wrapping_add(1) << 32) | u64::from(index)
+}
 
 /// `CELLS` cells of `CELL_SIZE` bytes each, carved out of one pinned Block,
 /// handed out and taken back without locks.
@@ -25,12 +57,17 @@ const NIL: u32 = u32::MAX;
 /// lives in the same Block, after the cells: taking and giving never touch the
 /// heap, so a Grid can be a global allocator.
 ///
-/// The free list is last in, first out: the cell given back last is the next
-/// one taken, while its bytes are still in cache. (Taking and giving on one
-/// list word costs a few nanoseconds more in a bare take+give loop than two
-/// words would, since back-to-back atomic operations on one cache line do not
-/// overlap; but two lists cycle through every cell, which made a loop that
-/// fills each cell about four times slower. `benches/README.md` has both.)
+/// Each of the first 64 threads to hold a thread tag (tags pass to new
+/// threads as old ones exit) has a slot for one cell, 128 bytes of the Block
+/// each on x86-64 and aarch64 (8 KiB in all). Giving a cell back puts it in the giver's slot if that is empty, and
+/// otherwise on a shared free list, last in, first out; taking looks in the
+/// taker's own slot first, then on the list. A thread that takes and gives
+/// back one buffer after another thus keeps working on the same cell, still
+/// in its cache, with one atomic operation per cycle on a cache line that
+/// other threads only touch to take from. When the list is empty, `take`
+/// takes from other threads' slots, so a parked cell is never lost to the
+/// rest: `take` returns `None` only when, at one moment during the call, every
+/// cell was held.
 ///
 /// ```
 /// use unimem::{BlockOptions, Grid, Pinning};
@@ -54,9 +91,11 @@ pub struct Grid<const CELL_SIZE: usize, const CELLS: usize> {
     head: CachePadded<AtomicU64>,
     /// One word per cell: the index of the cell below it in the free list
     /// (or `NIL`). Null until the Grid is carved; stored last, with Release,
-    /// so a thread that sees it also sees the links, the head, `cells` and
-    /// `align` initialized.
+    /// so a thread that sees it also sees the links, the head, the slots,
+    /// and the fields `slots`, `cells` and `align` initialized.
     links: AtomicPtr<AtomicU32>,
+    /// The threads' slots, `SLOTS` of them, after the links.
+    slots: AtomicPtr<Slot>,
     /// The first cell.
     cells: AtomicPtr<u8>,
     /// The alignment every cell has.
@@ -67,22 +106,30 @@ pub struct Grid<const CELL_SIZE: usize, const CELLS: usize> {
     exhaustion: Exhaustion,
 }
 
-/// Where the cells and the links are, once the Block is open.
+/// Where the cells, the links and the slots are, once the Block is open.
 #[derive(Clone, Copy)]
 struct Parts {
     cells: NonNull<u8>,
-    links: NonNull<AtomicU32>,
+    lists: Lists,
     align: usize,
 }
 
-// SAFETY: the pointers in `Parts` point into the Block the Grid's Tape owns;
+/// Where the free cells are: the shared list's links and the threads' slots
+/// (all that taking and giving need).
+#[derive(Clone, Copy)]
+struct Lists {
+    links: NonNull<AtomicU32>,
+    slots: NonNull<Slot>,
+}
+
+// SAFETY: the pointers in `Parts` and `Lists` point into the Block the Grid's Tape owns;
 // every access through them is atomic (links) or goes to the one owner of a
 // cell.
 unsafe impl<const C: usize, const N: usize> Send for Grid<C, N> {}
-// SAFETY: as above; the shared state is the atomic head and atomic links.
+// SAFETY: as above; the shared state is the atomic head, links and slots.
 unsafe impl<const C: usize, const N: usize> Sync for Grid<C, N> {}
 
-/// The sizes of a Grid's parts.
+/// The sizes of a Grid's parts: cells, links, slots, in that order.
 #[derive(Clone, Copy)]
 struct Geometry {
     stride: usize,
@@ -108,7 +155,13 @@ const fn geometry(cell: usize, cells: usize) -> Option<Geometry> {
     let Some(links_start) = cells_bytes.checked_next_multiple_of(align_of::<AtomicU32>()) else {
         return None;
     };
-    let Some(total) = links_start.checked_add(cells * size_of::<AtomicU32>()) else {
+    let Some(links_end) = links_start.checked_add(cells * size_of::<AtomicU32>()) else {
+        return None;
+    };
+    let Some(slots_start) = links_end.checked_next_multiple_of(align_of::<Slot>()) else {
+        return None;
+    };
+    let Some(total) = slots_start.checked_add(SLOTS * size_of::<Slot>()) else {
         return None;
     };
     Some(Geometry {
@@ -166,6 +219,7 @@ impl<const CELL_SIZE: usize, const CELLS: usize> Grid<CELL_SIZE, CELLS> {
         Grid {
             head: CachePadded::new(AtomicU64::new(NIL as u64)),
             links: AtomicPtr::new(core::ptr::null_mut()),
+            slots: AtomicPtr::new(core::ptr::null_mut()),
             cells: AtomicPtr::new(core::ptr::null_mut()),
             align: AtomicUsize::new(0),
             carved: OnceLock::new(),
@@ -205,8 +259,21 @@ impl<const CELL_SIZE: usize, const CELLS: usize> Grid<CELL_SIZE, CELLS> {
         Parts {
             // SAFETY: stored non-null by `carve` before `links`.
             cells: unsafe { NonNull::new_unchecked(cells) },
-            links,
+            lists: self.lists_with(links),
             align: self.align.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The lists, given the links (which are published last).
+    #[inline(always)]
+    fn lists_with(&self, links: NonNull<AtomicU32>) -> Lists {
+        // Relaxed: ordered before `links` was published (see `carve`), and
+        // the caller saw `links`.
+        let slots = self.slots.load(Ordering::Relaxed);
+        Lists {
+            links,
+            // SAFETY: stored non-null by `carve` before `links`.
+            slots: unsafe { NonNull::new_unchecked(slots) },
         }
     }
 
@@ -236,6 +303,20 @@ impl<const CELL_SIZE: usize, const CELLS: usize> Grid<CELL_SIZE, CELLS> {
         else {
             return false;
         };
+        let Some(slots) = self
+            .tape
+            .take(SLOTS * size_of::<Slot>(), align_of::<Slot>())
+        else {
+            return false;
+        };
+        let slots = slots.cast::<Slot>();
+        for i in 0..SLOTS {
+            // SAFETY: `i < SLOTS`, inside the slot area just taken, aligned
+            // for Slot and initialized.
+            unsafe { &*slots.add(i) }
+                .word
+                .store(u64::from(NIL), Ordering::Relaxed);
+        }
         let links = links.cast::<AtomicU32>();
         for i in 0..CELLS {
             let next = if i + 1 < CELLS { (i + 1) as u32 } else { NIL };
@@ -246,6 +327,7 @@ impl<const CELL_SIZE: usize, const CELLS: usize> Grid<CELL_SIZE, CELLS> {
         let stride_align = 1 << Self::STRIDE.trailing_zeros();
         // Relaxed: all published by the Release store of `links` below.
         self.head.store(0, Ordering::Relaxed);
+        self.slots.store(slots, Ordering::Relaxed);
         self.cells.store(cells, Ordering::Relaxed);
         self.align
             .store(stride_align.min(page_size()), Ordering::Relaxed);
@@ -264,9 +346,9 @@ impl<const CELL_SIZE: usize, const CELLS: usize> Grid<CELL_SIZE, CELLS> {
         unsafe { links.add(index as usize).as_ref() }
     }
 
-    /// Pops a free cell's index; returns it and the head word it left.
+    /// Pops a free cell's index off the shared list.
     #[inline]
-    fn pop(&self, links: NonNull<AtomicU32>) -> Option<(u32, u64)> {
+    fn pop(&self, links: NonNull<AtomicU32>) -> Option<u32> {
         // Acquire: pairs with the Release compare-exchange in `push` that put
         // this top there, so its link store and every write the previous owner
         // made to the cell happen-before our reading of the link and our use
@@ -275,7 +357,7 @@ impl<const CELL_SIZE: usize, const CELLS: usize> Grid<CELL_SIZE, CELLS> {
         loop {
             let next = self.below(links, head)?;
             match self.try_pop(head, next) {
-                Ok(popped) => return Some(popped),
+                Ok(index) => return Some(index),
                 Err(seen) => head = seen,
             }
         }
@@ -298,58 +380,202 @@ impl<const CELL_SIZE: usize, const CELLS: usize> Grid<CELL_SIZE, CELLS> {
     /// Replaces the head word `head` with `next` on top (and the tag moved
     /// on); returns the popped index, or the head word seen instead.
     #[inline]
-    fn try_pop(&self, head: u64, next: u32) -> Result<(u32, u64), u64> {
-        let new = ((head >> 32).wrapping_add(1) << 32) | u64::from(next);
+    fn try_pop(&self, head: u64, next: u32) -> Result<u32, u64> {
         // Success Acquire: as the load in `pop`, for the value we replace.
         // Failure Acquire: the caller retries with the value seen, so it needs
         // the same guarantee as the first load.
         self.head
-            .compare_exchange(head, new, Ordering::Acquire, Ordering::Acquire)
-            .map(|_| (head as u32, new))
+            .compare_exchange(
+                head,
+                next_word(head, next),
+                Ordering::Acquire,
+                Ordering::Acquire,
+            )
+            .map(|_| head as u32)
     }
 
-    /// Pushes a cell's index back. `guess` is what the head word probably
-    /// is (the value a Cell's own pop left, when nothing happened since):
-    /// trying it first saves a load that would wait for the last
-    /// compare-exchange on the word.
+    /// Pushes a cell's index onto the shared list.
     #[inline]
-    fn push(&self, links: NonNull<AtomicU32>, index: u32, guess: Option<u64>) {
+    fn push(&self, links: NonNull<AtomicU32>, index: u32) {
         // Relaxed: the value only seeds the compare-exchange, which checks it.
-        let mut head = match guess {
-            Some(guess) => guess,
-            None => self.head.load(Ordering::Relaxed),
-        };
+        let mut head = self.head.load(Ordering::Relaxed);
         loop {
             // Relaxed: published by the Release compare-exchange below.
             self.link(links, index)
                 .store(head as u32, Ordering::Relaxed);
-            let new = ((head >> 32).wrapping_add(1) << 32) | u64::from(index);
             // Release: pairs with the Acquire in `pop`, publishing the link
             // and our writes to the cell to whoever takes it next.
-            match self
-                .head
-                .compare_exchange_weak(head, new, Ordering::Release, Ordering::Relaxed)
-            {
+            match self.head.compare_exchange_weak(
+                head,
+                next_word(head, index),
+                Ordering::Release,
+                Ordering::Relaxed,
+            ) {
                 Ok(_) => return,
                 Err(seen) => head = seen,
             }
         }
     }
 
+    /// The slot of the thread with tag `tag`, if it has one.
+    #[inline(always)]
+    fn slot(&self, slots: NonNull<Slot>, tag: usize) -> Option<&Slot> {
+        if tag == 0 || tag > SLOTS {
+            return None;
+        }
+        // SAFETY: `tag - 1 < SLOTS`; the slot area holds SLOTS initialized
+        // slots in the Block, which lives as long as the Grid (`&self`).
+        Some(unsafe { slots.add(tag - 1).as_ref() })
+    }
+
+    /// Empties `slot`, which held `word` with a cell in it; says whether this
+    /// thread got the cell (another may have taken it first).
+    #[inline(always)]
+    fn try_empty(slot: &Slot, word: u64) -> bool {
+        // Success Acquire: pairs with the Release store in `give_index` that
+        // put the cell there, so the previous holder's writes to the cell
+        // happen-before our use of it. Failure Relaxed: nothing is read.
+        slot.word
+            .compare_exchange(
+                word,
+                next_word(word, NIL),
+                Ordering::Acquire,
+                Ordering::Relaxed,
+            )
+            .is_ok()
+    }
+
+    /// Takes a free cell's index: this thread's slot first, then the shared
+    /// list, then the other threads' slots.
+    #[inline(always)]
+    fn take_index(&self, lists: Lists) -> Option<u32> {
+        if let Some(slot) = thread::tag_fast().and_then(|tag| self.slot(lists.slots, tag)) {
+            // Relaxed: a guess, checked by the compare-exchange.
+            let word = slot.word.load(Ordering::Relaxed);
+            if word as u32 != NIL && Self::try_empty(slot, word) {
+                return Some(word as u32);
+            }
+        }
+        if let Some(index) = self.pop(lists.links) {
+            return Some(index);
+        }
+        self.take_elsewhere(lists)
+    }
+
+    /// The shared list was empty: takes from the list or any thread's slot,
+    /// or returns `None` once two passes over all of them saw the same empty
+    /// words.
+    ///
+    /// Every change of the head word or of a slot word counts up its top
+    /// half, so equal words in both passes mean that the word did not change
+    /// in between (barring 2^32 changes during the call). Then there was a
+    /// moment, between the passes, when the list and every slot were empty at
+    /// once. A cell moves only between a holder and the list or a slot, never
+    /// through a hidden step, so at that moment every cell was held. If a word
+    /// changed, another thread took or gave a cell: we look again, and the
+    /// Grid as a whole made progress (lock-free, not wait-free).
+    #[cold]
+    fn take_elsewhere(&self, lists: Lists) -> Option<u32> {
+        let mut seen = [0u64; SLOTS];
+        loop {
+            match self.look(lists, &mut seen) {
+                Look::Took(index) => return Some(index),
+                Look::Changed => {}
+                Look::Empty(head) => {
+                    if self.unchanged(lists, head, &seen) {
+                        return None;
+                    }
+                }
+            }
+        }
+    }
+
+    /// The first pass of `take_elsewhere`: takes a cell from the list or a
+    /// slot, or records the empty words it saw.
+    fn look(&self, lists: Lists, seen: &mut [u64; SLOTS]) -> Look {
+        // Acquire: as in `pop`.
+        let head = self.head.load(Ordering::Acquire);
+        if head as u32 != NIL {
+            return match self.pop(lists.links) {
+                Some(index) => Look::Took(index),
+                None => Look::Changed,
+            };
+        }
+        for (tag, seen) in (1..=SLOTS).zip(seen.iter_mut()) {
+            let Some(slot) = self.slot(lists.slots, tag) else {
+                unreachable!("every tag up to SLOTS has a slot")
+            };
+            // Acquire: keeps the pass's loads in order. The cell itself is
+            // covered by `try_empty`'s Acquire.
+            let word = slot.word.load(Ordering::Acquire);
+            if word as u32 != NIL {
+                return if Self::try_empty(slot, word) {
+                    Look::Took(word as u32)
+                } else {
+                    Look::Changed
+                };
+            }
+            *seen = word;
+        }
+        Look::Empty(head)
+    }
+
+    /// The second pass of `take_elsewhere`: whether the head and every slot
+    /// still hold the words the first pass saw.
+    fn unchanged(&self, lists: Lists, head: u64, seen: &[u64; SLOTS]) -> bool {
+        // Acquire: orders this pass after the first (no later load moves
+        // above it).
+        self.head.load(Ordering::Acquire) == head
+            && (1..=SLOTS).zip(seen.iter()).all(|(tag, &seen)| {
+                self.slot(lists.slots, tag)
+                    // Acquire: keeps the pass's loads in order.
+                    .is_some_and(|slot| slot.word.load(Ordering::Acquire) == seen)
+            })
+    }
+
+    /// Gives a cell's index back: into this thread's slot if it is empty,
+    /// else onto the shared list.
+    #[inline(always)]
+    fn give_index(&self, lists: Lists, index: u32) {
+        let tag = match thread::tag_fast() {
+            Some(tag) => tag,
+            None => thread::tag(),
+        };
+        if let Some(slot) = self.slot(lists.slots, tag) {
+            // Relaxed: only the thread holding the tag (this one) puts a cell
+            // into its slot; other threads only empty it. So if we see it
+            // empty it stays empty until we fill it, and a plain store does;
+            // if we see a stale cell, the list takes ours. (A tag's previous
+            // holder released it with Release and we claimed it with Acquire,
+            // so its stores to the slot happen-before ours.)
+            let word = slot.word.load(Ordering::Relaxed);
+            if word as u32 == NIL {
+                // Release: pairs with the Acquire in `try_empty`, publishing
+                // our writes to the cell to whoever takes it.
+                slot.word.store(next_word(word, index), Ordering::Release);
+                return;
+            }
+        }
+        self.push(lists.links, index);
+    }
+
     /// Takes a free cell; `None` when all are taken (or a lazy Grid's Block
     /// cannot be opened). The cell goes back when dropped or given.
+    ///
+    /// A thread takes the cell it gave back last if it is still in its slot,
+    /// then the cell given back last to the shared list, then a cell from
+    /// another thread's slot.
     #[inline]
     pub fn take(&self) -> Option<Cell<'_, CELL_SIZE, CELLS>> {
         // Acquire: pairs with the Release store at the end of `carve`.
-        let links = match NonNull::new(self.links.load(Ordering::Acquire)) {
-            Some(links) => links,
-            None => self.parts_slow()?.links,
+        let lists = match NonNull::new(self.links.load(Ordering::Acquire)) {
+            Some(links) => self.lists_with(links),
+            None => self.parts_slow()?.lists,
         };
-        let (index, left) = self.pop(links)?;
+        let index = self.take_index(lists)?;
         Some(Cell {
             grid: self,
             index,
-            left,
             _not_sync: PhantomData,
         })
     }
@@ -372,13 +598,18 @@ impl<const CELL_SIZE: usize, const CELLS: usize> Grid<CELL_SIZE, CELLS> {
     }
 
     /// Free cells now: exact when no other thread is taking or giving, a
-    /// snapshot otherwise. Walks the free list (one load per free cell):
-    /// taking and giving keep no count, which would cost each an atomic
-    /// operation.
+    /// snapshot otherwise. Walks the free list (one load per free cell) and
+    /// the threads' slots: taking and giving keep no count, which would cost
+    /// each an atomic operation.
     pub fn free(&self) -> usize {
         let Some(parts) = self.parts() else {
             return 0;
         };
+        let parked = (1..=SLOTS)
+            .filter_map(|tag| self.slot(parts.lists.slots, tag))
+            // Relaxed: a snapshot; the cells are not used.
+            .filter(|slot| slot.word.load(Ordering::Relaxed) as u32 != NIL)
+            .count();
         // Acquire: as in `pop`, so the links of the cells on the list are
         // visible. Under concurrent changes the walk may see a mix of old and
         // new links, so it stops after CELLS steps.
@@ -386,9 +617,9 @@ impl<const CELL_SIZE: usize, const CELLS: usize> Grid<CELL_SIZE, CELLS> {
         let mut count = 0;
         while at != NIL && count < CELLS {
             count += 1;
-            at = self.link(parts.links, at).load(Ordering::Relaxed);
+            at = self.link(parts.lists.links, at).load(Ordering::Relaxed);
         }
-        count
+        (count + parked).min(CELLS)
     }
 
     /// The number of cells, `CELLS`.
@@ -448,7 +679,7 @@ unsafe impl<const C: usize, const N: usize> Engine for Grid<C, N> {
         if layout.size() > Self::STRIDE || layout.align() > parts.align {
             return None;
         }
-        let (index, _) = self.pop(parts.links)?;
+        let index = self.take_index(parts.lists)?;
         Some(NonNull::slice_from_raw_parts(
             Self::cell_ptr(&parts, index),
             Self::STRIDE,
@@ -475,7 +706,7 @@ unsafe impl<const C: usize, const N: usize> Engine for Grid<C, N> {
             return false;
         }
         debug_assert_eq!(offset % Self::STRIDE, 0, "not the start of a cell");
-        self.push(parts.links, (offset / Self::STRIDE) as u32, None);
+        self.give_index(parts.lists, (offset / Self::STRIDE) as u32);
         true
     }
 
@@ -506,8 +737,6 @@ impl<const C: usize, const N: usize> fmt::Debug for Grid<C, N> {
 pub struct Cell<'g, const CELL_SIZE: usize, const CELLS: usize> {
     grid: &'g Grid<CELL_SIZE, CELLS>,
     index: u32,
-    /// The head word the take left: the first guess when giving back.
-    left: u64,
     /// A Cell hands out `&mut` access to its bytes, so sharing one between
     /// threads is not allowed; moving it to another thread is.
     _not_sync: PhantomData<core::cell::Cell<()>>,
@@ -544,25 +773,28 @@ impl<const CELL_SIZE: usize, const CELLS: usize> Cell<'_, CELL_SIZE, CELLS> {
         }
     }
 
+    /// The links: a Cell exists only in a carved Grid.
     #[inline]
-    fn parts(&self) -> Parts {
-        // Acquire: as in `Grid::parts`. A Cell exists only in a carved Grid.
+    fn links(&self) -> NonNull<AtomicU32> {
+        // Acquire: as in `Grid::parts`.
         let links = self.grid.links.load(Ordering::Acquire);
         let Some(links) = NonNull::new(links) else {
             unreachable!("a Cell exists only in a carved Grid")
         };
-        self.grid.parts_with(links)
+        links
+    }
+
+    #[inline]
+    fn parts(&self) -> Parts {
+        self.grid.parts_with(self.links())
     }
 }
 
 impl<const CELL_SIZE: usize, const CELLS: usize> Drop for Cell<'_, CELL_SIZE, CELLS> {
+    #[inline]
     fn drop(&mut self) {
-        // Acquire: as in `Grid::parts`. A Cell exists only in a carved Grid.
-        let links = self.grid.links.load(Ordering::Acquire);
-        let Some(links) = NonNull::new(links) else {
-            unreachable!("a Cell exists only in a carved Grid")
-        };
-        self.grid.push(links, self.index, Some(self.left));
+        let lists = self.grid.lists_with(self.links());
+        self.grid.give_index(lists, self.index);
     }
 }
 
@@ -640,7 +872,7 @@ mod tests {
         let id = a.id();
         grid.give(a);
         let b = grid.take().unwrap();
-        assert_eq!(b.id(), id, "LIFO: the cell given back is the next taken");
+        assert_eq!(b.id(), id, "the cell given back is the next taken");
     }
 
     #[test]
@@ -673,34 +905,134 @@ mod tests {
         assert_eq!(b.free(), 2, "and never entered the other");
     }
 
-    /// The ABA case, interleaved by hand: a pop reads top 0 and its link 1,
-    /// then stalls; meanwhile 0 and 1 are taken and 0 is given back, so the
-    /// top is 0 again but its link is 2. The stalled pop's compare-exchange
-    /// must fail (the tag moved on): succeeding would put cell 1, which is
-    /// held, back on top.
+    /// The ABA case on the shared list, interleaved by hand: a pop reads
+    /// top 0 and its link 1, then stalls; meanwhile 0 and 1 are popped and 0
+    /// is pushed back, so the top is 0 again but its link is 2. The stalled
+    /// pop's compare-exchange must fail (the tag moved on): succeeding would
+    /// put cell 1, which is held, back on top.
     #[test]
     fn a_stalled_pop_cannot_reinstall_a_taken_cell() {
         let grid = Grid::<64, 3>::new_with(&options()).unwrap();
-        let parts = grid.parts().unwrap();
+        let links = grid.parts().unwrap().lists.links;
         let stale = grid.head.load(Ordering::Acquire);
-        let next = grid.below(parts.links, stale).unwrap();
+        let next = grid.below(links, stale).unwrap();
         assert_eq!((stale as u32, next), (0, 1));
 
-        let zero = grid.take().unwrap();
-        let one = grid.take().unwrap();
-        assert_eq!((zero.id(), one.id()), (0, 1));
-        drop(zero);
+        assert_eq!(grid.pop(links), Some(0));
+        assert_eq!(grid.pop(links), Some(1));
+        grid.push(links, 0);
         let top = grid.head.load(Ordering::Acquire);
         assert_eq!(top as u32, 0, "the same index is on top again");
-        assert_eq!(grid.below(parts.links, top), Some(2));
+        assert_eq!(grid.below(links, top), Some(2));
 
         assert_eq!(grid.try_pop(stale, next), Err(top), "the stale pop fails");
-        let again = grid.take().unwrap();
-        assert_eq!(again.id(), 0);
-        let last = grid.take().unwrap();
-        assert_eq!(last.id(), 2, "cell 1 stays with its holder");
+        assert_eq!(grid.pop(links), Some(0));
+        assert_eq!(grid.pop(links), Some(2), "cell 1 stays with its holder");
+        assert_eq!(grid.pop(links), None);
+        grid.push(links, 1);
+    }
+
+    /// The "every cell is held" check, interleaved by hand: between the two
+    /// passes another thread parks a cell and a third takes it, so the slot
+    /// is empty again, but its count moved on and the check fails; likewise a
+    /// cell given to the list and taken again.
+    #[test]
+    fn an_empty_word_refilled_between_passes_is_a_change() {
+        let grid = Grid::<64, 2>::new_with(&options()).unwrap();
+        let lists = grid.parts().unwrap().lists;
+        let links = lists.links;
+        let (zero, one) = (grid.pop(links).unwrap(), grid.pop(links).unwrap());
+        let mut seen = [0; SLOTS];
+        let Look::Empty(head) = grid.look(lists, &mut seen) else {
+            panic!("all cells are held")
+        };
+        assert!(grid.unchanged(lists, head, &seen));
+
+        let slot = grid.slot(lists.slots, 5).unwrap();
+        let empty = slot.word.load(Ordering::Relaxed);
+        slot.word.store(next_word(empty, zero), Ordering::Release);
+        assert!(Grid::<64, 2>::try_empty(slot, next_word(empty, zero)));
+        assert_eq!(slot.word.load(Ordering::Relaxed) as u32, NIL);
+        assert!(!grid.unchanged(lists, head, &seen), "the slot changed");
+
+        let Look::Empty(head) = grid.look(lists, &mut seen) else {
+            panic!("all cells are held")
+        };
+        grid.push(links, one);
+        assert_eq!(grid.pop(links), Some(one));
+        assert!(!grid.unchanged(lists, head, &seen), "the list changed");
+
+        let Look::Empty(head) = grid.look(lists, &mut seen) else {
+            panic!("all cells are held")
+        };
+        assert!(grid.unchanged(lists, head, &seen));
+        grid.push(links, zero);
+        grid.push(links, one);
+        assert_eq!(grid.free(), 2);
+    }
+
+    /// The slots that hold a cell now.
+    fn parked<const C: usize, const N: usize>(grid: &Grid<C, N>) -> Vec<u32> {
+        let slots = grid.parts().unwrap().lists.slots;
+        (1..=SLOTS)
+            .filter_map(|tag| grid.slot(slots, tag))
+            .map(|slot| slot.word.load(Ordering::Relaxed) as u32)
+            .filter(|&index| index != NIL)
+            .collect()
+    }
+
+    #[test]
+    fn a_thread_takes_from_its_slot_then_the_list() {
+        let grid = Grid::<64, 4>::new_with(&options()).unwrap();
+        let (a, b) = (grid.take().unwrap(), grid.take().unwrap());
+        let (ia, ib) = (a.id(), b.id());
+        assert!(thread::tag() <= SLOTS, "a test thread has a slot");
+        grid.give(a);
+        assert_eq!(parked(&grid), [ia as u32], "the first goes to the slot");
+        grid.give(b);
+        assert_eq!(parked(&grid), [ia as u32], "the second to the list");
+        assert_eq!(grid.free(), 4);
+        let first = grid.take().unwrap();
+        assert_eq!(first.id(), ia, "the slot first");
+        let second = grid.take().unwrap();
+        assert_eq!(second.id(), ib, "then the list's top");
+        assert!(parked(&grid).is_empty());
+    }
+
+    /// A cell parked in another thread's slot is taken once the list is
+    /// empty, while that thread lives and after it exits.
+    #[test]
+    fn cells_in_other_threads_slots_are_taken() {
+        let grid = Grid::<64, 3>::new_with(&options()).unwrap();
+        let (parked_tx, parked_rx) = std::sync::mpsc::channel();
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+        std::thread::scope(|s| {
+            let grid = &grid;
+            s.spawn(move || {
+                let cell = grid.take().unwrap();
+                drop(cell);
+                assert!(thread::tag() <= SLOTS, "a test thread has a slot");
+                parked_tx.send(()).unwrap();
+                done_rx.recv().unwrap();
+            });
+            parked_rx.recv().unwrap();
+            assert_eq!(parked(grid).len(), 1, "the other thread parked its cell");
+            let all: Vec<_> = (0..3).map(|_| grid.take().expect("a free cell")).collect();
+            assert!(parked(grid).is_empty(), "taken from the live thread's slot");
+            assert!(grid.take().is_none());
+            drop(all);
+            done_tx.send(()).unwrap();
+        });
+        // Park this thread's cell elsewhere: a thread that exits leaves its.
+        let held: Vec<_> = (0..3).map(|_| grid.take().unwrap()).collect();
+        std::thread::scope(|s| {
+            s.spawn(move || drop(held));
+        });
+        assert_eq!(parked(&grid).len(), 1, "the exited thread's slot holds one");
+        assert_eq!(grid.free(), 3);
+        let all: Vec<_> = (0..3).map(|_| grid.take().expect("a free cell")).collect();
         assert!(grid.take().is_none());
-        drop(one);
+        drop(all);
     }
 
     #[test]
@@ -710,6 +1042,9 @@ mod tests {
         let cell = grid.take().unwrap();
         assert!(grid.owns(cell.address()));
         assert_eq!(grid.free(), 7);
-        assert_eq!(grid.tape().used(), 8 * 64 + 8 * size_of::<AtomicU32>());
+        let links_end = 8 * 64 + 8 * size_of::<AtomicU32>();
+        let slots = links_end.next_multiple_of(align_of::<Slot>()) + SLOTS * size_of::<Slot>();
+        assert_eq!(grid.tape().used(), slots);
+        assert!(size_of::<Slot>() >= 64, "a cache line per slot at least");
     }
 }

@@ -121,6 +121,54 @@ fn threads_cycling_one_grid_never_share_a_cell() {
     assert!(grid.take().is_none());
 }
 
+/// Takers never give and givers never take: each taker hands its cells to
+/// a giver, whose slot keeps one, so takers find the shared list empty and
+/// take from the givers' slots while the givers refill them. Together the
+/// threads hold fewer cells than exist (a taker one in hand and one in its
+/// channel, a giver one), so a `None` would be a false "all taken".
+#[test]
+fn takers_find_cells_parked_by_other_threads() {
+    const PAIRS: usize = THREADS / 2;
+    const CELLS: usize = PAIRS * 3 + 1;
+    let grid = Grid::<64, CELLS>::new_with(&options()).unwrap();
+    let held: Vec<AtomicBool> = (0..CELLS).map(|_| AtomicBool::new(false)).collect();
+    let rounds = if cfg!(miri) { 30 } else { 50_000 };
+    thread::scope(|s| {
+        for t in 0..PAIRS {
+            let (grid, held) = (&grid, &held);
+            let (to_giver, from_taker) = std::sync::mpsc::sync_channel(1);
+            s.spawn(move || {
+                for round in 0..rounds {
+                    let cell = grid.take().expect("a free cell");
+                    assert!(
+                        !held[cell.id()].swap(true, Ordering::AcqRel),
+                        "cell {} had two owners",
+                        cell.id()
+                    );
+                    let stamp = (t * rounds + round) as u64;
+                    // SAFETY: the cell is ours; 64 bytes, 16-aligned.
+                    unsafe { cell.address().cast::<u64>().write(stamp) };
+                    to_giver.send((cell, stamp)).unwrap();
+                }
+            });
+            s.spawn(move || {
+                for (cell, stamp) in from_taker {
+                    // SAFETY: as above; the cell came with its owner's writes.
+                    assert_eq!(unsafe { cell.address().cast::<u64>().read() }, stamp);
+                    assert!(held[cell.id()].swap(false, Ordering::AcqRel));
+                    drop(cell);
+                }
+            });
+        }
+    });
+    assert_eq!(grid.free(), CELLS, "no cell lost");
+    let all: Vec<_> = (0..CELLS).map(|_| grid.take().unwrap()).collect();
+    let mut ids: Vec<_> = all.iter().map(|c| c.id()).collect();
+    ids.sort_unstable();
+    assert_eq!(ids, (0..CELLS).collect::<Vec<_>>());
+    assert!(grid.take().is_none());
+}
+
 #[test]
 fn racing_first_uses_open_exactly_one_block() {
     const OPTIONS: BlockOptions<'static> = BlockOptions::new().pinning(Pinning::BestEffort);

@@ -33,7 +33,7 @@ mod class;
 mod lock;
 mod runs;
 mod slab;
-mod thread;
+pub(crate) mod thread;
 
 use core::alloc::Layout;
 use core::cell::UnsafeCell;

@@ -1,12 +1,15 @@
-//! Thread tags: each thread that allocates from a Heap takes a small tag
-//! (1 ..= MAX_THREADS, process-wide, shared by every Heap) that names its
-//! cache in each Heap and marks the slabs it owns.
+//! Thread tags: each thread that allocates from a Heap (or gives a cell back
+//! to a Grid) takes a small tag (1 ..= MAX_THREADS, process-wide, shared by
+//! every Heap and Grid) that names its cache in each Heap, marks the slabs it
+//! owns, and names its slot in each Grid (tags up to the Grid's slot count).
 //!
 //! A cache belongs to the index, not to the thread: when a thread exits, its
 //! caches are flushed (empty slabs go back to their arenas, the rest are
 //! abandoned for other threads to adopt) and the index is released for the
 //! next thread. Heaps therefore hold no thread-local pointers into themselves
-//! and can be dropped at any time.
+//! and can be dropped at any time. A Grid slot needs no flush: any thread may
+//! take the cell an exited thread left there, and the tag's next holder finds
+//! the slot as it was left (the tag's release and claim order the two).
 //!
 //! The index lives in a `const`-initialized thread-local without a destructor
 //! (a plain TLS load, no registration, no allocation). The exit hook is a
