@@ -559,11 +559,12 @@ impl<const CELL_SIZE: usize, const CELLS: usize> Grid<CELL_SIZE, CELLS> {
         self.push(lists.links, index);
     }
 
-    /// Takes a free cell; `None` when all are taken (or a lazy Grid's Block
-    /// cannot be opened). The cell goes back when dropped or given.
+    /// Takes a free cell; `None` when every cell was held at one moment
+    /// during the call (or a lazy Grid's Block cannot be opened). The cell
+    /// goes back when dropped or given.
     ///
-    /// A thread takes the cell it gave back last if it is still in its slot,
-    /// then the cell given back last to the shared list, then a cell from
+    /// A thread takes the cell parked in its own slot if there is one, then
+    /// the cell given back last to the shared list, then a cell parked in
     /// another thread's slot.
     #[inline]
     pub fn take(&self) -> Option<Cell<'_, CELL_SIZE, CELLS>> {

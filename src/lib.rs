@@ -7,7 +7,8 @@
 //!
 //! - [`Tape`]: a lock-free bump allocator; `clear` frees everything at once.
 //!   [`TapeLocal`] is one thread's handle on it, bumping without atomics.
-//! - [`Grid`]: fixed-size cells with a lock-free free list.
+//! - [`Grid`]: fixed-size cells with a lock-free free list and a slot per
+//!   thread for the cell it gave back.
 //! - [`Heap`]: a general-purpose allocator: per-thread size-class slabs and
 //!   page runs, memory reused, more Blocks on demand.
 //! - [`Layout`]: three Tapes for inference (weights, scratch, history).

@@ -71,6 +71,32 @@ fn threads_taking_from_one_tape_get_disjoint_ranges() {
     );
 }
 
+/// Marks cell `id` held; two owners at once fail the test.
+fn hold(held: &[AtomicBool], id: usize) {
+    assert!(
+        !held[id].swap(true, Ordering::AcqRel),
+        "cell {id} had two owners"
+    );
+}
+
+/// Marks cell `id` free again.
+fn release(held: &[AtomicBool], id: usize) {
+    assert!(
+        held[id].swap(false, Ordering::AcqRel),
+        "cell {id} was not held"
+    );
+}
+
+/// Once the threads are done: every cell is free, and each is taken once.
+fn every_cell_is_back<const CELLS: usize>(grid: &Grid<64, CELLS>) {
+    assert_eq!(grid.free(), CELLS, "no cell lost");
+    let all: Vec<_> = (0..CELLS).map(|_| grid.take().unwrap()).collect();
+    let mut ids: Vec<_> = all.iter().map(|c| c.id()).collect();
+    ids.sort_unstable();
+    assert_eq!(ids, (0..CELLS).collect::<Vec<_>>());
+    assert!(grid.take().is_none());
+}
+
 #[test]
 fn threads_cycling_one_grid_never_share_a_cell() {
     const CELLS: usize = 32;
@@ -89,11 +115,7 @@ fn threads_cycling_one_grid_never_share_a_cell() {
                     // every take finds a free cell: a `None` here would be a
                     // false "all taken".
                     let cell = grid.take().expect("a free cell");
-                    assert!(
-                        !held[cell.id()].swap(true, Ordering::AcqRel),
-                        "cell {} had two owners",
-                        cell.id()
-                    );
+                    hold(held, cell.id());
                     let stamp = (t * rounds + round) as u64;
                     // SAFETY: the cell is ours; 64 bytes, 16-aligned.
                     unsafe { cell.address().cast::<u64>().write(stamp) };
@@ -102,23 +124,18 @@ fn threads_cycling_one_grid_never_share_a_cell() {
                         let (cell, stamp) = mine.remove(0);
                         // SAFETY: as above.
                         assert_eq!(unsafe { cell.address().cast::<u64>().read() }, stamp);
-                        assert!(held[cell.id()].swap(false, Ordering::AcqRel));
+                        release(held, cell.id());
                         grid.give(cell);
                     }
                 }
                 for (cell, _) in mine {
-                    assert!(held[cell.id()].swap(false, Ordering::AcqRel));
+                    release(held, cell.id());
                     drop(cell);
                 }
             });
         }
     });
-    assert_eq!(grid.free(), CELLS, "no cell lost");
-    let all: Vec<_> = (0..CELLS).map(|_| grid.take().unwrap()).collect();
-    let mut ids: Vec<_> = all.iter().map(|c| c.id()).collect();
-    ids.sort_unstable();
-    assert_eq!(ids, (0..CELLS).collect::<Vec<_>>());
-    assert!(grid.take().is_none());
+    every_cell_is_back(&grid);
 }
 
 /// Takers never give and givers never take: each taker hands its cells to
@@ -140,11 +157,7 @@ fn takers_find_cells_parked_by_other_threads() {
             s.spawn(move || {
                 for round in 0..rounds {
                     let cell = grid.take().expect("a free cell");
-                    assert!(
-                        !held[cell.id()].swap(true, Ordering::AcqRel),
-                        "cell {} had two owners",
-                        cell.id()
-                    );
+                    hold(held, cell.id());
                     let stamp = (t * rounds + round) as u64;
                     // SAFETY: the cell is ours; 64 bytes, 16-aligned.
                     unsafe { cell.address().cast::<u64>().write(stamp) };
@@ -155,18 +168,13 @@ fn takers_find_cells_parked_by_other_threads() {
                 for (cell, stamp) in from_taker {
                     // SAFETY: as above; the cell came with its owner's writes.
                     assert_eq!(unsafe { cell.address().cast::<u64>().read() }, stamp);
-                    assert!(held[cell.id()].swap(false, Ordering::AcqRel));
+                    release(held, cell.id());
                     drop(cell);
                 }
             });
         }
     });
-    assert_eq!(grid.free(), CELLS, "no cell lost");
-    let all: Vec<_> = (0..CELLS).map(|_| grid.take().unwrap()).collect();
-    let mut ids: Vec<_> = all.iter().map(|c| c.id()).collect();
-    ids.sort_unstable();
-    assert_eq!(ids, (0..CELLS).collect::<Vec<_>>());
-    assert!(grid.take().is_none());
+    every_cell_is_back(&grid);
 }
 
 #[test]
