@@ -59,9 +59,10 @@ fn next_word(word: u64, index: u32) -> u64 {
 ///
 /// Each of the first 64 threads to hold a thread tag (tags pass to new
 /// threads as old ones exit) has a slot for one cell, 128 bytes of the Block
-/// each on x86-64 and aarch64 (8 KiB in all). Giving a cell back puts it in the giver's slot if that is empty, and
-/// otherwise on a shared free list, last in, first out; taking looks in the
-/// taker's own slot first, then on the list. A thread that takes and gives
+/// each on x86-64 and aarch64 (8 KiB in all). Giving a cell back puts it in
+/// the giver's slot if that is empty, and otherwise on a shared free list,
+/// last in, first out; taking looks in the taker's own slot first, then on
+/// the list. A thread that takes and gives
 /// back one buffer after another thus keeps working on the same cell, still
 /// in its cache, with one atomic operation per cycle on a cache line that
 /// other threads only touch to take from. When the list is empty, `take`
@@ -122,9 +123,9 @@ struct Lists {
     slots: NonNull<Slot>,
 }
 
-// SAFETY: the pointers in `Parts` and `Lists` point into the Block the Grid's Tape owns;
-// every access through them is atomic (links) or goes to the one owner of a
-// cell.
+// SAFETY: the pointers in `Parts` and `Lists` point into the Block the
+// Grid's Tape owns; every access through them is atomic (links, slots) or
+// goes to the one owner of a cell.
 unsafe impl<const C: usize, const N: usize> Send for Grid<C, N> {}
 // SAFETY: as above; the shared state is the atomic head, links and slots.
 unsafe impl<const C: usize, const N: usize> Sync for Grid<C, N> {}
@@ -417,15 +418,20 @@ impl<const CELL_SIZE: usize, const CELLS: usize> Grid<CELL_SIZE, CELLS> {
         }
     }
 
+    /// All the threads' slots; tag `t` has slot `t - 1`.
+    #[inline(always)]
+    fn slots(&self, lists: Lists) -> &[Slot] {
+        // SAFETY: the slot area holds SLOTS initialized slots in the Block,
+        // which lives as long as the Grid (`&self`); they are only accessed
+        // atomically.
+        unsafe { core::slice::from_raw_parts(lists.slots.as_ptr(), SLOTS) }
+    }
+
     /// The slot of the thread with tag `tag`, if it has one.
     #[inline(always)]
-    fn slot(&self, slots: NonNull<Slot>, tag: usize) -> Option<&Slot> {
-        if tag == 0 || tag > SLOTS {
-            return None;
-        }
-        // SAFETY: `tag - 1 < SLOTS`; the slot area holds SLOTS initialized
-        // slots in the Block, which lives as long as the Grid (`&self`).
-        Some(unsafe { slots.add(tag - 1).as_ref() })
+    fn slot(&self, lists: Lists, tag: usize) -> Option<&Slot> {
+        // Tag 0 wraps to an index past the end.
+        self.slots(lists).get(tag.wrapping_sub(1))
     }
 
     /// Empties `slot`, which held `word` with a cell in it; says whether this
@@ -449,7 +455,7 @@ impl<const CELL_SIZE: usize, const CELLS: usize> Grid<CELL_SIZE, CELLS> {
     /// list, then the other threads' slots.
     #[inline(always)]
     fn take_index(&self, lists: Lists) -> Option<u32> {
-        if let Some(slot) = thread::tag_fast().and_then(|tag| self.slot(lists.slots, tag)) {
+        if let Some(slot) = thread::tag_fast().and_then(|tag| self.slot(lists, tag)) {
             // Relaxed: a guess, checked by the compare-exchange.
             let word = slot.word.load(Ordering::Relaxed);
             if word as u32 != NIL && Self::try_empty(slot, word) {
@@ -501,10 +507,7 @@ impl<const CELL_SIZE: usize, const CELLS: usize> Grid<CELL_SIZE, CELLS> {
                 None => Look::Changed,
             };
         }
-        for (tag, seen) in (1..=SLOTS).zip(seen.iter_mut()) {
-            let Some(slot) = self.slot(lists.slots, tag) else {
-                unreachable!("every tag up to SLOTS has a slot")
-            };
+        for (slot, seen) in self.slots(lists).iter().zip(seen.iter_mut()) {
             // Acquire: keeps the pass's loads in order. The cell itself is
             // covered by `try_empty`'s Acquire.
             let word = slot.word.load(Ordering::Acquire);
@@ -526,22 +529,16 @@ impl<const CELL_SIZE: usize, const CELLS: usize> Grid<CELL_SIZE, CELLS> {
         // Acquire: orders this pass after the first (no later load moves
         // above it).
         self.head.load(Ordering::Acquire) == head
-            && (1..=SLOTS).zip(seen.iter()).all(|(tag, &seen)| {
-                self.slot(lists.slots, tag)
-                    // Acquire: keeps the pass's loads in order.
-                    .is_some_and(|slot| slot.word.load(Ordering::Acquire) == seen)
-            })
+            && (self.slots(lists).iter().zip(seen))
+                // Acquire: keeps the pass's loads in order.
+                .all(|(slot, &seen)| slot.word.load(Ordering::Acquire) == seen)
     }
 
     /// Gives a cell's index back: into this thread's slot if it is empty,
     /// else onto the shared list.
     #[inline(always)]
     fn give_index(&self, lists: Lists, index: u32) {
-        let tag = match thread::tag_fast() {
-            Some(tag) => tag,
-            None => thread::tag(),
-        };
-        if let Some(slot) = self.slot(lists.slots, tag) {
+        if let Some(slot) = self.slot(lists, thread::tag()) {
             // Relaxed: only the thread holding the tag (this one) puts a cell
             // into its slot; other threads only empty it. So if we see it
             // empty it stays empty until we fill it, and a plain store does;
@@ -606,8 +603,7 @@ impl<const CELL_SIZE: usize, const CELLS: usize> Grid<CELL_SIZE, CELLS> {
         let Some(parts) = self.parts() else {
             return 0;
         };
-        let parked = (1..=SLOTS)
-            .filter_map(|tag| self.slot(parts.lists.slots, tag))
+        let parked = (self.slots(parts.lists).iter())
             // Relaxed: a snapshot; the cells are not used.
             .filter(|slot| slot.word.load(Ordering::Relaxed) as u32 != NIL)
             .count();
@@ -949,7 +945,7 @@ mod tests {
         };
         assert!(grid.unchanged(lists, head, &seen));
 
-        let slot = grid.slot(lists.slots, 5).unwrap();
+        let slot = grid.slot(lists, 5).unwrap();
         let empty = slot.word.load(Ordering::Relaxed);
         slot.word.store(next_word(empty, zero), Ordering::Release);
         assert!(Grid::<64, 2>::try_empty(slot, next_word(empty, zero)));
@@ -974,9 +970,8 @@ mod tests {
 
     /// The slots that hold a cell now.
     fn parked<const C: usize, const N: usize>(grid: &Grid<C, N>) -> Vec<u32> {
-        let slots = grid.parts().unwrap().lists.slots;
-        (1..=SLOTS)
-            .filter_map(|tag| grid.slot(slots, tag))
+        grid.slots(grid.parts().unwrap().lists)
+            .iter()
             .map(|slot| slot.word.load(Ordering::Relaxed) as u32)
             .filter(|&index| index != NIL)
             .collect()

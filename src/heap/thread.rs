@@ -48,7 +48,7 @@ pub(crate) fn tag_fast() -> Option<usize> {
 }
 
 /// This thread's tag (1 ..= MAX_THREADS), or `SHARED`.
-#[inline]
+#[inline(always)]
 pub(crate) fn tag() -> usize {
     let tag = TAG.with(Cell::get) as usize;
     // Tags are 1 ..= MAX_THREADS; 0 is never stored.
