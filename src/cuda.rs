@@ -1,9 +1,11 @@
 //! CUDA: an NVIDIA GPU reads and writes a Block's pages with no copies
 //! (feature `cuda`).
 //!
-//! [`Registered`] registers every Block of an allocator with the CUDA driver
-//! (`cuMemHostRegister`, page-locked, portable and device-mapped) and
-//! unregisters them when dropped. Kernels then address the same pages the CPU
+//! [`Registered`] registers every committed part of an allocator's Blocks
+//! with the CUDA driver (`cuMemHostRegister`, page-locked, portable and
+//! device-mapped), and what they commit later as it is committed, and
+//! unregisters them when dropped (the registration layer is `register.rs`;
+//! this module is the driver calls). Kernels then address the same pages the CPU
 //! uses: [`Registered::device_ptr_of`] gives the device address of any
 //! allocation, asked of the driver (`cuMemHostGetDevicePointer`) rather than
 //! assumed equal to the host address. Copies from registered pages also take
@@ -29,15 +31,14 @@
 //! ```
 
 use core::fmt;
-use core::mem::ManuallyDrop;
-use core::ops::Deref;
+use core::ptr::NonNull;
 use std::sync::{Arc, OnceLock};
 
 pub use cudarc;
 pub use cudarc::driver::CudaContext;
 use cudarc::driver::{DriverError, sys};
 
-use crate::{Block, Error, Grid, Layout, Region, Tape, page_size};
+use crate::{Error, page_size};
 
 /// What went wrong with CUDA.
 #[derive(Debug)]
@@ -131,89 +132,97 @@ pub fn context(ordinal: usize) -> Result<Arc<CudaContext>, Error> {
 /// registrations approaching 512 GiB.
 pub const DEFAULT_CHUNK: usize = 128 << 30;
 
-/// What can be registered: the Blocks behind an allocator.
-pub trait Regions {
-    /// Every Block this value owns (a lazy allocator opens its Block).
-    fn regions(&self) -> Vec<&Region>;
+pub use crate::register::{Range, Regions};
+
+/// The CUDA driver as a registration backend: page-locked, portable (usable
+/// from every context) and device-mapped registrations of host ranges.
+pub struct Cuda {
+    ctx: Arc<CudaContext>,
+    chunk: usize,
 }
 
-impl Regions for Region {
-    fn regions(&self) -> Vec<&Region> {
-        vec![self]
+impl fmt::Debug for Cuda {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Cuda")
+            .field("ordinal", &self.ctx.ordinal())
+            .field("chunk", &self.chunk)
+            .finish()
     }
 }
 
-impl Regions for Block {
-    fn regions(&self) -> Vec<&Region> {
-        vec![self]
+impl Cuda {
+    /// Runs `f` with this backend's context current on the calling thread,
+    /// and the thread's own context current again afterwards: commits
+    /// register memory on whichever thread grows an allocator.
+    fn in_context<T>(&self, f: impl FnOnce() -> Result<T, Error>) -> Result<T, Error> {
+        let mut previous: sys::CUcontext = core::ptr::null_mut();
+        // SAFETY: a valid out-pointer; the driver is loaded (a context exists).
+        unsafe { sys::cuCtxGetCurrent(&mut previous) }
+            .result()
+            .map_err(driver_error("cuCtxGetCurrent"))?;
+        let ours = self.ctx.cu_ctx();
+        if previous != ours {
+            // SAFETY: our context is alive while `self.ctx` is.
+            unsafe { sys::cuCtxSetCurrent(ours) }
+                .result()
+                .map_err(driver_error("cuCtxSetCurrent"))?;
+        }
+        let result = f();
+        if previous != ours {
+            // SAFETY: the context that was current before; null is allowed.
+            let _ = unsafe { sys::cuCtxSetCurrent(previous) };
+        }
+        result
     }
 }
 
-impl Regions for Tape {
-    fn regions(&self) -> Vec<&Region> {
-        self.try_block().ok().into_iter().collect()
-    }
-}
+impl crate::register::Backend for Cuda {
+    type Chunk = sys::CUdeviceptr;
 
-impl<const C: usize, const N: usize> Regions for Grid<C, N> {
-    fn regions(&self) -> Vec<&Region> {
-        self.tape().regions()
+    fn register(&self, host: NonNull<u8>, len: usize) -> Result<sys::CUdeviceptr, Error> {
+        self.in_context(|| register_range(host.as_ptr(), len))
     }
-}
 
-/// The Blocks the Heap has opened when it is registered: register a Heap
-/// that may open more Blocks later (`max_blocks` above 1) only once it has
-/// them, since allocations in a Block opened afterwards have no device
-/// address.
-impl Regions for crate::Heap {
-    fn regions(&self) -> Vec<&Region> {
-        self.blocks()
+    unsafe fn unregister(&self, host: NonNull<u8>, _len: usize, _chunk: sys::CUdeviceptr) {
+        // A failure here has no one to report to (this runs in drop); the
+        // driver keeps the registration until the context is destroyed.
+        let _ = self.in_context(|| {
+            // SAFETY: `host` is the start of a range this backend registered
+            // and has not unregistered (the caller's contract).
+            unsafe { sys::cuMemHostUnregister(host.as_ptr().cast()) }
+                .result()
+                .map_err(driver_error("cuMemHostUnregister"))
+        });
     }
-}
 
-impl Regions for Layout {
-    fn regions(&self) -> Vec<&Region> {
-        [self.weights(), self.scratch(), self.history()]
-            .into_iter()
-            .flat_map(Regions::regions)
-            .collect()
+    fn max_chunk(&self) -> usize {
+        self.chunk
     }
-}
 
-impl<R: Regions + ?Sized> Regions for &R {
-    fn regions(&self) -> Vec<&Region> {
-        (**self).regions()
+    fn continues(&self, prev: &Range<sys::CUdeviceptr>, next: &Range<sys::CUdeviceptr>) -> bool {
+        next.chunk == prev.chunk + prev.len as u64
     }
-}
-
-/// One registered range: host address, length, device address.
-#[derive(Clone, Copy, Debug)]
-struct Chunk {
-    host: usize,
-    len: usize,
-    device: sys::CUdeviceptr,
 }
 
 /// An allocator (or Block) whose Blocks are registered with the CUDA driver.
 ///
 /// It owns what it registers, so the pages cannot be unmapped while the GPU
-/// may use them, and derefs to it for allocation. Dropping it unregisters
-/// every range; [`into_inner`](Registered::into_inner) unregisters and gives
+/// may use them, and derefs to it for allocation. Memory the allocator
+/// commits later (a Tape or Heap growing, a Heap opening an arena) is
+/// registered as it is committed, before any allocation lands in it.
+/// Dropping it unregisters every range; `into_inner` unregisters and gives
 /// the allocator back.
-pub struct Registered<A: Regions> {
-    chunks: Vec<Chunk>,
-    ctx: Arc<CudaContext>,
-    inner: ManuallyDrop<A>,
-}
+pub type Registered<A> = crate::register::Registered<A, Cuda>;
 
-impl<A: Regions> Registered<A> {
-    /// Registers every Block of `inner` with `ctx`'s driver, page-locked,
-    /// portable (usable from every context) and device-mapped.
+impl<A: Regions> crate::register::Registered<A, Cuda> {
+    /// Registers every committed part of `inner`'s Blocks with `ctx`'s
+    /// driver, page-locked, portable (usable from every context) and
+    /// device-mapped, and what they commit from now on.
     pub fn new(ctx: &Arc<CudaContext>, inner: A) -> Result<Self, Error> {
-        Registered::with_chunk_size(ctx, inner, DEFAULT_CHUNK)
+        Self::with_chunk_size(ctx, inner, DEFAULT_CHUNK)
     }
 
-    /// As [`Registered::new`], registering each Block in ranges of at most
+    /// As [`Registered::new`], registering in ranges of at most
     /// `chunk_bytes` (rounded up to whole pages).
     pub fn with_chunk_size(
         ctx: &Arc<CudaContext>,
@@ -223,90 +232,29 @@ impl<A: Regions> Registered<A> {
         if chunk_bytes == 0 {
             return Err(Error::ZeroSize);
         }
-        let chunk_bytes =
-            chunk_bytes
-                .checked_next_multiple_of(page_size())
-                .ok_or(Error::Overflow {
-                    requested: chunk_bytes,
-                })?;
-        ctx.bind_to_thread()
-            .map_err(driver_error("cuCtxSetCurrent"))?;
-        let mut registered = Registered {
-            chunks: Vec::new(),
+        let chunk = chunk_bytes
+            .checked_next_multiple_of(page_size())
+            .ok_or(Error::Overflow {
+                requested: chunk_bytes,
+            })?;
+        let backend = Cuda {
             ctx: ctx.clone(),
-            inner: ManuallyDrop::new(inner),
+            chunk,
         };
-        let regions: Vec<(usize, usize)> = registered
-            .inner
-            .regions()
-            .iter()
-            .map(|r| (r.as_ptr().addr(), r.size()))
-            .collect();
-        if regions.is_empty() {
-            return Err(Error::InvalidArgument {
-                reason: "nothing to register: the allocator's Block could not be opened",
-            });
-        }
-        for (start, size) in regions {
-            let mut offset = 0;
-            while offset < size {
-                let len = chunk_bytes.min(size - offset);
-                // On failure `registered` drops, unregistering what came before.
-                let chunk = register_range(registered.ptr_at(start + offset), len)?;
-                registered.chunks.push(chunk);
-                offset += len;
-            }
-        }
-        Ok(registered)
-    }
-
-    /// A pointer with the provenance of one of `inner`'s regions.
-    fn ptr_at(&self, addr: usize) -> *mut u8 {
-        self.inner
-            .regions()
-            .into_iter()
-            .find(|r| r.contains(core::ptr::without_provenance(addr)))
-            .map_or(core::ptr::null_mut(), |r| {
-                r.as_ptr().wrapping_add(addr - r.as_ptr().addr())
-            })
+        Self::with_backend(backend, inner)
     }
 
     /// The device address of the byte at `ptr`, if it lies in a registered
-    /// Block.
+    /// range.
     pub fn device_ptr_of<T: ?Sized>(&self, ptr: *const T) -> Option<sys::CUdeviceptr> {
         self.device_range(ptr, 1)
     }
 
-    /// The device address of `bytes` bytes from `ptr`, if they all lie in one
-    /// registered Block and map to one contiguous device range.
+    /// The device address of `bytes` bytes from `ptr`, if they all lie in
+    /// registered ranges that map to one contiguous device range.
     pub fn device_range<T: ?Sized>(&self, ptr: *const T, bytes: usize) -> Option<sys::CUdeviceptr> {
-        let start = ptr.cast::<u8>().addr();
-        let end = start.checked_add(bytes.max(1))?;
-        let first = self
-            .chunks
-            .iter()
-            .position(|c| c.host <= start && start < c.host + c.len)?;
-        // Walk the chunks the range covers; each must continue the host and
-        // the device ranges of the one before.
-        let mut covered = self.chunks[first].host + self.chunks[first].len;
-        let mut last = self.chunks[first];
-        for chunk in &self.chunks[first + 1..] {
-            if covered >= end {
-                break;
-            }
-            let continues =
-                chunk.host == last.host + last.len && chunk.device == last.device + last.len as u64;
-            if !continues {
-                return None;
-            }
-            covered += chunk.len;
-            last = *chunk;
-        }
-        if covered < end {
-            return None;
-        }
-        let head = self.chunks[first];
-        Some(head.device + (start - head.host) as u64)
+        let (range, offset) = self.lookup(ptr.cast::<u8>().addr(), bytes)?;
+        Some(range.chunk + offset as u64)
     }
 
     /// The device address of a slice in a registered Block.
@@ -314,50 +262,18 @@ impl<A: Regions> Registered<A> {
         self.device_range(slice.as_ptr(), size_of_val(slice))
     }
 
-    /// How many ranges were registered.
-    pub fn chunks(&self) -> usize {
-        self.chunks.len()
-    }
-
     /// The context the Blocks are registered with.
     pub fn context(&self) -> &Arc<CudaContext> {
-        &self.ctx
-    }
-
-    /// Unregisters, and gives back what was registered.
-    pub fn into_inner(self) -> A {
-        let mut this = ManuallyDrop::new(self);
-        this.unregister();
-        // SAFETY: `this` is never dropped, so `inner` is taken exactly once;
-        // the other fields are dropped here by hand.
-        unsafe {
-            core::ptr::drop_in_place(&mut this.chunks);
-            core::ptr::drop_in_place(&mut this.ctx);
-            ManuallyDrop::take(&mut this.inner)
-        }
-    }
-
-    fn unregister(&mut self) {
-        if self.chunks.is_empty() {
-            return;
-        }
-        // A failure here has no one to report to (this runs in drop); the
-        // driver keeps the registration until the context is destroyed.
-        let _ = self.ctx.bind_to_thread();
-        for chunk in self.chunks.drain(..) {
-            // SAFETY: `chunk.host` is the start of a range this value
-            // registered and has not unregistered.
-            let _ =
-                unsafe { sys::cuMemHostUnregister(core::ptr::without_provenance_mut(chunk.host)) };
-        }
+        &self.backend().ctx
     }
 }
 
 /// Registers one page-aligned range and asks the driver for its device address.
-fn register_range(host: *mut u8, len: usize) -> Result<Chunk, Error> {
+fn register_range(host: *mut u8, len: usize) -> Result<sys::CUdeviceptr, Error> {
     let flags = sys::CU_MEMHOSTREGISTER_PORTABLE | sys::CU_MEMHOSTREGISTER_DEVICEMAP;
-    // SAFETY: `host..host + len` is mapped, page-aligned memory owned by the
-    // `Registered` that keeps it mapped until it unregisters the range.
+    // SAFETY: `host..host + len` is mapped, committed, page-aligned memory
+    // owned by the `Registered` that keeps it mapped until it unregisters
+    // the range.
     unsafe { sys::cuMemHostRegister_v2(host.cast(), len, flags) }
         .result()
         .map_err(driver_error("cuMemHostRegister"))?;
@@ -370,73 +286,7 @@ fn register_range(host: *mut u8, len: usize) -> Result<Chunk, Error> {
         let _ = unsafe { sys::cuMemHostUnregister(host.cast()) };
         return Err(driver_error("cuMemHostGetDevicePointer")(error));
     }
-    Ok(Chunk {
-        host: host.addr(),
-        len,
-        device,
-    })
-}
-
-impl<A: Regions> Drop for Registered<A> {
-    fn drop(&mut self) {
-        self.unregister();
-        // SAFETY: dropped once, here, after the pages were unregistered.
-        unsafe { ManuallyDrop::drop(&mut self.inner) }
-    }
-}
-
-impl<A: Regions> Deref for Registered<A> {
-    type Target = A;
-
-    fn deref(&self) -> &A {
-        &self.inner
-    }
-}
-
-impl Registered<Tape> {
-    /// [`Tape::clear`], keeping the registration.
-    pub fn clear(&mut self) {
-        self.inner.clear();
-    }
-}
-
-impl Registered<Layout> {
-    /// [`Layout::clear_pass`], keeping the registration.
-    pub fn clear_pass(&mut self) {
-        self.inner.clear_pass();
-    }
-
-    /// [`Layout::clear_talk`], keeping the registration.
-    pub fn clear_talk(&mut self) {
-        self.inner.clear_talk();
-    }
-}
-
-impl Registered<Block> {
-    /// [`Block::as_bytes_mut`], keeping the registration.
-    pub fn as_bytes_mut(&mut self) -> &mut [u8] {
-        self.inner.as_bytes_mut()
-    }
-
-    /// [`Block::as_f32_mut`], keeping the registration.
-    pub fn as_f32_mut(&mut self) -> &mut [f32] {
-        self.inner.as_f32_mut()
-    }
-
-    /// [`Block::as_u16_mut`], keeping the registration.
-    pub fn as_u16_mut(&mut self) -> &mut [u16] {
-        self.inner.as_u16_mut()
-    }
-}
-
-impl<A: Regions + fmt::Debug> fmt::Debug for Registered<A> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Registered")
-            .field("chunks", &self.chunks)
-            .field("ordinal", &self.ctx.ordinal())
-            .field("inner", &*self.inner)
-            .finish()
-    }
+    Ok(device)
 }
 
 #[cfg(test)]

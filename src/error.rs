@@ -3,12 +3,13 @@
 use core::fmt;
 use std::io;
 
-/// Everything that can go wrong when opening, sharing or attaching memory.
+/// Everything that can go wrong when opening, growing, sharing or attaching
+/// memory.
 ///
 /// Allocation paths that a trait obliges to answer with `None`, a null pointer
 /// or `AllocError` do so; every constructor and system interaction reports one
-/// of these variants instead.
-#[derive(Debug)]
+/// of these variants instead. `Debug` shows the message too (with its hints),
+/// so that `fn main() -> Result<(), unimem::Error>` prints it.
 #[non_exhaustive]
 pub enum Error {
     /// A size of zero bytes was asked for.
@@ -18,6 +19,15 @@ pub enum Error {
     Overflow {
         /// The size that was asked for, in bytes (or in cells for a `Grid`).
         requested: usize,
+    },
+    /// A Grid's cell size and count cannot make a Grid.
+    GridSize {
+        /// The cell size asked for, in bytes.
+        cell_size: usize,
+        /// The number of cells asked for.
+        cells: usize,
+        /// What is wrong with them.
+        reason: &'static str,
     },
     /// The size asked for is below what the structure needs for itself.
     TooSmall {
@@ -43,11 +53,41 @@ pub enum Error {
     },
     /// `mlock` refused to pin the pages and pinning was required.
     Pin {
-        /// The size of the region that could not be pinned, in bytes.
+        /// The size of the range that could not be pinned, in bytes.
         bytes: usize,
+        /// The soft `RLIMIT_MEMLOCK` when it was refused, in bytes (`None`:
+        /// unlimited).
+        limit: Option<u64>,
         /// The error `mlock` reported (usually `ENOMEM` or `EPERM`).
         source: io::Error,
     },
+    /// More memory was asked to be faulted in or pinned than the machine
+    /// has (or, for a handle from another process, has available).
+    OutOfMemory {
+        /// The bytes that would have been faulted in.
+        requested: usize,
+        /// The bytes the machine has, or has available.
+        available: usize,
+    },
+    /// Too few explicit huge pages are free for a Block of huge pages.
+    HugePages {
+        /// The huge page size asked for, in bytes.
+        page_size: usize,
+        /// The bytes that could not be mapped.
+        bytes: usize,
+        /// The error `mmap` reported (usually `ENOMEM`).
+        source: io::Error,
+    },
+    /// A commit past the Block's reserved capacity.
+    Capacity {
+        /// The committed size asked for, in bytes.
+        requested: usize,
+        /// The Block's capacity, in bytes.
+        capacity: usize,
+    },
+    /// A decommit of a Block that a device registration covers: the device
+    /// may still use the pages.
+    Registered,
     /// A handle given to [`Block::attach`](crate::Block::attach) does not name
     /// memory that a Block can map.
     BadHandle {
@@ -70,11 +110,24 @@ pub enum Error {
 }
 
 impl Error {
-    /// The system's error number, when the error came from the system.
+    /// The system's error number, when the error came from the system
+    /// (`ENOMEM` for [`Error::OutOfMemory`]).
     pub fn raw_os_error(&self) -> Option<i32> {
         match self {
-            Error::Os { source, .. } | Error::Pin { source, .. } => source.raw_os_error(),
+            Error::Os { source, .. }
+            | Error::Pin { source, .. }
+            | Error::HugePages { source, .. } => source.raw_os_error(),
+            Error::OutOfMemory { .. } => Some(ENOMEM),
             _ => None,
+        }
+    }
+
+    /// A refused `mlock` of `bytes`, with the limit at this moment.
+    pub(crate) fn pin(bytes: usize, source: io::Error) -> Error {
+        Error::Pin {
+            bytes,
+            limit: crate::block::memlock_limit(),
+            source,
         }
     }
 
@@ -96,17 +149,66 @@ impl fmt::Display for Error {
                 f,
                 "a size of {requested} overflows when rounded up to whole pages or exceeds the address space"
             ),
+            Error::GridSize {
+                cell_size,
+                cells,
+                reason,
+            } => write!(
+                f,
+                "a Grid of {cells} cells of {cell_size} bytes cannot be made: {reason}"
+            ),
             Error::TooSmall { requested, minimum } => write!(
                 f,
                 "a size of {requested} bytes is too small: at least {minimum} bytes are needed"
             ),
             Error::Os { call, source } => write!(f, "{call} failed: {source}"),
             Error::Platform { call, code } => write!(f, "{call} failed with status {code:#x}"),
-            Error::Pin { bytes, source } => write!(
+            Error::Pin {
+                bytes,
+                limit,
+                source,
+            } => {
+                write!(f, "mlock refused to pin {bytes} bytes ({source}); ")?;
+                match limit {
+                    Some(limit) => write!(f, "RLIMIT_MEMLOCK is {limit} bytes")?,
+                    None => f.write_str("RLIMIT_MEMLOCK is unlimited")?,
+                }
+                write!(
+                    f,
+                    ". To pin more, {}; or open the Block with Pinning::BestEffort",
+                    crate::block::HOW_TO_RAISE
+                )
+            }
+            Error::OutOfMemory {
+                requested,
+                available,
+            } => write!(
                 f,
-                "mlock could not pin {bytes} bytes: {source}; raise the locked-memory limit \
-                 (RLIMIT_MEMLOCK, `ulimit -l`), grant CAP_IPC_LOCK, or open the block with \
-                 Pinning::BestEffort"
+                "{requested} bytes cannot be faulted in or pinned: the machine has {available} bytes \
+                 (open with prefault(false) and Pinning::Off to reserve without touching)"
+            ),
+            Error::HugePages {
+                page_size,
+                bytes,
+                source,
+            } => write!(
+                f,
+                "no {} KiB huge pages for {bytes} bytes ({source}): reserve more in \
+                 /proc/sys/vm/nr_hugepages (or \
+                 /sys/kernel/mm/hugepages/hugepages-{}kB/nr_hugepages)",
+                page_size >> 10,
+                page_size >> 10
+            ),
+            Error::Capacity {
+                requested,
+                capacity,
+            } => write!(
+                f,
+                "a commit of {requested} bytes is past the Block's capacity of {capacity} bytes"
+            ),
+            Error::Registered => f.write_str(
+                "the Block is registered with a device, which may still use its pages: drop the \
+                 registration before decommitting",
             ),
             Error::BadHandle { reason } => write!(f, "not a block handle: {reason}"),
             Error::InvalidArgument { reason } => write!(f, "invalid argument: {reason}"),
@@ -117,10 +219,41 @@ impl fmt::Display for Error {
     }
 }
 
+/// `Debug` is the variant's name and the whole message, hints included: it
+/// is what `main` returning `Err` prints.
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let name = match self {
+            Error::ZeroSize => "ZeroSize",
+            Error::Overflow { .. } => "Overflow",
+            Error::GridSize { .. } => "GridSize",
+            Error::TooSmall { .. } => "TooSmall",
+            Error::Os { .. } => "Os",
+            Error::Platform { .. } => "Platform",
+            Error::Pin { .. } => "Pin",
+            Error::OutOfMemory { .. } => "OutOfMemory",
+            Error::HugePages { .. } => "HugePages",
+            Error::Capacity { .. } => "Capacity",
+            Error::Registered => "Registered",
+            Error::BadHandle { .. } => "BadHandle",
+            Error::InvalidArgument { .. } => "InvalidArgument",
+            Error::Unsupported { .. } => "Unsupported",
+            #[cfg(feature = "cuda")]
+            Error::Cuda(_) => "Cuda",
+        };
+        write!(f, "{name}: {self}")
+    }
+}
+
+/// `ENOMEM` on every platform this crate runs on.
+const ENOMEM: i32 = 12;
+
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            Error::Os { source, .. } | Error::Pin { source, .. } => Some(source),
+            Error::Os { source, .. }
+            | Error::Pin { source, .. }
+            | Error::HugePages { source, .. } => Some(source),
             #[cfg(feature = "cuda")]
             Error::Cuda(error) => Some(error),
             _ => None,
@@ -134,13 +267,24 @@ mod tests {
 
     #[test]
     fn display_names_the_cause() {
-        let pin = Error::Pin {
-            bytes: 4096,
-            source: io::Error::from_raw_os_error(libc_enomem()),
-        };
+        let pin = Error::pin(4096, io::Error::from_raw_os_error(libc_enomem()));
         let text = pin.to_string();
         assert!(text.contains("RLIMIT_MEMLOCK"), "{text}");
         assert!(text.contains("4096"), "{text}");
+        for hint in [
+            "/etc/security/limits.conf",
+            "LimitMEMLOCK=",
+            "--ulimit memlock=-1",
+            "cap_ipc_lock=+ep",
+            "Pinning::BestEffort",
+        ] {
+            assert!(text.contains(hint), "{hint} missing from {text}");
+        }
+        let debug = format!("{pin:?}");
+        assert!(
+            debug.starts_with("Pin: ") && debug.contains("limits.conf"),
+            "{debug}"
+        );
         assert_eq!(pin.raw_os_error(), Some(libc_enomem()));
         assert!(std::error::Error::source(&pin).is_some());
 
@@ -159,7 +303,20 @@ mod tests {
         );
     }
 
+    #[test]
+    fn huge_page_errors_name_the_pool() {
+        let error = Error::HugePages {
+            page_size: 2 << 20,
+            bytes: 4 << 20,
+            source: io::Error::from_raw_os_error(libc_enomem()),
+        };
+        let text = error.to_string();
+        assert!(text.contains("/proc/sys/vm/nr_hugepages"), "{text}");
+        assert!(text.contains("2048 KiB"), "{text}");
+        assert_eq!(error.raw_os_error(), Some(libc_enomem()));
+    }
+
     fn libc_enomem() -> i32 {
-        12
+        ENOMEM
     }
 }

@@ -1,4 +1,23 @@
-//! [`Grid`]: fixed-size cells with a lock-free free list, inside one Block.
+//! [`Grid`]: fixed-size cells with a lock-free free list and per-thread
+//! slots, in two Blocks committed as cells are first used.
+//!
+//! # Layout
+//!
+//! The cells live in their own Block, from its first byte; the threads'
+//! slots and the free list's links live in a second Block (slots first,
+//! then one link per cell), which devices and other registrations never
+//! see. Cells are handed out the first time in address order (`fresh`
+//! counts them), and both Blocks are committed as that count grows, so a
+//! Grid of any size costs the cells it has used.
+//!
+//! # A cell's link
+//!
+//! Each cell's link says where the cell is: the cell below it on the free
+//! list (or `NIL` at the bottom), `PARKED` in a thread's slot, or `HELD` by
+//! whoever took it. Only the holder moves a cell out of `HELD`, so giving
+//! back a cell whose link is not `HELD` is a double free (or a pointer the
+//! Grid never handed out), caught with one load before it can corrupt the
+//! list.
 
 use core::alloc::Layout;
 use core::fmt;
@@ -6,16 +25,22 @@ use core::marker::PhantomData;
 use core::mem::MaybeUninit;
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::sync::OnceLock;
 
 use crossbeam_utils::CachePadded;
 
 use crate::alloc::{Engine, Exhaustion};
-use crate::heap::thread;
-use crate::{BlockOptions, Error, Tape, page_size};
+use crate::lazy::LazyBlock;
+use crate::once::Once;
+use crate::{Block, BlockOptions, Error, Pages, Pinning, Region, misuse, page_size, thread};
 
 /// The index that marks the end of the free list, and an empty slot.
 const NIL: u32 = u32::MAX;
+/// A cell's link while someone holds it.
+const HELD: u32 = u32::MAX - 1;
+/// A cell's link while it sits in a thread's slot.
+const PARKED: u32 = u32::MAX - 2;
+/// Cells per Grid, at most: every index stays below the markers.
+const MAX_CELLS: usize = PARKED as usize;
 
 /// Threads whose tag is at most this have a slot in every Grid; the others
 /// use the shared list alone.
@@ -48,27 +73,33 @@ fn next_word(word: u64, index: u32) -> u64 {
     ((word >> 32).wrapping_add(1) << 32) | u64::from(index)
 }
 
-/// `CELLS` cells of `CELL_SIZE` bytes each, carved out of one pinned Block,
-/// handed out and taken back without locks.
+/// `CELLS` cells of `CELL_SIZE` bytes each, in one pinned Block, handed out
+/// and taken back without locks.
 ///
 /// Cells start at the Block's first byte, each `CELL_SIZE` rounded up to 16
 /// bytes (or to the next power of two below 16) apart, so a cell is aligned to
 /// the largest power of two dividing that stride, up to a page. The free list
-/// lives in the same Block, after the cells: taking and giving never touch the
-/// heap, so a Grid can be a global allocator.
+/// and the threads' slots live in a second Block of their own: taking and
+/// giving never touch the heap, so a Grid can be a global allocator.
 ///
 /// Each of the first 64 threads to hold a thread tag (tags pass to new
-/// threads as old ones exit) has a slot for one cell, 128 bytes of the Block
-/// each on x86-64 and aarch64 (8 KiB in all). Giving a cell back puts it in
-/// the giver's slot if that is empty, and otherwise on a shared free list,
-/// last in, first out; taking looks in the taker's own slot first, then on
-/// the list. A thread that takes and gives
+/// threads as old ones exit) has a slot for one cell, 128 bytes each on
+/// x86-64 and aarch64 (8 KiB in all). Giving a cell back puts it in the
+/// giver's slot if that is empty, and otherwise on a shared free list, last
+/// in, first out; taking looks in the taker's own slot first, then on the
+/// list, then at the cells never used yet. A thread that takes and gives
 /// back one buffer after another thus keeps working on the same cell, still
 /// in its cache, with one atomic operation per cycle on a cache line that
-/// other threads only touch to take from. When the list is empty, `take`
+/// other threads only touch to take from. When those are empty, `take`
 /// takes from other threads' slots, so a parked cell is never lost to the
-/// rest: `take` returns `None` only when, at one moment during the call, every
-/// cell was held.
+/// rest: `take` returns `None` only when, at one moment during the call,
+/// every cell was held (or a never-used cell's memory could not be
+/// committed).
+///
+/// [`Grid::new`] commits every cell at once; a lazy Grid ([`Grid::lazy`])
+/// commits cells as they are first used. Giving back a cell twice through
+/// the allocator traits (or an address that is not a cell the Grid handed
+/// out) aborts the process with a message, as a double free in glibc does.
 ///
 /// ```
 /// use unimem::{BlockOptions, Grid, Pinning};
@@ -90,20 +121,28 @@ pub struct Grid<const CELL_SIZE: usize, const CELLS: usize> {
     /// ABA. A thread would have to sleep through 2^32 changes between its
     /// load and its compare-exchange to be fooled.
     head: CachePadded<AtomicU64>,
-    /// One word per cell: the index of the cell below it in the free list
-    /// (or `NIL`). Null until the Grid is carved; stored last, with Release,
-    /// so a thread that sees it also sees the links, the head, the slots,
-    /// and the fields `slots`, `cells` and `align` initialized.
+    /// Cells handed out at least once: `0..fresh`. Cells at or above it have
+    /// never been taken and are on no list. Only grows.
+    fresh: CachePadded<AtomicU32>,
+    /// One word per cell, in the links Block after the slots: the cell's
+    /// link (module documentation). Null until the Grid is carved; stored
+    /// last, with Release, so a thread that sees it also sees the slots and
+    /// the fields `slots`, `cells` and `align` initialized.
     links: AtomicPtr<AtomicU32>,
-    /// The threads' slots, `SLOTS` of them, after the links.
+    /// The threads' slots, `SLOTS` of them, at the links Block's start.
     slots: AtomicPtr<Slot>,
     /// The first cell.
     cells: AtomicPtr<u8>,
     /// The alignment every cell has.
     align: AtomicUsize,
     /// Whether carving worked; runs the carving once.
-    carved: OnceLock<bool>,
-    tape: Tape,
+    carved: Once<bool>,
+    /// The cells' Block.
+    block: LazyBlock,
+    /// The slots and links: a private, unpinned Block of its own.
+    meta: LazyBlock,
+    /// Why the sizes are invalid, kept for `try_block` once asked.
+    size_error: Once<Error>,
     exhaustion: Exhaustion,
 }
 
@@ -123,23 +162,38 @@ struct Lists {
     slots: NonNull<Slot>,
 }
 
-// SAFETY: the pointers in `Parts` and `Lists` point into the Block the
-// Grid's Tape owns; every access through them is atomic (links, slots) or
-// goes to the one owner of a cell.
+// SAFETY: the pointers in `Parts` and `Lists` point into the Blocks the
+// Grid owns; every access through them is atomic (links, slots) or goes to
+// the one holder of a cell.
 unsafe impl<const C: usize, const N: usize> Send for Grid<C, N> {}
 // SAFETY: as above; the shared state is the atomic head, links and slots.
 unsafe impl<const C: usize, const N: usize> Sync for Grid<C, N> {}
 
-/// The sizes of a Grid's parts: cells, links, slots, in that order.
+/// The sizes of a Grid's parts: the cells' Block; the slots, then the links,
+/// in the links Block.
 #[derive(Clone, Copy)]
 struct Geometry {
     stride: usize,
     cells_bytes: usize,
-    total: usize,
+    meta_bytes: usize,
+}
+
+/// Why a Grid of `cell` × `cells` cannot be: `None` if it can.
+const fn invalid(cell: usize, cells: usize) -> Option<&'static str> {
+    if cell == 0 || cells == 0 {
+        return Some("zero");
+    }
+    if cells > MAX_CELLS {
+        return Some("more cells than a Grid can index (at most 2^32 - 3)");
+    }
+    if geometry(cell, cells).is_none() {
+        return Some("the cells' total size overflows the address space");
+    }
+    None
 }
 
 const fn geometry(cell: usize, cells: usize) -> Option<Geometry> {
-    if cell == 0 || cells == 0 || cells >= NIL as usize {
+    if cell == 0 || cells == 0 || cells > MAX_CELLS {
         return None;
     }
     let granule = if cell >= 16 {
@@ -153,23 +207,29 @@ const fn geometry(cell: usize, cells: usize) -> Option<Geometry> {
     let Some(cells_bytes) = stride.checked_mul(cells) else {
         return None;
     };
-    let Some(links_start) = cells_bytes.checked_next_multiple_of(align_of::<AtomicU32>()) else {
+    if cells_bytes > isize::MAX as usize {
         return None;
-    };
-    let Some(links_end) = links_start.checked_add(cells * size_of::<AtomicU32>()) else {
-        return None;
-    };
-    let Some(slots_start) = links_end.checked_next_multiple_of(align_of::<Slot>()) else {
-        return None;
-    };
-    let Some(total) = slots_start.checked_add(SLOTS * size_of::<Slot>()) else {
+    }
+    let links_start = SLOTS * size_of::<Slot>();
+    let Some(meta_bytes) = links_start.checked_add(cells * size_of::<AtomicU32>()) else {
         return None;
     };
     Some(Geometry {
         stride,
         cells_bytes,
-        total,
+        meta_bytes,
     })
+}
+
+/// The options of a Grid's links Block: private and unpinned (devices never
+/// see it; locked memory is kept for the cells).
+const fn meta_options(options: BlockOptions<'_>) -> BlockOptions<'_> {
+    options
+        .pinning(Pinning::Off)
+        .prefault(false)
+        .pages(Pages::Base)
+        .shared(false)
+        .capacity(0)
 }
 
 impl<const CELL_SIZE: usize, const CELLS: usize> Grid<CELL_SIZE, CELLS> {
@@ -179,52 +239,83 @@ impl<const CELL_SIZE: usize, const CELLS: usize> Grid<CELL_SIZE, CELLS> {
         None => 0,
     };
 
-    /// Opens a pinned Block for the cells and their free list.
+    /// Where the links start in the links Block.
+    const LINKS_START: usize = SLOTS * size_of::<Slot>();
+
+    /// The error for a Grid whose size is invalid, if it is.
+    fn check_size() -> Result<Geometry, Error> {
+        match (invalid(CELL_SIZE, CELLS), geometry(CELL_SIZE, CELLS)) {
+            (None, Some(geometry)) => Ok(geometry),
+            (Some("zero"), _) => Err(Error::ZeroSize),
+            (reason, _) => Err(Error::GridSize {
+                cell_size: CELL_SIZE,
+                cells: CELLS,
+                reason: reason.unwrap_or("invalid"),
+            }),
+        }
+    }
+
+    /// Opens a pinned Block for the cells, all committed, and a Block for
+    /// the free list.
     ///
     /// A zero `CELL_SIZE` or `CELLS` is [`Error::ZeroSize`]; a Grid whose
-    /// size overflows, or with `u32::MAX` cells or more, is [`Error::Overflow`].
+    /// size overflows, or with more than `u32::MAX - 2` cells, is
+    /// [`Error::GridSize`].
     pub fn new() -> Result<Self, Error> {
         Self::new_with(&BlockOptions::new())
     }
 
-    /// As [`Grid::new`], opening the Block with `options`.
+    /// As [`Grid::new`], opening the cells' Block with `options`.
     pub fn new_with(options: &BlockOptions<'_>) -> Result<Self, Error> {
-        if CELL_SIZE == 0 || CELLS == 0 {
-            return Err(Error::ZeroSize);
-        }
-        let Some(geometry) = geometry(CELL_SIZE, CELLS) else {
-            return Err(Error::Overflow { requested: CELLS });
-        };
+        let geometry = Self::check_size()?;
         let grid = Grid {
-            tape: Tape::start_with(geometry.total, options)?,
+            block: LazyBlock::ready(Block::open_with(
+                geometry.cells_bytes,
+                &options.capacity(0),
+            )?),
+            meta: LazyBlock::ready(Block::open_with(
+                geometry.meta_bytes,
+                &meta_options(*options),
+            )?),
             ..Self::lazy_with(BlockOptions::new())
         };
         match grid.parts() {
             Some(_) => Ok(grid),
-            None => Err(Error::Overflow { requested: CELLS }),
+            None => Err(Error::GridSize {
+                cell_size: CELL_SIZE,
+                cells: CELLS,
+                reason: "its Blocks could not be carved",
+            }),
         }
     }
 
-    /// A Grid whose pinned Block opens on first use: the constructor for
-    /// `#[global_allocator]` statics. Bad sizes show up as failed takes.
+    /// A Grid whose Blocks are reserved on first use and committed as cells
+    /// are first used: the constructor for `#[global_allocator]` statics,
+    /// with the options of [`BlockOptions::lazy`] (pinned where
+    /// `RLIMIT_MEMLOCK` allows, then unpinned with one line on standard
+    /// error). Bad sizes show up as failed takes, and
+    /// [`try_block`](Grid::try_block) says why.
     pub const fn lazy() -> Self {
-        Self::lazy_with(BlockOptions::new())
+        Self::lazy_with(BlockOptions::lazy())
     }
 
-    /// As [`Grid::lazy`], with options for the Block.
+    /// As [`Grid::lazy`], with options for the cells' Block.
     pub const fn lazy_with(options: BlockOptions<'static>) -> Self {
-        let bytes = match geometry(CELL_SIZE, CELLS) {
-            Some(g) => g.total,
-            None => 0,
+        let (cells_bytes, meta_bytes) = match geometry(CELL_SIZE, CELLS) {
+            Some(g) => (g.cells_bytes, g.meta_bytes),
+            None => (0, 0),
         };
         Grid {
             head: CachePadded::new(AtomicU64::new(NIL as u64)),
+            fresh: CachePadded::new(AtomicU32::new(0)),
             links: AtomicPtr::new(core::ptr::null_mut()),
             slots: AtomicPtr::new(core::ptr::null_mut()),
             cells: AtomicPtr::new(core::ptr::null_mut()),
             align: AtomicUsize::new(0),
-            carved: OnceLock::new(),
-            tape: Tape::lazy_with(bytes, options),
+            carved: Once::new(),
+            block: LazyBlock::new(cells_bytes, options.capacity(0)),
+            meta: LazyBlock::new(meta_bytes, meta_options(options)),
+            size_error: Once::new(),
             exhaustion: Exhaustion::Fail,
         }
     }
@@ -280,61 +371,83 @@ impl<const CELL_SIZE: usize, const CELLS: usize> Grid<CELL_SIZE, CELLS> {
 
     #[cold]
     fn parts_slow(&self) -> Option<Parts> {
-        if !*self.carved.get_or_init(|| self.carve()) {
+        if !*self.carved.get_or_init(|| self.carve())? {
             return None;
         }
         // Acquire: as in `parts`.
         Some(self.parts_with(NonNull::new(self.links.load(Ordering::Acquire))?))
     }
 
-    /// Carves the cells and links out of the Tape and threads every cell onto
-    /// the free list, in address order; says whether it could. Runs once,
-    /// inside `OnceLock`.
+    /// Reserves the two Blocks (a lazy Grid), commits the slots and empties
+    /// them; says whether it could. Runs once, inside `Once`. The free list
+    /// starts empty: cells come from `fresh` the first time.
     #[cold]
     fn carve(&self) -> bool {
-        let Some(geometry) = geometry(CELL_SIZE, CELLS) else {
+        if Self::check_size().is_err() {
+            return false;
+        }
+        let (Ok(cells), Ok(meta)) = (self.block.force(), self.meta.force()) else {
             return false;
         };
-        let Some(cells) = self.tape.take(geometry.cells_bytes, 1) else {
+        if meta.committed() < Self::LINKS_START && !meta.grow_to(Self::LINKS_START) {
             return false;
-        };
-        let Some(links) = self
-            .tape
-            .take(CELLS * size_of::<AtomicU32>(), align_of::<AtomicU32>())
-        else {
-            return false;
-        };
-        let Some(slots) = self
-            .tape
-            .take(SLOTS * size_of::<Slot>(), align_of::<Slot>())
-        else {
-            return false;
-        };
-        let slots = slots.cast::<Slot>();
+        }
+        let slots = meta.as_ptr().cast::<Slot>();
         for i in 0..SLOTS {
-            // SAFETY: `i < SLOTS`, inside the slot area just taken, aligned
-            // for Slot and initialized.
+            // SAFETY: `i < SLOTS`, inside the committed slot area at the
+            // links Block's start, aligned for Slot (the Block is
+            // page-aligned) and initialized (committed memory is zero).
             unsafe { &*slots.add(i) }
                 .word
                 .store(u64::from(NIL), Ordering::Relaxed);
         }
-        let links = links.cast::<AtomicU32>();
-        for i in 0..CELLS {
-            let next = if i + 1 < CELLS { (i + 1) as u32 } else { NIL };
-            // SAFETY: `i < CELLS`, inside the link area just taken, which is
-            // aligned for AtomicU32 and initialized (Block memory always is).
-            unsafe { &*links.add(i) }.store(next, Ordering::Relaxed);
-        }
+        // SAFETY: the links start right after the slots, inside the
+        // reservation; they are committed before any is used (`take_fresh`).
+        let links = unsafe { meta.as_ptr().add(Self::LINKS_START) }.cast::<AtomicU32>();
         let stride_align = 1 << Self::STRIDE.trailing_zeros();
         // Relaxed: all published by the Release store of `links` below.
-        self.head.store(0, Ordering::Relaxed);
         self.slots.store(slots, Ordering::Relaxed);
-        self.cells.store(cells, Ordering::Relaxed);
+        self.cells.store(cells.as_ptr(), Ordering::Relaxed);
         self.align
             .store(stride_align.min(page_size()), Ordering::Relaxed);
         // Release: pairs with the Acquire loads in `parts`.
         self.links.store(links, Ordering::Release);
         true
+    }
+
+    /// Takes a never-used cell, committing its memory (and its link's) first
+    /// if needed. `None` when every cell has been used once, or the memory
+    /// cannot be committed.
+    #[cold]
+    fn take_fresh(&self) -> Option<u32> {
+        // Relaxed: a guess, checked by the compare-exchange; the cells'
+        // memory is published by the Blocks' own commit (Acquire) below.
+        let mut fresh = self.fresh.load(Ordering::Relaxed);
+        loop {
+            if fresh as usize >= CELLS {
+                return None;
+            }
+            let index = fresh as usize;
+            let (cells, meta) = (self.block.get()?, self.meta.get()?);
+            let cell_end = (index + 1) * Self::STRIDE;
+            let link_end = Self::LINKS_START + (index + 1) * size_of::<AtomicU32>();
+            if (cells.committed() < cell_end && !cells.grow_to(cell_end))
+                || (meta.committed() < link_end && !meta.grow_to(link_end))
+            {
+                return None;
+            }
+            // Relaxed: the index is all that is handed over; the memory was
+            // committed above, before the claim, by whichever thread did it.
+            match self.fresh.compare_exchange_weak(
+                fresh,
+                fresh + 1,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return Some(fresh),
+                Err(seen) => fresh = seen,
+            }
+        }
     }
 
     #[inline]
@@ -451,8 +564,19 @@ impl<const CELL_SIZE: usize, const CELLS: usize> Grid<CELL_SIZE, CELLS> {
             .is_ok()
     }
 
+    /// Takes a free cell's index and marks the cell held.
+    #[inline(always)]
+    fn take_held(&self, lists: Lists) -> Option<u32> {
+        let index = self.take_index(lists)?;
+        // Relaxed: the cell is ours now. Whoever reads the link next is our
+        // own give (on this thread, or on one the program handed the cell
+        // to, after us), or a stale pop whose compare-exchange fails anyway.
+        self.link(lists.links, index).store(HELD, Ordering::Relaxed);
+        Some(index)
+    }
+
     /// Takes a free cell's index: this thread's slot first, then the shared
-    /// list, then the other threads' slots.
+    /// list, then a never-used cell, then the other threads' slots.
     #[inline(always)]
     fn take_index(&self, lists: Lists) -> Option<u32> {
         if let Some(slot) = thread::tag_fast().and_then(|tag| self.slot(lists, tag)) {
@@ -465,12 +589,16 @@ impl<const CELL_SIZE: usize, const CELLS: usize> Grid<CELL_SIZE, CELLS> {
         if let Some(index) = self.pop(lists.links) {
             return Some(index);
         }
+        if let Some(index) = self.take_fresh() {
+            return Some(index);
+        }
         self.take_elsewhere(lists)
     }
 
-    /// The shared list was empty: takes from the list or any thread's slot,
-    /// or returns `None` once two passes over all of them saw the same empty
-    /// words.
+    /// The shared list was empty and every cell was used once: takes from
+    /// the list or any thread's slot, or returns `None` once two passes over
+    /// all of them saw the same empty words. (`fresh` only grows, so once it
+    /// reached `CELLS` no cell comes from there again.)
     ///
     /// Every change of the head word or of a slot word counts up its top
     /// half, so equal words in both passes mean that the word did not change
@@ -535,9 +663,18 @@ impl<const CELL_SIZE: usize, const CELLS: usize> Grid<CELL_SIZE, CELLS> {
     }
 
     /// Gives a cell's index back: into this thread's slot if it is empty,
-    /// else onto the shared list.
+    /// else onto the shared list. Aborts if the cell is not held: it was
+    /// given back already.
     #[inline(always)]
     fn give_index(&self, lists: Lists, index: u32) {
+        let link = self.link(lists.links, index);
+        // Relaxed: only the cell's holder moves its link out of HELD, and the
+        // caller says it is the holder; the load sees our own `take_held`'s
+        // store or one that happened-before the cell reached us. Anything
+        // else means the cell was given back already.
+        if link.load(Ordering::Relaxed) != HELD {
+            Self::given_twice(lists, index);
+        }
         if let Some(slot) = self.slot(lists, thread::tag()) {
             // Relaxed: only the thread holding the tag (this one) puts a cell
             // into its slot; other threads only empty it. So if we see it
@@ -547,13 +684,27 @@ impl<const CELL_SIZE: usize, const CELLS: usize> Grid<CELL_SIZE, CELLS> {
             // so its stores to the slot happen-before ours.)
             let word = slot.word.load(Ordering::Relaxed);
             if word as u32 == NIL {
+                // Relaxed: published with the slot by the Release below.
+                link.store(PARKED, Ordering::Relaxed);
                 // Release: pairs with the Acquire in `try_empty`, publishing
-                // our writes to the cell to whoever takes it.
+                // our writes to the cell (and its link) to whoever takes it.
                 slot.word.store(next_word(word, index), Ordering::Release);
                 return;
             }
         }
         self.push(lists.links, index);
+    }
+
+    /// A cell given back twice: going on would hand it out twice.
+    #[cold]
+    #[inline(never)]
+    fn given_twice(lists: Lists, index: u32) -> ! {
+        let _ = lists;
+        misuse::abort(
+            "Grid",
+            "a cell was given back twice (double free), or was never taken",
+            index as usize,
+        )
     }
 
     /// Takes a free cell; `None` when every cell was held at one moment
@@ -570,7 +721,7 @@ impl<const CELL_SIZE: usize, const CELLS: usize> Grid<CELL_SIZE, CELLS> {
             Some(links) => self.lists_with(links),
             None => self.parts_slow()?.lists,
         };
-        let index = self.take_index(lists)?;
+        let index = self.take_held(lists)?;
         Some(Cell {
             grid: self,
             index,
@@ -612,11 +763,13 @@ impl<const CELL_SIZE: usize, const CELLS: usize> Grid<CELL_SIZE, CELLS> {
         // new links, so it stops after CELLS steps.
         let mut at = self.head.load(Ordering::Acquire) as u32;
         let mut count = 0;
-        while at != NIL && count < CELLS {
+        while (at as usize) < CELLS && count < CELLS {
             count += 1;
             at = self.link(parts.lists.links, at).load(Ordering::Relaxed);
         }
-        (count + parked).min(CELLS)
+        // Relaxed: a snapshot.
+        let never_used = CELLS - self.fresh.load(Ordering::Relaxed) as usize;
+        (count + parked + never_used).min(CELLS)
     }
 
     /// The number of cells, `CELLS`.
@@ -630,17 +783,37 @@ impl<const CELL_SIZE: usize, const CELLS: usize> Grid<CELL_SIZE, CELLS> {
         Self::STRIDE
     }
 
-    /// The alignment of every cell (a lazy Grid opens its Block; 0 if it cannot).
+    /// The alignment of every cell (a lazy Grid reserves its Blocks; 0 if
+    /// it cannot).
     pub fn cell_align(&self) -> usize {
         self.parts().map_or(0, |parts| parts.align)
     }
 
-    /// The Tape the cells and the free list were carved from (the rest of its
-    /// last page is still there to take).
-    pub fn tape(&self) -> &Tape {
-        // Carve first, so that nobody takes from the Tape before the cells do.
+    /// The cells' Block: address, sizes and handle (a lazy Grid reserves its
+    /// Blocks).
+    ///
+    /// # Panics
+    /// If this is a lazy Grid whose Blocks cannot be reserved; see
+    /// [`try_block`](Grid::try_block).
+    pub fn block(&self) -> &Region {
+        match self.try_block() {
+            Ok(region) => region,
+            Err(error) => panic!("the Grid's Block could not be opened: {error}"),
+        }
+    }
+
+    /// The cells' Block, or why a lazy Grid's Blocks could not be reserved.
+    /// Whether it is pinned is [`Region::is_pinned`].
+    pub fn try_block(&self) -> Result<&Region, &Error> {
+        if let Err(error) = Self::check_size() {
+            return match self.size_error.get_or_init(|| error) {
+                Some(error) => Err(error),
+                None => unreachable!("making an error never asks for it"),
+            };
+        }
+        self.meta.force()?;
         let _ = self.parts();
-        &self.tape
+        self.block.force().map(|block| &**block)
     }
 
     /// Whether `ptr` points into one of the cells.
@@ -676,7 +849,7 @@ unsafe impl<const C: usize, const N: usize> Engine for Grid<C, N> {
         if layout.size() > Self::STRIDE || layout.align() > parts.align {
             return None;
         }
-        let index = self.take_index(parts.lists)?;
+        let index = self.take_held(parts.lists)?;
         Some(NonNull::slice_from_raw_parts(
             Self::cell_ptr(&parts, index),
             Self::STRIDE,
@@ -702,8 +875,19 @@ unsafe impl<const C: usize, const N: usize> Engine for Grid<C, N> {
         if offset >= Self::STRIDE * N {
             return false;
         }
-        debug_assert_eq!(offset % Self::STRIDE, 0, "not the start of a cell");
-        self.give_index(parts.lists, (offset / Self::STRIDE) as u32);
+        let index = offset / Self::STRIDE;
+        // Relaxed: a cell the caller holds was taken from `fresh` before;
+        // that take happened-before this give.
+        if !offset.is_multiple_of(Self::STRIDE)
+            || index >= self.fresh.load(Ordering::Relaxed) as usize
+        {
+            misuse::abort(
+                "Grid",
+                "freed a pointer that is not the start of a cell it handed out",
+                ptr.as_ptr().addr(),
+            );
+        }
+        self.give_index(parts.lists, index as u32);
         true
     }
 
@@ -854,11 +1038,11 @@ mod tests {
         ));
         assert!(matches!(
             Grid::<{ usize::MAX / 2 }, 4>::new_with(&options()),
-            Err(Error::Overflow { .. })
+            Err(Error::GridSize { cells: 4, .. })
         ));
         assert!(matches!(
             Grid::<16, { u32::MAX as usize }>::new_with(&options()),
-            Err(Error::Overflow { .. })
+            Err(Error::GridSize { .. })
         ));
     }
 
@@ -911,6 +1095,7 @@ mod tests {
     fn a_stalled_pop_cannot_reinstall_a_taken_cell() {
         let grid = Grid::<64, 3>::new_with(&options()).unwrap();
         let links = grid.parts().unwrap().lists.links;
+        fill_list(&grid, 3);
         let stale = grid.head.load(Ordering::Acquire);
         let next = grid.below(links, stale).unwrap();
         assert_eq!((stale as u32, next), (0, 1));
@@ -938,6 +1123,7 @@ mod tests {
         let grid = Grid::<64, 2>::new_with(&options()).unwrap();
         let lists = grid.parts().unwrap().lists;
         let links = lists.links;
+        fill_list(&grid, 2);
         let (zero, one) = (grid.pop(links).unwrap(), grid.pop(links).unwrap());
         let mut seen = [0; SLOTS];
         let Look::Empty(head) = grid.look(lists, &mut seen) else {
@@ -966,6 +1152,22 @@ mod tests {
         grid.push(links, zero);
         grid.push(links, one);
         assert_eq!(grid.free(), 2);
+    }
+
+    /// Takes every cell once from `fresh` and pushes them on the list in
+    /// reverse, so that it holds 0, 1, 2, ... from the top, as a list that
+    /// started full would.
+    fn fill_list<const C: usize, const N: usize>(grid: &Grid<C, N>, cells: u32) {
+        let lists = grid.parts().unwrap().lists;
+        let taken: Vec<u32> = (0..cells).map(|_| grid.take_fresh().unwrap()).collect();
+        assert_eq!(
+            taken,
+            (0..cells).collect::<Vec<_>>(),
+            "fresh cells in order"
+        );
+        for index in taken.into_iter().rev() {
+            grid.push(lists.links, index);
+        }
     }
 
     /// The slots that hold a cell now.
@@ -1037,10 +1239,54 @@ mod tests {
         assert!(!grid.owns(core::ptr::null::<u8>()));
         let cell = grid.take().unwrap();
         assert!(grid.owns(cell.address()));
+        assert_eq!(
+            cell.address(),
+            grid.block().as_ptr(),
+            "the first cell first"
+        );
         assert_eq!(grid.free(), 7);
-        let links_end = 8 * 64 + 8 * size_of::<AtomicU32>();
-        let slots = links_end.next_multiple_of(align_of::<Slot>()) + SLOTS * size_of::<Slot>();
-        assert_eq!(grid.tape().used(), slots);
         assert!(size_of::<Slot>() >= 64, "a cache line per slot at least");
+        let meta = grid.meta.get().unwrap();
+        assert!(meta.committed() >= SLOTS * size_of::<Slot>() + 8 * 4);
+        assert!(
+            !meta.contains(cell.address()),
+            "the links live apart from the cells"
+        );
+    }
+
+    /// A lazy Grid commits its cells as they are first used, not at once.
+    #[test]
+    fn a_lazy_grid_commits_what_it_uses() {
+        const CELL: usize = 64 << 10;
+        let grid = Grid::<CELL, 1024>::lazy_with(options().prefault(false));
+        let first = grid.take().unwrap();
+        let block = grid.block();
+        assert_eq!(block.capacity(), CELL * 1024);
+        assert!(block.committed() <= crate::block::COMMIT_STEP, "{block:?}");
+        let held: Vec<_> = (0..100).map(|_| grid.take().unwrap()).collect();
+        assert!(block.committed() >= 101 * CELL);
+        assert!(block.committed() < 101 * CELL + 2 * crate::block::COMMIT_STEP);
+        drop(held);
+        drop(first);
+        assert_eq!(grid.free(), 1024);
+    }
+
+    #[test]
+    fn invalid_sizes_say_why() {
+        let grid = Grid::<{ usize::MAX }, 1>::lazy_with(options());
+        assert!(grid.take().is_none());
+        match grid.try_block() {
+            Err(Error::GridSize {
+                cell_size, cells, ..
+            }) => assert_eq!((*cell_size, *cells), (usize::MAX, 1)),
+            other => panic!("{other:?}"),
+        }
+        match Grid::<16, { u32::MAX as usize }>::new_with(&options()) {
+            Err(error @ Error::GridSize { cells, .. }) => {
+                assert_eq!(cells, u32::MAX as usize);
+                assert!(error.to_string().contains("cells"), "{error}");
+            }
+            other => panic!("{other:?}"),
+        }
     }
 }

@@ -1,28 +1,34 @@
-//! A Block that is opened on first use, for `const` constructors.
+//! A Block that is reserved on first use, for `const` constructors.
 
-use std::sync::OnceLock;
-
+use crate::once::Once;
 use crate::{Block, BlockOptions, Error};
 
-/// A Block opened at most once, on the first call to [`LazyBlock::force`].
+/// A Block reserved at most once, on the first call to [`LazyBlock::force`],
+/// with nothing committed: its allocator commits as it grows.
 ///
-/// `OnceLock` runs the opening exactly once even when many threads race to
-/// the first allocation; the losers wait. Opening uses raw system calls only
-/// and `OnceLock` itself never allocates, so this is safe inside a global
-/// allocator. A failure is kept: a global allocator whose Block cannot be
-/// opened does not retry a system call on every allocation.
+/// [`Once`] runs the reserving exactly once even when many threads race to
+/// the first allocation; the losers wait. Reserving uses raw system calls
+/// only and `Once` never allocates, so this is safe inside a global
+/// allocator, and `fork` never sees it half done. A failure is kept: a
+/// global allocator whose Block cannot be reserved does not retry a system
+/// call on every allocation.
 pub(crate) struct LazyBlock {
-    cell: OnceLock<Result<Block, Error>>,
-    bytes: usize,
+    cell: Once<Result<Block, Error>>,
+    capacity: usize,
     options: BlockOptions<'static>,
 }
 
+/// What a reservation that asks for itself while being made gets.
+static RECURSED: Error = Error::InvalidArgument {
+    reason: "a lazy Block was asked for while it was being reserved",
+};
+
 impl LazyBlock {
-    /// A Block of `bytes` bytes with `options`, not yet opened.
-    pub(crate) const fn new(bytes: usize, options: BlockOptions<'static>) -> LazyBlock {
+    /// A Block of `capacity` bytes with `options`, not yet reserved.
+    pub(crate) const fn new(capacity: usize, options: BlockOptions<'static>) -> LazyBlock {
         LazyBlock {
-            cell: OnceLock::new(),
-            bytes,
+            cell: Once::new(),
+            capacity,
             options,
         }
     }
@@ -30,13 +36,13 @@ impl LazyBlock {
     /// An already open Block.
     pub(crate) fn ready(block: Block) -> LazyBlock {
         LazyBlock {
-            bytes: block.size(),
-            cell: OnceLock::from(Ok(block)),
+            capacity: block.capacity(),
+            cell: Once::from(Ok(block)),
             options: BlockOptions::new(),
         }
     }
 
-    /// The Block, if it is open.
+    /// The Block, if it is reserved.
     #[inline]
     pub(crate) fn get(&self) -> Option<&Block> {
         match self.cell.get() {
@@ -45,7 +51,7 @@ impl LazyBlock {
         }
     }
 
-    /// The Block, opening it first if nobody has tried yet.
+    /// The Block, reserving it first if nobody has tried yet.
     #[inline]
     pub(crate) fn force(&self) -> Result<&Block, &Error> {
         if let Some(block) = self.get() {
@@ -56,8 +62,12 @@ impl LazyBlock {
 
     #[cold]
     fn force_slow(&self) -> Result<&Block, &Error> {
-        self.cell
-            .get_or_init(|| Block::open_with(self.bytes, &self.options))
-            .as_ref()
+        match self
+            .cell
+            .get_or_init(|| Block::reserve(self.capacity, &self.options))
+        {
+            Some(result) => result.as_ref(),
+            None => Err(&RECURSED),
+        }
     }
 }

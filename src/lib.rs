@@ -48,21 +48,28 @@ mod block;
 #[cfg(feature = "cuda")]
 pub mod cuda;
 mod error;
+mod fork;
 mod global;
 mod grid;
 mod heap;
 mod layout;
 mod lazy;
 mod local;
+mod lock;
+mod misuse;
+mod once;
+pub mod register;
+mod stderr;
 mod tape;
+mod thread;
 
 pub use alloc::Exhaustion;
-#[cfg(target_vendor = "apple")]
+#[cfg(all(target_vendor = "apple", not(miri)))]
 pub use block::IOSurfaceRef;
-pub use block::{Block, BlockOptions, Export, Pinning, Region, page_size};
+pub use block::{Block, BlockOptions, Export, Pages, Pinning, Region, page_size};
 pub use error::Error;
 pub use grid::{Cell, Grid};
-pub use heap::{Heap, HeapStats, MAX_BLOCKS, MIN_BLOCK};
+pub use heap::{Heap, HeapStats, MAX_BLOCKS, MIN_BLOCK, TRIM_KEEP, TRIM_THRESHOLD};
 pub use layout::{Layout, Split};
 pub use local::TapeLocal;
 pub use tape::Tape;

@@ -1,4 +1,5 @@
-//! [`Tape`]: a lock-free bump allocator over one Block.
+//! [`Tape`]: a lock-free bump allocator over one Block, committing it as the
+//! cursor grows.
 
 use core::alloc::Layout;
 use core::fmt;
@@ -21,6 +22,12 @@ use crate::{Block, BlockOptions, Error, Region};
 /// allocation alone can be given back, grown or shrunk in place (through the
 /// [`Allocator`](allocator_api2::alloc::Allocator) impl).
 ///
+/// The Block's capacity is reserved address space; a take inside the
+/// committed part is one compare-exchange, and the take that crosses the
+/// committed end first commits the next [`COMMIT_STEP`](Tape::COMMIT_STEP)
+/// (or what the request needs) in place, under the Block's commit lock. So a
+/// Tape of any capacity costs the memory its takes reach.
+///
 /// ```
 /// use unimem::{BlockOptions, Pinning, Tape};
 ///
@@ -42,12 +49,19 @@ pub struct Tape {
 }
 
 impl Tape {
-    /// Opens a pinned Block of at least `bytes` bytes and starts a Tape over it.
+    /// How much a Tape commits at a time as it grows: 2 MiB (one transparent
+    /// huge page), or what one take needs, up to the capacity.
+    pub const COMMIT_STEP: usize = crate::block::COMMIT_STEP;
+
+    /// Opens a pinned Block of at least `bytes` bytes, all committed, and
+    /// starts a Tape over it.
     pub fn start(bytes: usize) -> Result<Tape, Error> {
         Tape::start_with(bytes, &BlockOptions::new())
     }
 
-    /// As [`Tape::start`], opening the Block with `options`.
+    /// As [`Tape::start`], opening the Block with `options`: with
+    /// [`BlockOptions::capacity`] larger than `bytes`, the Tape commits
+    /// `bytes` now and grows in place up to the capacity.
     pub fn start_with(bytes: usize, options: &BlockOptions<'_>) -> Result<Tape, Error> {
         Ok(Tape::over(Block::open_with(bytes, options)?))
     }
@@ -62,16 +76,24 @@ impl Tape {
         }
     }
 
-    /// A Tape whose pinned Block of `bytes` bytes opens on first use: the
-    /// constructor for `#[global_allocator]` statics.
+    /// A Tape whose Block of `bytes` bytes is reserved on first use and
+    /// committed as takes reach it: the constructor for `#[global_allocator]`
+    /// statics. Any capacity starts in constant time and memory.
+    ///
+    /// The Block's options are [`BlockOptions::lazy`]: pinned where
+    /// `RLIMIT_MEMLOCK` allows, and past it unpinned, with one line on
+    /// standard error saying so ([`Pinning::BestEffort`](crate::Pinning)).
     ///
     /// ```
     /// use unimem::Tape;
     ///
-    /// static SCRATCH: Tape = Tape::lazy(1 << 20);
+    /// static SCRATCH: Tape = Tape::lazy(1 << 40); // 1 TiB of address space
+    /// let p = SCRATCH.take(64, 8).unwrap();
+    /// assert!(SCRATCH.owns(p));
+    /// assert_eq!(SCRATCH.committed(), Tape::COMMIT_STEP);
     /// ```
     pub const fn lazy(bytes: usize) -> Tape {
-        Tape::lazy_with(bytes, BlockOptions::new())
+        Tape::lazy_with(bytes, BlockOptions::lazy())
     }
 
     /// As [`Tape::lazy`], with options for the Block.
@@ -99,10 +121,12 @@ impl Tape {
     /// Takes `size` bytes aligned to `align` (a power of two).
     ///
     /// Returns `None` when `align` is not a power of two, when the request
-    /// does not fit in what is left, or when a lazy Tape's Block cannot be
-    /// opened. A zero-size take succeeds with a dangling, aligned pointer and
-    /// consumes nothing. The memory stays valid until [`clear`](Tape::clear)
-    /// or the Tape's drop; its contents are unspecified (zero on first use).
+    /// does not fit in what is left, when the memory it needs cannot be
+    /// committed (pinning required and refused), or when a lazy Tape's Block
+    /// cannot be reserved. A zero-size take succeeds with a dangling, aligned
+    /// pointer and consumes nothing. The memory stays valid until
+    /// [`clear`](Tape::clear) or the Tape's drop; its contents are
+    /// unspecified (zero on first use).
     #[inline]
     pub fn take(&self, size: usize, align: usize) -> Option<*mut u8> {
         if !align.is_power_of_two() {
@@ -116,7 +140,7 @@ impl Tape {
             None => self.block.force().ok()?,
         };
         let (start, _) = self.bump(block, size, align)?;
-        // SAFETY: `bump` keeps `start + size <= block.size()`.
+        // SAFETY: `bump` keeps `start + size` within what is committed.
         Some(unsafe { block.as_ptr().add(start) })
     }
 
@@ -127,23 +151,30 @@ impl Tape {
             .map(<*mut u8>::cast)
     }
 
-    /// Advances the cursor past `size` bytes aligned to `align`; returns the
-    /// start and end offsets.
+    /// Advances the cursor past `size` bytes aligned to `align`, inside the
+    /// committed part of the Block (committing more first if needed);
+    /// returns the start and end offsets.
     #[inline]
     fn bump(&self, block: &Block, size: usize, align: usize) -> Option<(usize, usize)> {
         let base = block.as_ptr().addr();
-        let capacity = block.size();
         // Relaxed: only a first guess; the compare-exchange below checks it.
         let mut cursor = self.cursor.load(Ordering::Relaxed);
         loop {
             // Alignment applies to the address: `pad` bytes take base + cursor
             // to the next multiple of `align`. `base + cursor` cannot overflow
-            // because the mapping itself fits in the address space.
+            // because the reservation itself fits in the address space.
             let pad = (base + cursor).wrapping_neg() & (align - 1);
             let start = cursor.checked_add(pad)?;
             let end = start.checked_add(size)?;
-            if end > capacity {
-                return None;
+            // `committed` only grows while `&self` lives (decommitting takes
+            // `&mut self`), so a range below it stays committed.
+            if end > block.committed() {
+                if !block.grow_to(end) {
+                    return None;
+                }
+                // Relaxed: as above; others may have taken meanwhile.
+                cursor = self.cursor.load(Ordering::Relaxed);
+                continue;
             }
             // Success is AcqRel: Acquire pairs with the Release of the
             // compare-exchange in `rewind`/`resize_in_place` that last moved
@@ -174,9 +205,16 @@ impl Tape {
         self.total().saturating_sub(self.used())
     }
 
-    /// The Block's size (a lazy Tape opens its Block; 0 if it cannot).
+    /// The Block's capacity: what the Tape can take in all (a lazy Tape
+    /// reserves its Block; 0 if it cannot).
     pub fn total(&self) -> usize {
-        self.block.force().map_or(0, |block| block.size())
+        self.block.force().map_or(0, |block| block.capacity())
+    }
+
+    /// Bytes of the Block committed so far (0 before a lazy Tape's first
+    /// take).
+    pub fn committed(&self) -> usize {
+        self.block.get().map_or(0, |block| block.committed())
     }
 
     /// Whether `ptr` points into this Tape's Block.
@@ -187,10 +225,10 @@ impl Tape {
             .is_some_and(|block| block.contains(ptr.cast()))
     }
 
-    /// The Block's address, size and handle (a lazy Tape opens its Block).
+    /// The Block's address, sizes and handle (a lazy Tape reserves its Block).
     ///
     /// # Panics
-    /// If this is a lazy Tape whose Block cannot be opened; see
+    /// If this is a lazy Tape whose Block cannot be reserved; see
     /// [`try_block`](Tape::try_block).
     pub fn block(&self) -> &Region {
         match self.try_block() {
@@ -199,17 +237,37 @@ impl Tape {
         }
     }
 
-    /// The Block's address, size and handle, or why a lazy Tape's Block could
-    /// not be opened.
+    /// The Block's address, sizes and handle, or why a lazy Tape's Block
+    /// could not be reserved. Whether it is pinned is
+    /// [`Region::is_pinned`]; a refused `mlock` was also told on standard
+    /// error once.
     pub fn try_block(&self) -> Result<&Region, &Error> {
         self.block.force().map(|block| &**block)
     }
 
     /// Forgets every allocation: the next take starts at the Block's first
     /// byte again. Takes `&mut self`, so no allocation (and no collection
-    /// borrowing the Tape) can outlive it.
+    /// borrowing the Tape) can outlive it. What is committed stays
+    /// committed; see [`clear_to`](Tape::clear_to).
     pub fn clear(&mut self) {
         *self.cursor.get_mut() = 0;
+    }
+
+    /// [`clear`](Tape::clear), and gives back what is committed past the
+    /// first `keep` bytes: the pages are unlocked and returned to the system,
+    /// and committed again when takes reach them.
+    ///
+    /// The cursor is cleared whatever happens. Errors: a shared Block
+    /// ([`Error::Unsupported`]) or one registered with a device
+    /// ([`Error::Registered`]), which keep their pages.
+    pub fn clear_to(&mut self, keep: usize) -> Result<(), Error> {
+        self.clear();
+        match self.block.get() {
+            // SAFETY: `&mut self`: no allocation of the Tape is alive, and
+            // no other thread can take from it.
+            Some(block) => unsafe { block.decommit_to(keep) },
+            None => Ok(()),
+        }
     }
 
     /// The exhaustion policy chosen at construction.
@@ -273,7 +331,8 @@ unsafe impl Engine for Tape {
             self.move_cursor(end, new_end);
             true
         } else {
-            new_end <= block.size() && self.move_cursor(end, new_end)
+            (new_end <= block.committed() || block.grow_to(new_end))
+                && self.move_cursor(end, new_end)
         };
         in_place.then(|| NonNull::slice_from_raw_parts(ptr, new.size()))
     }
@@ -287,6 +346,7 @@ impl fmt::Debug for Tape {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Tape")
             .field("used", &self.used())
+            .field("committed", &self.committed())
             .field("block", &self.block.get().map(|block| &**block))
             .field("exhaustion", &self.exhaustion)
             .finish()

@@ -100,10 +100,24 @@ fn tape_and_grid_paths_never_allocate_globally() {
 #[test]
 fn opening_a_block_never_allocates_globally() {
     let count = global_allocations(|| {
-        let block = OPTIONS.label("no-alloc").open(1 << 16).unwrap();
-        let fd = block.share().unwrap();
+        let mut private = OPTIONS
+            .label("no-alloc")
+            .capacity(4 << 20)
+            .open(1 << 16)
+            .unwrap();
+        private.commit(2 << 20).unwrap();
+        private.decommit(1 << 16).unwrap();
+        drop(private);
+        let shared = OPTIONS
+            .label("no-alloc")
+            .shared(true)
+            .capacity(1 << 20)
+            .open(1 << 16)
+            .unwrap();
+        shared.commit(1 << 20).unwrap();
+        let fd = shared.share().unwrap();
         drop(fd);
-        drop(block);
+        drop(shared);
         assert!(OPTIONS.open(0).is_err());
     });
     assert_eq!(count, 0);

@@ -9,7 +9,10 @@ use std::process::Command;
 use unimem::{Block, BlockOptions, Error, Pinning};
 
 fn options() -> BlockOptions<'static> {
-    BlockOptions::new().pinning(Pinning::BestEffort)
+    BlockOptions::new()
+        .pinning(Pinning::BestEffort)
+        .quiet(true)
+        .shared(true)
 }
 
 #[test]
@@ -197,4 +200,83 @@ fn attach_checks_the_size_is_whole_pages() {
         error.to_string().contains("whole number of pages"),
         "{error}"
     );
+}
+
+/// A sealed, sparse memfd larger than the machine's memory costs its sender
+/// nothing; attaching it pinned or prefaulted must fail before a page is
+/// touched, not get the process killed.
+#[test]
+fn a_huge_sparse_memfd_is_refused_before_a_page_is_touched() {
+    // SAFETY: a NUL-terminated name.
+    let raw = unsafe {
+        libc::memfd_create(
+            c"sparse".as_ptr(),
+            libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING,
+        )
+    };
+    assert!(raw >= 0);
+    // SAFETY: just created; ours.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    let physical = {
+        // SAFETY: sysconf has no preconditions.
+        let pages = unsafe { libc::sysconf(libc::_SC_PHYS_PAGES) } as u64;
+        // SAFETY: as above.
+        pages * unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as u64
+    };
+    // SAFETY: plain calls on our descriptor.
+    unsafe {
+        assert_eq!(
+            libc::ftruncate(fd.as_raw_fd(), (2 * physical) as libc::off_t),
+            0
+        );
+        libc::fcntl(
+            fd.as_raw_fd(),
+            libc::F_ADD_SEALS,
+            libc::F_SEAL_SHRINK | libc::F_SEAL_GROW,
+        );
+    }
+    let dup = fd.try_clone().unwrap();
+    // SAFETY: the attach is expected to fail; no mapping is made.
+    match unsafe { Block::attach(fd) } {
+        Err(error @ Error::OutOfMemory { .. }) => {
+            assert_eq!(error.raw_os_error(), Some(libc::ENOMEM));
+        }
+        other => panic!("attaching twice the machine's memory: {other:?}"),
+    }
+    // Neither pinned nor prefaulted, the same memfd is address space only.
+    let lazy = BlockOptions::new().pinning(Pinning::Off).prefault(false);
+    // SAFETY: nothing else maps these pages.
+    let block = unsafe { Block::attach_with(dup, &lazy) }.unwrap();
+    assert_eq!(block.committed() as u64, 2 * physical);
+}
+
+/// A growable shared Block is sealed against shrinking only; a receiver that
+/// reserved room follows the owner's growth, and the seals close once the
+/// whole capacity is committed.
+#[test]
+fn a_receiver_follows_a_growing_shared_block() {
+    let page = unimem::page_size();
+    let owner = options().capacity(64 * page).open(4 * page).unwrap();
+    let fd = owner.share().unwrap();
+    // SAFETY: F_GET_SEALS only reads.
+    let seals = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GET_SEALS) };
+    assert_ne!(seals & libc::F_SEAL_SHRINK, 0);
+    assert_eq!(seals & libc::F_SEAL_GROW, 0, "growable");
+    // SAFETY: writes are ordered by this thread alone.
+    let guest = unsafe { Block::attach_with(fd, &options().capacity(64 * page)) }.unwrap();
+    assert_eq!(guest.committed(), 4 * page);
+    owner.commit(16 * page).unwrap();
+    // SAFETY: the owner's pages, written through its own mapping before the
+    // guest reads them on the same thread.
+    unsafe { owner.as_ptr().add(10 * page).write(42) };
+    assert_eq!(guest.follow().unwrap(), 16 * page);
+    // SAFETY: committed in the guest's mapping now; the owner wrote it above.
+    assert_eq!(unsafe { guest.as_ptr().add(10 * page).read() }, 42);
+    owner.commit(64 * page).unwrap();
+    let fd = owner.share().unwrap();
+    // SAFETY: F_GET_SEALS only reads.
+    let seals = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GET_SEALS) };
+    assert_ne!(seals & libc::F_SEAL_GROW, 0, "sealed once full");
+    assert_ne!(seals & libc::F_SEAL_SEAL, 0);
+    assert_eq!(guest.follow().unwrap(), 64 * page);
 }

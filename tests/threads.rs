@@ -179,7 +179,10 @@ fn takers_find_cells_parked_by_other_threads() {
 
 #[test]
 fn racing_first_uses_open_exactly_one_block() {
-    const OPTIONS: BlockOptions<'static> = BlockOptions::new().pinning(Pinning::BestEffort);
+    // Shared Blocks, so that each shows in /proc/self/maps under its label.
+    const OPTIONS: BlockOptions<'static> = BlockOptions::new()
+        .pinning(Pinning::BestEffort)
+        .shared(cfg!(all(target_os = "linux", not(miri))));
     static TAPE: Tape = Tape::lazy_with(1 << 20, OPTIONS.label("unimem-race-tape"));
     static GRID: Grid<64, 64> = Grid::lazy_with(OPTIONS.label("unimem-race-grid"));
     let barrier = Barrier::new(THREADS);

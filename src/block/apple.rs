@@ -1,5 +1,11 @@
 //! Apple backend: an IOSurface, locked at creation and pinned with `mlock`.
 //!
+//! An IOSurface has one fixed size, so this backend cannot reserve address
+//! space ahead of what it commits: a Block's whole capacity is created and
+//! committed at open, and there is nothing to commit later or to decommit
+//! (both are refused). Private and shared Blocks are the same IOSurface;
+//! sharing goes through a Mach port either way.
+//!
 //! Raw FFI to IOSurface.framework, CoreFoundation and the Mach port calls of
 //! libSystem; no Objective-C. Another process reaches the same surface through
 //! a Mach port (`IOSurfaceCreateMachPort` / `IOSurfaceLookupFromMachPort`):
@@ -12,7 +18,7 @@ use core::ffi::c_void;
 use core::ptr::{self, NonNull};
 use std::io;
 
-use super::{Backend, BlockOptions, Pinning, Region, page_size};
+use super::{Backend, BlockOptions, Pinning, Reserved, page_size};
 use crate::Error;
 
 /// An `IOSurfaceRef`, for Metal, the ANE and other IOSurface consumers.
@@ -87,7 +93,7 @@ unsafe extern "C" {
     fn mach_port_deallocate(task: MachPortName, name: MachPortName) -> KernReturn;
 }
 
-/// A Mach send right to an IOSurface: what [`Region::share`] returns on Apple
+/// A Mach send right to an IOSurface: what [`Region::share`](super::Region::share) returns on Apple
 /// platforms. Dropping it deallocates the right.
 #[derive(Debug)]
 pub struct MachPort(MachPortName);
@@ -123,7 +129,7 @@ impl Drop for MachPort {
     }
 }
 
-/// What [`Region::share`] returns on Apple platforms.
+/// What [`Region::share`](super::Region::share) returns on Apple platforms.
 pub type Export = MachPort;
 
 /// The surface behind one mapping.
@@ -136,6 +142,45 @@ pub(crate) fn system_page_size() -> usize {
     let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
     // Apple platforms always answer; the fallback keeps this function total.
     usize::try_from(page).unwrap_or(16384)
+}
+
+/// Bytes of physical memory, or `usize::MAX` if the system does not say.
+pub(crate) fn physical_memory() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    let pages = unsafe { libc::sysconf(libc::_SC_PHYS_PAGES) };
+    usize::try_from(pages).map_or(usize::MAX, |pages| pages.saturating_mul(page_size()))
+}
+
+/// The soft `RLIMIT_MEMLOCK`, in bytes; `None` when unlimited or unknown.
+pub(crate) fn memlock_limit() -> Option<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: a valid out-pointer.
+    if unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut limit) } != 0 {
+        return None;
+    }
+    (limit.rlim_cur != libc::RLIM_INFINITY).then_some(limit.rlim_cur)
+}
+
+/// Faults every page of `len` bytes at `at` in by reading it (a read never
+/// clobbers what another process wrote).
+///
+/// # Safety
+/// The range is mapped and readable.
+pub(crate) unsafe fn populate(at: *mut u8, len: usize) -> Result<(), Error> {
+    for offset in (0..len).step_by(page_size()) {
+        // SAFETY: `offset < len`, inside the mapping.
+        unsafe { at.add(offset).read_volatile() };
+    }
+    Ok(())
+}
+
+fn cannot_reserve() -> Error {
+    Error::Unsupported {
+        what: "committing or decommitting an IOSurface Block: its whole capacity is committed at open",
+    }
 }
 
 /// Releases a CoreFoundation object when dropped.
@@ -199,8 +244,18 @@ fn properties(size: usize) -> Result<CfOwned, Error> {
 }
 
 impl Backend for Raw {
-    fn open(size: usize, options: &BlockOptions<'_>) -> Result<Region, Error> {
-        let props = properties(size)?;
+    fn reserve(
+        capacity: usize,
+        granule: usize,
+        _align: usize,
+        options: &BlockOptions<'_>,
+    ) -> Result<Reserved, Error> {
+        if options.pages.huge_page_size().is_some() {
+            return Err(Error::Unsupported {
+                what: "explicit huge pages: IOSurface Blocks use the system's pages",
+            });
+        }
+        let props = properties(capacity)?;
         // SAFETY: a valid properties dictionary; we own the returned surface.
         let surface = unsafe { IOSurfaceCreate(props.0) };
         drop(props);
@@ -208,7 +263,39 @@ impl Backend for Raw {
             return Err(oom("IOSurfaceCreate"));
         }
         // SAFETY: we own the reference IOSurfaceCreate returned.
-        unsafe { map(surface, Some(size), options) }
+        unsafe { map(surface, Some(capacity), granule, options) }
+    }
+
+    unsafe fn map(&self, _base: NonNull<u8>, _from: usize, _to: usize) -> Result<(), Error> {
+        Err(cannot_reserve())
+    }
+
+    unsafe fn lock(
+        &self,
+        base: NonNull<u8>,
+        from: usize,
+        to: usize,
+        _populate: bool,
+    ) -> Result<(), io::Error> {
+        // SAFETY: the caller's contract: `from..to` is ours and mapped.
+        if unsafe { libc::mlock(base.as_ptr().add(from).cast(), to - from) } == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    }
+
+    unsafe fn populate(&self, base: NonNull<u8>, from: usize, to: usize) -> Result<(), Error> {
+        // SAFETY: the caller's contract.
+        unsafe { populate(base.as_ptr().add(from), to - from) }
+    }
+
+    unsafe fn unmap(&self, _base: NonNull<u8>, _from: usize, _to: usize) -> Result<(), Error> {
+        Err(cannot_reserve())
+    }
+
+    fn can_unmap(&self) -> bool {
+        false
     }
 
     fn share(&self) -> Result<Export, Error> {
@@ -220,7 +307,10 @@ impl Backend for Raw {
         Ok(MachPort(port))
     }
 
-    unsafe fn attach(export: Export, options: &BlockOptions<'_>) -> Result<Region, Error> {
+    unsafe fn attach(
+        export: Export,
+        options: &BlockOptions<'_>,
+    ) -> Result<(Reserved, usize), Error> {
         // SAFETY: a send right we own; the lookup does not consume it, and
         // `export` deallocates it when dropped at the end of this function.
         let surface = unsafe { IOSurfaceLookupFromMachPort(export.0) };
@@ -230,7 +320,14 @@ impl Backend for Raw {
             });
         }
         // SAFETY: we own the reference the lookup returned.
-        unsafe { map(surface, None, options) }
+        let reserved = unsafe { map(surface, None, page_size(), options)? };
+        let size = reserved.committed;
+        Ok((reserved, size))
+    }
+
+    fn shared_size(&self) -> Result<Option<usize>, Error> {
+        // An IOSurface never changes size.
+        Ok(None)
     }
 
     unsafe fn release(&mut self, ptr: NonNull<u8>, size: usize) {
@@ -263,8 +360,9 @@ impl Raw {
 unsafe fn map(
     surface: IOSurfaceRef,
     size: Option<usize>,
+    granule: usize,
     options: &BlockOptions<'_>,
-) -> Result<Region, Error> {
+) -> Result<Reserved, Error> {
     // SAFETY: a live surface we own.
     let kr = unsafe { IOSurfaceLock(surface, 0, ptr::null_mut()) };
     if kr != KERN_SUCCESS {
@@ -298,28 +396,37 @@ unsafe fn map(
             reason: "the IOSurface has no page-aligned memory of the expected size",
         });
     };
-    // From here the Region owns the surface; an early return releases it.
-    let mut region = Region {
-        ptr,
-        size,
-        pinned: false,
+    let mut reserved = Reserved {
         raw: Raw { surface },
+        ptr,
+        capacity: size,
+        committed: size,
+        locked: 0,
+        granule,
     };
     if options.prefault {
-        for offset in (0..size).step_by(page) {
-            // SAFETY: inside the locked surface's memory. A read never
-            // clobbers what another process wrote.
-            unsafe { ptr.as_ptr().add(offset).read_volatile() };
+        // SAFETY: inside the locked surface's memory.
+        unsafe { populate(ptr.as_ptr(), size)? };
+    }
+    if options.pinning != Pinning::Off {
+        // SAFETY: mlock on the surface's mapping in our address space.
+        if unsafe { libc::mlock(ptr.as_ptr().cast(), size) } == 0 {
+            reserved.locked = size;
+        } else {
+            let source = io::Error::last_os_error();
+            if !options.quiet {
+                super::report::refusal(size, &source, options.pinning == Pinning::Required);
+            }
+            if options.pinning == Pinning::Required {
+                // Dropping `reserved` would need a Region; release by hand.
+                // SAFETY: the surface was locked above and is ours.
+                unsafe {
+                    IOSurfaceUnlock(surface, 0, ptr::null_mut());
+                    CFRelease(surface.cast_const());
+                }
+                return Err(Error::pin(size, source));
+            }
         }
     }
-    // SAFETY: mlock on the surface's mapping in our address space.
-    if unsafe { libc::mlock(ptr.as_ptr().cast(), size) } == 0 {
-        region.pinned = true;
-    } else if options.pinning == Pinning::Required {
-        return Err(Error::Pin {
-            bytes: size,
-            source: io::Error::last_os_error(),
-        });
-    }
-    Ok(region)
+    Ok(reserved)
 }

@@ -1,33 +1,53 @@
-//! [`Block`]: one pinned, page-aligned region with a stable address.
+//! [`Block`]: a reserved range of address space with a committed prefix:
+//! pinned, page-aligned, at a stable address, growable in place.
 //!
 //! # The backend contract
 //!
 //! Exactly one backend is compiled, chosen here by `cfg`:
 //!
-//! | backend | chosen when | memory | export handle |
-//! |---|---|---|---|
-//! | `linux.rs` | Linux, not Miri | sealed `memfd`, `mmap(MAP_SHARED)`, `mlock` | the memfd |
-//! | `apple.rs` | Apple targets, not Miri | IOSurface, locked at creation, `mlock` | a Mach port |
-//! | `portable.rs` | everything else, and Miri | page-aligned `System` memory | none |
+//! | backend | chosen when | reserve | commit | decommit | export |
+//! |---|---|---|---|---|---|
+//! | `linux.rs` | Linux, not Miri | `mmap(PROT_NONE, MAP_NORESERVE)`, aligned | private: `mprotect`; shared: grow the sealed memfd and map it in place; huge pages: map `MAP_HUGETLB` pages in place | private: map fresh `PROT_NONE` pages over the range (frees and unlocks them); shared: refused | the memfd (shared Blocks) |
+//! | `apple.rs` | Apple targets, not Miri | cannot reserve: an IOSurface of the whole capacity, all committed at open | nothing left to commit | refused | a Mach port |
+//! | `portable.rs` | everything else, and Miri | zeroed `System` memory of the whole capacity | bookkeeping | zeroes the range | none |
 //!
 //! Each backend implements [`Backend`] for its `Raw` type, which owns the
-//! operating-system object behind one mapping. Whatever the backend, a
-//! [`Region`] it returns satisfies:
+//! operating-system object behind one reservation. Whatever the backend, a
+//! [`Region`] satisfies:
 //!
-//! 1. `ptr` is aligned to [`page_size()`] and `size` is a positive multiple of it;
-//! 2. the bytes `ptr..ptr + size` are mapped, initialized (zero for a fresh
-//!    block) and readable and writable until `release` runs;
-//! 3. `ptr` never changes for the region's lifetime;
-//! 4. `pinned` is true only if the pages are locked in memory;
-//! 5. nothing on `open` allocates through the global allocator, so a global
-//!    allocator may open Blocks.
+//! 1. `ptr` is aligned to the Block's granule (the page size, or the huge
+//!    page size for huge-page Blocks; at least [`page_size()`]) and the
+//!    capacity is a positive multiple of it;
+//! 2. the bytes `ptr..ptr + committed` are mapped, initialized (zero when
+//!    first committed) and readable and writable until they are decommitted
+//!    or `release` runs; bytes beyond `committed` are never accessed;
+//! 3. `ptr` never changes for the region's lifetime, and committing more
+//!    never moves it;
+//! 4. `locked` bytes from `ptr` are locked in memory (`mlock`): pinning
+//!    keeps the locked part a prefix of the committed part;
+//! 5. nothing on reserve, commit or decommit allocates through the global
+//!    allocator, so a global allocator may open and grow Blocks.
+//!
+//! Commits and decommits of one Block are serialized by a commit lock (one of
+//! a few striped locks, so that Blocks need no lock of their own at a stable
+//! address; `fork` takes them all, see `fork.rs`). Each commit maps the new
+//! pages, locks them (or records why not), populates them unless prefault is
+//! off, and tells every watcher (a device registration covering the Block)
+//! before publishing the new committed size, so no allocation can land in
+//! pages a registration has not seen. A Block with a watcher refuses to
+//! decommit: the device may still use the pages.
 
+mod populate;
+mod report;
+
+use core::cell::{Cell, UnsafeCell};
 use core::fmt;
 use core::ops::Deref;
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::Error;
+use crate::lock::SpinLock;
 
 #[cfg(all(target_os = "linux", not(miri)))]
 #[path = "linux.rs"]
@@ -45,29 +65,94 @@ mod imp;
 mod imp;
 
 pub use imp::Export;
-#[cfg(target_vendor = "apple")]
+#[cfg(all(target_vendor = "apple", not(miri)))]
 pub use imp::IOSurfaceRef;
+pub(crate) use report::{HOW_TO_RAISE, memlock_limit};
 
-/// What a platform backend provides; see the module documentation.
+/// What a backend's `reserve` or `attach` made.
+pub(crate) struct Reserved {
+    pub(crate) raw: imp::Raw,
+    pub(crate) ptr: NonNull<u8>,
+    pub(crate) capacity: usize,
+    /// Bytes already committed (a backend that cannot reserve commits all).
+    pub(crate) committed: usize,
+    /// Bytes already locked (a prefix of `committed`).
+    pub(crate) locked: usize,
+    pub(crate) granule: usize,
+}
+
+/// What a platform backend provides; see the module documentation. Offsets
+/// are from the reservation's first byte and multiples of its granule.
 pub(crate) trait Backend: Sized {
-    /// Maps `size` bytes, a positive multiple of the page size, as `options` say.
-    fn open(size: usize, options: &BlockOptions<'_>) -> Result<Region, Error>;
+    /// Reserves `capacity` bytes (a positive multiple of `granule`) of
+    /// address space aligned to `align`, committing nothing unless the
+    /// backend cannot reserve.
+    fn reserve(
+        capacity: usize,
+        granule: usize,
+        align: usize,
+        options: &BlockOptions<'_>,
+    ) -> Result<Reserved, Error>;
+
+    /// Maps `from..to` readable and writable (zero-filled on first touch).
+    ///
+    /// # Safety
+    /// `base` is this reservation's; `from..to` lies in it beyond what is
+    /// committed.
+    unsafe fn map(&self, base: NonNull<u8>, from: usize, to: usize) -> Result<(), Error>;
+
+    /// Locks `from..to` (mapped), faulting every page in when `populate`.
+    ///
+    /// # Safety
+    /// As `map`, for a mapped range.
+    unsafe fn lock(
+        &self,
+        base: NonNull<u8>,
+        from: usize,
+        to: usize,
+        populate: bool,
+    ) -> Result<(), std::io::Error>;
+
+    /// Faults every page of `from..to` (mapped) in, reporting failure.
+    ///
+    /// # Safety
+    /// As `lock`.
+    unsafe fn populate(&self, base: NonNull<u8>, from: usize, to: usize) -> Result<(), Error>;
+
+    /// Gives the pages of `from..to` back: afterwards they are neither
+    /// mapped nor locked nor counted, and a later `map` finds them zero.
+    ///
+    /// # Safety
+    /// As `lock`; nothing refers to the range any more.
+    unsafe fn unmap(&self, base: NonNull<u8>, from: usize, to: usize) -> Result<(), Error>;
+
+    /// Whether `unmap` may run: false where other mappings share the pages.
+    fn can_unmap(&self) -> bool;
 
     /// Gives a handle through which another mapping reaches the same pages.
     fn share(&self) -> Result<Export, Error>;
 
-    /// Maps the pages behind `export`.
+    /// Reserves room for the pages behind `export` (untrusted: checked
+    /// first) and returns the reservation, nothing committed yet, with the
+    /// size to commit: what the owner committed.
     ///
     /// # Safety
     /// As [`Block::attach`].
-    unsafe fn attach(export: Export, options: &BlockOptions<'_>) -> Result<Region, Error>;
+    unsafe fn attach(
+        export: Export,
+        options: &BlockOptions<'_>,
+    ) -> Result<(Reserved, usize), Error>;
 
-    /// Unmaps the region and releases the operating-system object.
+    /// How many bytes the pages behind a shared reservation hold now (what
+    /// its owner committed); `None` for private memory.
+    fn shared_size(&self) -> Result<Option<usize>, Error>;
+
+    /// Unmaps the whole reservation and releases the operating-system object.
     ///
     /// # Safety
-    /// `ptr` and `size` are the ones this backend returned with `self`, and no
-    /// reference into the region outlives this call.
-    unsafe fn release(&mut self, ptr: NonNull<u8>, size: usize);
+    /// `ptr` and `capacity` are the ones this backend returned with `self`,
+    /// and no reference into the region outlives this call.
+    unsafe fn release(&mut self, ptr: NonNull<u8>, capacity: usize);
 }
 
 /// The system's page size in bytes (read once from the system, then cached).
@@ -84,47 +169,100 @@ pub fn page_size() -> usize {
     page
 }
 
-/// Rounds `bytes` up to whole pages, rejecting zero and overflow.
-pub(crate) fn round_to_pages(bytes: usize) -> Result<usize, Error> {
+/// Rounds `bytes` up to a multiple of `granule` (a power of two), rejecting
+/// zero and overflow.
+pub(crate) fn round_to(bytes: usize, granule: usize) -> Result<usize, Error> {
     if bytes == 0 {
         return Err(Error::ZeroSize);
     }
-    match bytes.checked_next_multiple_of(page_size()) {
+    match bytes.checked_next_multiple_of(granule) {
         Some(size) if size <= isize::MAX as usize => Ok(size),
         _ => Err(Error::Overflow { requested: bytes }),
     }
 }
 
+/// What allocators commit at a time as they grow (more if one request needs
+/// more, less if the Block is smaller): one transparent huge page with 4 KiB
+/// pages, so that growing a private Block populates it a huge page at a time.
+pub(crate) const COMMIT_STEP: usize = 2 << 20;
+
 /// Whether a Block must be pinned.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum Pinning {
-    /// `mlock` must succeed, or opening fails with [`Error::Pin`]. The default.
+    /// `mlock` must succeed, or the commit fails: opening returns
+    /// [`Error::Pin`], an allocator's growth fails that allocation (or
+    /// spills). The default for Blocks opened explicitly.
     #[default]
     Required,
-    /// Try `mlock`; if it fails, keep the Block unpinned
-    /// ([`Region::is_pinned`] says which happened).
+    /// Try `mlock` at every commit; where it is refused, go on unpinned
+    /// ([`Region::is_pinned`] says whether everything committed is locked,
+    /// [`Region::locked`] how much). The default of the lazy constructors
+    /// (`Tape::lazy`, `Grid::lazy`, `Heap::lazy`), so that a global
+    /// allocator pins what the limit allows and runs on past it.
     BestEffort,
+    /// Never lock: the pages can be swapped out like any other memory.
+    Off,
 }
 
-/// How to open a [`Block`]: pinning, prefaulting, huge pages and a label.
+/// Which pages back a Block.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Pages {
+    /// The system's base pages (4 KiB on x86-64), with no advice.
+    Base,
+    /// Base pages with transparent huge page advice (`MADV_HUGEPAGE`): on
+    /// Linux a private Block of at least 2 MiB is aligned to 2 MiB so that
+    /// the kernel can back it with huge pages where its settings allow
+    /// (`/sys/kernel/mm/transparent_hugepage/enabled`). The default.
+    #[default]
+    Transparent,
+    /// Explicit 2 MiB huge pages from the system's pool (`MAP_HUGETLB`,
+    /// `MFD_HUGETLB`; reserve them in `/proc/sys/vm/nr_hugepages`). Sizes
+    /// round up to 2 MiB; too few free huge pages is [`Error::HugePages`].
+    Huge2M,
+    /// Explicit 1 GiB huge pages, as [`Pages::Huge2M`]
+    /// (`/sys/kernel/mm/hugepages/hugepages-1048576kB/nr_hugepages`).
+    Huge1G,
+}
+
+impl Pages {
+    /// The size of the explicit huge pages, if these are.
+    pub const fn huge_page_size(self) -> Option<usize> {
+        match self {
+            Pages::Huge2M => Some(2 << 20),
+            Pages::Huge1G => Some(1 << 30),
+            Pages::Base | Pages::Transparent => None,
+        }
+    }
+}
+
+/// How to open a [`Block`]: capacity, sharing, pinning, prefaulting, pages
+/// and a label.
 ///
 /// ```
 /// use unimem::{BlockOptions, Pinning};
 ///
 /// let block = BlockOptions::new()
 ///     .pinning(Pinning::BestEffort)
+///     .capacity(64 << 20) // reserve 64 MiB of address space...
 ///     .label("weights")
-///     .open(1 << 20)?;
-/// assert!(block.size() >= 1 << 20);
+///     .open(1 << 20)?; // ...and commit the first MiB
+/// assert_eq!(block.committed(), 1 << 20);
+/// assert_eq!(block.capacity(), 64 << 20);
+/// block.commit(8 << 20)?; // grows in place
+/// assert_eq!(block.committed(), 8 << 20);
 /// # Ok::<(), unimem::Error>(())
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BlockOptions<'a> {
     pub(crate) pinning: Pinning,
     pub(crate) prefault: bool,
-    pub(crate) huge_pages: bool,
+    pub(crate) pages: Pages,
     pub(crate) label: &'a str,
+    pub(crate) capacity: usize,
+    pub(crate) shared: bool,
+    pub(crate) quiet: bool,
 }
 
 impl Default for BlockOptions<'_> {
@@ -134,112 +272,530 @@ impl Default for BlockOptions<'_> {
 }
 
 impl<'a> BlockOptions<'a> {
-    /// Pinning required, pages prefaulted, huge-page advice on, label `"unimem"`.
+    /// Private, pinning required, pages prefaulted, transparent huge page
+    /// advice, label `"unimem"`, capacity equal to what is opened.
     pub const fn new() -> Self {
         BlockOptions {
             pinning: Pinning::Required,
             prefault: true,
-            huge_pages: true,
+            pages: Pages::Transparent,
             label: "unimem",
+            capacity: 0,
+            shared: false,
+            quiet: false,
         }
     }
 
-    /// Whether `mlock` must succeed.
+    /// The options of the lazy constructors (`Tape::lazy`, `Grid::lazy`,
+    /// `Heap::lazy`): as [`new`](BlockOptions::new) but with
+    /// [`Pinning::BestEffort`], so that a global allocator pins what
+    /// `RLIMIT_MEMLOCK` allows, says once on standard error when it runs
+    /// out, and goes on unpinned.
+    pub const fn lazy() -> Self {
+        BlockOptions::new().pinning(Pinning::BestEffort)
+    }
+
+    /// Whether `mlock` must succeed, is tried, or is not called.
     pub const fn pinning(mut self, pinning: Pinning) -> Self {
         self.pinning = pinning;
         self
     }
 
-    /// Whether every page is faulted in at open (the default): by `mlock`
-    /// itself when pinning, else by `MADV_POPULATE_WRITE` on Linux (which,
-    /// unlike `MAP_POPULATE`, reports failure). Without it the pages are
-    /// locked as they are first touched (`MLOCK_ONFAULT` on Linux), so
-    /// opening is fast and the cost moves to first use.
+    /// Whether every page is faulted in as it is committed (the default): by
+    /// `mlock` itself when pinning, else by `MADV_POPULATE_WRITE` on Linux
+    /// (which, unlike `MAP_POPULATE`, reports failure). Without it the pages
+    /// are locked as they are first touched (`MLOCK_ONFAULT` on Linux), so
+    /// committing is fast and the cost moves to first use.
     pub const fn prefault(mut self, prefault: bool) -> Self {
         self.prefault = prefault;
         self
     }
 
-    /// Whether to advise transparent huge pages (`MADV_HUGEPAGE`) for Blocks of
-    /// at least one huge page (2 MiB with 4 KiB pages). Advice only: the
-    /// kernel's `shmem_enabled` setting decides.
-    pub const fn huge_pages(mut self, huge_pages: bool) -> Self {
-        self.huge_pages = huge_pages;
+    /// Which pages back the Block; see [`Pages`].
+    pub const fn pages(mut self, pages: Pages) -> Self {
+        self.pages = pages;
         self
     }
 
-    /// A name for the memory: it shows in `/proc/<pid>/maps` as
-    /// `/memfd:<label>` on Linux. Longer than 249 bytes is cut; a NUL byte is
-    /// an error at open.
+    /// Shorthand: `true` for [`Pages::Transparent`] (the default), `false`
+    /// for [`Pages::Base`].
+    pub const fn huge_pages(self, huge_pages: bool) -> Self {
+        self.pages(if huge_pages {
+            Pages::Transparent
+        } else {
+            Pages::Base
+        })
+    }
+
+    /// Reserves at least `bytes` of address space, of which `open` commits
+    /// only what it is asked for; [`Region::commit`] commits more in place,
+    /// up to the capacity. Less than what is opened means the same.
+    pub const fn capacity(mut self, bytes: usize) -> Self {
+        self.capacity = bytes;
+        self
+    }
+
+    /// Whether another process can map the same pages ([`Region::share`],
+    /// [`Block::attach`]): on Linux a sealed memfd mapped `MAP_SHARED`
+    /// instead of private memory. A shared Block is shared with forked
+    /// children too, as any `MAP_SHARED` memory is; a private one (the
+    /// default) is copied into them.
+    pub const fn shared(mut self, shared: bool) -> Self {
+        self.shared = shared;
+        self
+    }
+
+    /// Whether to keep quiet when `mlock` is refused. By default the first
+    /// refusal in the process writes one line to standard error that says
+    /// what was refused and how to raise the limit; programs that choose
+    /// [`Pinning::BestEffort`] deliberately can turn it off.
+    pub const fn quiet(mut self, quiet: bool) -> Self {
+        self.quiet = quiet;
+        self
+    }
+
+    /// A name for the memory: it shows in `/proc/<pid>/maps` on Linux, as
+    /// `/memfd:<label>` for a shared Block, and as `[anon:<label>]` for a
+    /// private one where the kernel names anonymous memory
+    /// (`CONFIG_ANON_VMA_NAME`; advice only, ignored elsewhere). Longer than
+    /// 249 bytes (79 for a private Block) is cut; a NUL byte is an error at
+    /// open.
     pub const fn label(mut self, label: &'a str) -> Self {
         self.label = label;
         self
     }
 
-    /// Opens a Block of at least `bytes` bytes with these options.
+    /// Opens a Block committing at least `bytes` bytes with these options.
     pub fn open(&self, bytes: usize) -> Result<Block, Error> {
         Block::open_with(bytes, self)
     }
+
+    /// The granule of Blocks opened with these options: the huge page size
+    /// for explicit huge pages, else the page size.
+    pub(crate) fn granule(&self) -> usize {
+        self.pages.huge_page_size().unwrap_or(0).max(page_size())
+    }
 }
 
-/// The address range, size and platform handle of a [`Block`], without access
-/// to its bytes.
+/// What later commits of a Block need of the options it was opened with.
+#[derive(Clone, Copy, Debug)]
+struct Settings {
+    pinning: Pinning,
+    prefault: bool,
+    quiet: bool,
+}
+
+/// Something told about every commit of a Block: a device registration that
+/// covers it (see `register.rs`).
+#[derive(Clone, Copy)]
+pub(crate) struct Watcher {
+    /// The registration's state, passed back to `committed`.
+    pub(crate) data: *const (),
+    /// Registers the newly committed bytes `from..to` of the reservation at
+    /// `base`. Its failure leaves the commit in place (undoing it could
+    /// unmap pages that other watchers registered); the watcher keeps the
+    /// error itself.
+    ///
+    /// # Safety
+    /// Called with the `data` it was registered with, under the commit lock,
+    /// for mapped bytes of the Block.
+    pub(crate) committed: unsafe fn(data: *const (), base: NonNull<u8>, from: usize, to: usize),
+}
+
+/// What [`Region::watch`] did.
+pub(crate) enum Watch {
+    /// Added; the committed size at that moment, which the watcher must
+    /// cover itself (later commits it is told of).
+    Added(usize),
+    /// A watcher with the same data was there already.
+    Already,
+    /// The Block has no room for another watcher.
+    Full,
+}
+
+/// How many watchers one Block takes.
+const WATCHERS: usize = 4;
+
+/// The striped commit locks: a Block uses the one its address picks.
+const STRIPES: usize = 16;
+static COMMIT_LOCKS: [SpinLock<()>; STRIPES] = [const { SpinLock::new(()) }; STRIPES];
+
+thread_local! {
+    /// Whether this thread is inside a commit (a watcher may allocate, and
+    /// an allocator it reaches must not commit again on this thread).
+    static COMMITTING: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Takes every commit lock, for `fork` (see `fork.rs`).
+pub(crate) fn lock_for_fork() {
+    for lock in &COMMIT_LOCKS {
+        lock.lock_for_fork();
+    }
+}
+
+/// Releases what `lock_for_fork` took.
+///
+/// # Safety
+/// As [`SpinLock::unlock_after_fork`].
+pub(crate) unsafe fn unlock_after_fork() {
+    for lock in COMMIT_LOCKS.iter().rev() {
+        // SAFETY: the caller's contract.
+        unsafe { lock.unlock_after_fork() };
+    }
+}
+
+/// The address range, capacity, committed size and platform handle of a
+/// [`Block`], without access to its bytes.
 ///
 /// Allocators hand this out (`tape.block()`): the allocations they give out
 /// are the only sound way to reach the bytes while they own the Block.
 pub struct Region {
-    pub(crate) ptr: NonNull<u8>,
-    pub(crate) size: usize,
-    pub(crate) pinned: bool,
-    pub(crate) raw: imp::Raw,
+    ptr: NonNull<u8>,
+    capacity: usize,
+    /// Bytes committed from `ptr`. Changed under the commit lock; read
+    /// anywhere (Acquire, pairing with the Release store that published it
+    /// after the pages were mapped).
+    committed: AtomicUsize,
+    /// Bytes locked from `ptr`: a prefix of `committed`. Changed under the
+    /// commit lock.
+    locked: AtomicUsize,
+    granule: usize,
+    settings: Settings,
+    /// Registrations told of each commit; under the commit lock.
+    watchers: UnsafeCell<[Option<Watcher>; WATCHERS]>,
+    raw: imp::Raw,
 }
 
-// SAFETY: a Region owns its mapping like a `Box<[u8]>` owns its buffer; it
-// hands out only a raw pointer and plain values, never references into the
-// bytes, and the OS objects it holds (an fd, an IOSurface) may be used and
-// released from any thread.
+// SAFETY: a Region owns its reservation like a `Box<[u8]>` owns its buffer;
+// it hands out only a raw pointer and plain values, never references into
+// the bytes, and the OS objects it holds (an fd, an IOSurface) may be used
+// and released from any thread. `watchers` holds pointers to registrations'
+// states, which are Sync, and is only reached under the commit lock.
 unsafe impl Send for Region {}
-// SAFETY: as above; every `&self` method reads fields that never change.
+// SAFETY: as above; the mutable state is atomic or under the commit lock.
 unsafe impl Sync for Region {}
 
 impl Region {
-    /// The first byte. Page-aligned; the same for the region's whole life.
+    fn new(reserved: Reserved, settings: Settings) -> Region {
+        crate::fork::install();
+        Region {
+            ptr: reserved.ptr,
+            capacity: reserved.capacity,
+            committed: AtomicUsize::new(reserved.committed),
+            locked: AtomicUsize::new(reserved.locked),
+            granule: reserved.granule,
+            settings,
+            watchers: UnsafeCell::new([None; WATCHERS]),
+            raw: reserved.raw,
+        }
+    }
+
+    /// The first byte. Aligned to the granule; the same for the region's
+    /// whole life.
     #[inline]
     pub fn as_ptr(&self) -> *mut u8 {
         self.ptr.as_ptr()
     }
 
-    /// The size in bytes: a whole number of pages.
+    /// The committed bytes, which can be read and written: the same as
+    /// [`committed`](Region::committed), the seed's name for it.
     #[inline]
     pub fn size(&self) -> usize {
-        self.size
+        self.committed()
     }
 
-    /// Whether the pages are locked in memory.
+    /// The committed bytes from the first byte: a whole number of granules.
+    #[inline]
+    pub fn committed(&self) -> usize {
+        // Acquire: pairs with the Release store in `commit_locked`, after
+        // the pages were mapped.
+        self.committed.load(Ordering::Acquire)
+    }
+
+    /// The reserved bytes: what the Block can grow to without moving.
+    #[inline]
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// The unit of commits: the page size, or the huge page size for a
+    /// Block of explicit huge pages.
+    #[inline]
+    pub fn granule(&self) -> usize {
+        self.granule
+    }
+
+    /// Whether every committed byte is locked in memory.
     #[inline]
     pub fn is_pinned(&self) -> bool {
-        self.pinned
+        // Relaxed: a snapshot; exact when no commit runs.
+        self.locked.load(Ordering::Relaxed) == self.committed.load(Ordering::Relaxed)
     }
 
-    /// Whether `ptr` points into this region.
+    /// The committed bytes that are locked in memory, from the first byte.
+    #[inline]
+    pub fn locked(&self) -> usize {
+        // Relaxed: a snapshot, as `is_pinned`.
+        self.locked.load(Ordering::Relaxed)
+    }
+
+    /// Whether `ptr` points into the reservation (committed or not): the
+    /// address range the Block owns for its whole life.
     #[inline]
     pub fn contains(&self, ptr: *const u8) -> bool {
-        ptr.addr().wrapping_sub(self.ptr.as_ptr().addr()) < self.size
+        ptr.addr().wrapping_sub(self.ptr.as_ptr().addr()) < self.capacity
+    }
+
+    /// Commits at least the first `bytes` bytes (rounded up to the granule),
+    /// in place: maps, locks as the pinning option says, populates unless
+    /// prefault is off, and registers them with every registration covering
+    /// the Block. What is committed already stays as it is.
+    ///
+    /// Errors: more than the capacity ([`Error::Capacity`]), a refused
+    /// `mlock` with [`Pinning::Required`] ([`Error::Pin`], and nothing new
+    /// stays committed), too few huge pages ([`Error::HugePages`]), a
+    /// failed system call, or a commit from inside a registration's own
+    /// commit hook on the same thread ([`Error::InvalidArgument`]).
+    pub fn commit(&self, bytes: usize) -> Result<(), Error> {
+        if bytes > self.capacity {
+            return Err(Error::Capacity {
+                requested: bytes,
+                capacity: self.capacity,
+            });
+        }
+        self.commit_to(bytes, Parallel::Allowed)
+    }
+
+    /// [`commit`](Region::commit) for allocators: at least `end` bytes, in
+    /// steps of [`COMMIT_STEP`] (capped at the capacity), never populating
+    /// from other threads. False if `end` is past the capacity or the commit
+    /// failed (a refused required pin, too few huge pages, a commit from
+    /// inside a commit).
+    #[cold]
+    pub(crate) fn grow_to(&self, end: usize) -> bool {
+        if end > self.capacity {
+            return false;
+        }
+        let step = end.next_multiple_of(COMMIT_STEP).min(self.capacity);
+        self.commit_to(step, Parallel::No).is_ok()
+    }
+
+    fn commit_to(&self, end: usize, parallel: Parallel) -> Result<(), Error> {
+        if end <= self.committed() {
+            return Ok(());
+        }
+        if COMMITTING.get() {
+            return Err(Error::InvalidArgument {
+                reason: "a Block cannot commit from inside a commit on the same thread \
+                         (a registration's driver allocating from the allocator it registers)",
+            });
+        }
+        let _lock = self.commit_lock().lock();
+        COMMITTING.set(true);
+        // SAFETY: we hold the commit lock.
+        let result = unsafe { self.commit_locked(end, parallel) };
+        COMMITTING.set(false);
+        result
+    }
+
+    /// # Safety
+    /// The caller holds the commit lock.
+    unsafe fn commit_locked(&self, end: usize, parallel: Parallel) -> Result<(), Error> {
+        // Relaxed: only holders of the commit lock store these.
+        let from = self.committed.load(Ordering::Relaxed);
+        let to = end
+            .checked_next_multiple_of(self.granule)
+            .map_or(self.capacity, |to| to.min(self.capacity));
+        if to <= from {
+            return Ok(());
+        }
+        // SAFETY: `from..to` lies in the reservation beyond what is committed.
+        unsafe { self.raw.map(self.ptr, from, to)? };
+        if let Err(error) = self.lock_and_populate(from, to, parallel) {
+            // SAFETY: just mapped, and not published: nothing refers to it.
+            let _ = unsafe { self.raw.unmap(self.ptr, from, to) };
+            return Err(error);
+        }
+        // SAFETY: we hold the commit lock, which guards the watchers.
+        for watcher in unsafe { &*self.watchers.get() }.iter().flatten() {
+            // SAFETY: registered with this `data`; the range is mapped.
+            unsafe { (watcher.committed)(watcher.data, self.ptr, from, to) };
+        }
+        // Release: publishes the mapping to every Acquire load of
+        // `committed`, after the watchers saw it.
+        self.committed.store(to, Ordering::Release);
+        Ok(())
+    }
+
+    /// Locks (or not, as pinning says) and populates the freshly mapped
+    /// `from..to`.
+    fn lock_and_populate(&self, from: usize, to: usize, parallel: Parallel) -> Result<(), Error> {
+        let settings = self.settings;
+        // More than the machine's memory can be neither pinned nor faulted
+        // in: say so now rather than after the kernel has tried (and pushed
+        // everything else out of memory on the way).
+        let physical = imp::physical_memory();
+        if settings.prefault && to - from > physical {
+            return Err(Error::OutOfMemory {
+                requested: to - from,
+                available: physical,
+            });
+        }
+        let mut populated = false;
+        if settings.pinning != Pinning::Off {
+            // Keep the locked part a prefix: lock from its end, which is
+            // below `from` where an earlier lock was refused.
+            // Relaxed: under the commit lock.
+            let locked = self.locked.load(Ordering::Relaxed);
+            if settings.prefault
+                && parallel == Parallel::Allowed
+                && populate::worth_threads(to - from)
+            {
+                // SAFETY: mapped just now, nothing refers to it.
+                unsafe { populate::in_threads(self.ptr, from, to)? };
+                populated = true;
+            }
+            // SAFETY: `locked..to` is mapped (committed or just mapped).
+            match unsafe { self.raw.lock(self.ptr, locked, to, settings.prefault) } {
+                Ok(()) => {
+                    self.locked.store(to, Ordering::Relaxed);
+                    populated |= settings.prefault;
+                }
+                Err(source) => {
+                    let required = settings.pinning == Pinning::Required;
+                    if !settings.quiet {
+                        report::refusal(to - locked, &source, required);
+                    }
+                    if required {
+                        return Err(Error::pin(to - locked, source));
+                    }
+                }
+            }
+        }
+        if settings.prefault && !populated {
+            if parallel == Parallel::Allowed && populate::worth_threads(to - from) {
+                // SAFETY: as above.
+                unsafe { populate::in_threads(self.ptr, from, to)? };
+            } else {
+                // SAFETY: as above.
+                unsafe { self.raw.populate(self.ptr, from, to)? };
+            }
+        }
+        Ok(())
+    }
+
+    /// Decommits everything past the first `keep` bytes (rounded up to the
+    /// granule): the pages go back to the system, unlocked, and read as zero
+    /// if committed again.
+    ///
+    /// # Safety
+    /// Nothing refers to the bytes past `keep`, and no other thread can come
+    /// to (allocators guarantee it for the ranges they give back).
+    pub(crate) unsafe fn decommit_to(&self, keep: usize) -> Result<(), Error> {
+        if !self.raw.can_unmap() {
+            return Err(Error::Unsupported {
+                what: "decommitting a shared Block, whose pages other mappings may use",
+            });
+        }
+        let _lock = self.commit_lock().lock();
+        // SAFETY: we hold the commit lock, which guards the watchers.
+        if unsafe { &*self.watchers.get() }.iter().any(Option::is_some) {
+            return Err(Error::Registered);
+        }
+        // Relaxed: only holders of the commit lock store these.
+        let committed = self.committed.load(Ordering::Relaxed);
+        let keep = keep
+            .checked_next_multiple_of(self.granule)
+            .unwrap_or(committed);
+        if keep >= committed {
+            return Ok(());
+        }
+        // Release: no thread may use the range from here (the caller's
+        // contract); lower it before the pages go, so that a reader never
+        // sees a committed size covering unmapped pages.
+        self.committed.store(keep, Ordering::Release);
+        // SAFETY: the caller's contract; `keep..committed` is mapped.
+        let result = unsafe { self.raw.unmap(self.ptr, keep, committed) };
+        let locked = self.locked.load(Ordering::Relaxed);
+        self.locked.store(locked.min(keep), Ordering::Relaxed);
+        result
+    }
+
+    /// Maps what another mapping of the same (shared) pages committed since
+    /// this one attached or last followed, up to the capacity reserved at
+    /// attach; returns the committed size. For an owner's own Block this
+    /// changes nothing.
+    pub fn follow(&self) -> Result<usize, Error> {
+        match self.raw.shared_size()? {
+            Some(size) => {
+                let size = size - size % self.granule;
+                self.commit_to(size.min(self.capacity), Parallel::No)?;
+                Ok(self.committed())
+            }
+            None => Ok(self.committed()),
+        }
+    }
+
+    fn commit_lock(&self) -> &'static SpinLock<()> {
+        // Fibonacci hashing of the address above the smallest granule.
+        let hash = (self.ptr.as_ptr().addr() >> 12).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        &COMMIT_LOCKS[hash >> (usize::BITS - STRIPES.trailing_zeros())]
+    }
+
+    /// Adds a watcher, told of every commit from now on.
+    pub(crate) fn watch(&self, watcher: Watcher) -> Watch {
+        let _lock = self.commit_lock().lock();
+        // SAFETY: we hold the commit lock, which guards the watchers.
+        let slots = unsafe { &mut *self.watchers.get() };
+        if slots
+            .iter()
+            .flatten()
+            .any(|watching| watching.data == watcher.data)
+        {
+            return Watch::Already;
+        }
+        let Some(free) = slots.iter_mut().find(|slot| slot.is_none()) else {
+            return Watch::Full;
+        };
+        *free = Some(watcher);
+        // Relaxed: under the commit lock, which every store holds.
+        Watch::Added(self.committed.load(Ordering::Relaxed))
+    }
+
+    /// The first byte, as the non-null pointer it is.
+    #[inline]
+    pub(crate) fn base(&self) -> NonNull<u8> {
+        self.ptr
+    }
+
+    /// Removes the watcher added by `watch` with this `data`; after this
+    /// returns, it is not called again.
+    pub(crate) fn unwatch(&self, data: *const ()) {
+        let _lock = self.commit_lock().lock();
+        // SAFETY: we hold the commit lock, which guards the watchers.
+        let slots = unsafe { &mut *self.watchers.get() };
+        if let Some(slot) = slots
+            .iter_mut()
+            .find(|slot| slot.is_some_and(|watcher| watcher.data == data))
+        {
+            *slot = None;
+        }
     }
 
     /// Gives a handle through which another process (or a second mapping in
-    /// this one, see [`Block::attach`]) reaches the same pages: a sealed memfd
-    /// on Linux, a Mach send right on Apple platforms.
+    /// this one, see [`Block::attach`]) reaches the same pages: on Linux an
+    /// owned, close-on-exec duplicate of the sealed memfd of a Block opened
+    /// with [`BlockOptions::shared`], on Apple platforms a Mach send right.
     ///
-    /// The portable backend has no such handle and returns
-    /// [`Error::Unsupported`].
+    /// A private Block is [`Error::InvalidArgument`] (it names the option);
+    /// the portable backend has no handle ([`Error::Unsupported`]).
     pub fn share(&self) -> Result<Export, Error> {
         self.raw.share()
     }
 
-    /// The memfd behind the mapping.
+    /// The memfd behind a shared Block; `None` for a private one.
     #[cfg(all(target_os = "linux", not(miri)))]
-    pub fn handle(&self) -> std::os::fd::BorrowedFd<'_> {
+    pub fn handle(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
         self.raw.handle()
     }
 
@@ -256,12 +812,26 @@ impl Region {
     }
 }
 
+/// Whether a commit may populate its pages from several threads.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Parallel {
+    /// An explicit open or commit: a large one populates in threads.
+    Allowed,
+    /// An allocator growing, possibly inside a global allocator: spawning
+    /// threads would allocate.
+    No,
+}
+
 impl Drop for Region {
     fn drop(&mut self) {
-        // SAFETY: `ptr` and `size` came from the backend with `raw`; a Region
-        // hands out no references, and every borrow of a Block or an allocator
-        // that owns this Region has ended.
-        unsafe { self.raw.release(self.ptr, self.size) }
+        debug_assert!(
+            self.watchers.get_mut().iter().all(Option::is_none),
+            "a Region dropped while registered"
+        );
+        // SAFETY: `ptr` and `capacity` came from the backend with `raw`; a
+        // Region hands out no references, and every borrow of a Block or an
+        // allocator that owns this Region has ended.
+        unsafe { self.raw.release(self.ptr, self.capacity) }
     }
 }
 
@@ -269,18 +839,23 @@ impl fmt::Debug for Region {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Region")
             .field("ptr", &self.ptr)
-            .field("size", &self.size)
-            .field("pinned", &self.pinned)
+            .field("committed", &self.committed())
+            .field("capacity", &self.capacity)
+            .field("locked", &self.locked())
             .finish_non_exhaustive()
     }
 }
 
-/// One pinned, page-aligned region of memory with a stable address.
+/// A reserved range of address space with a committed prefix: pinned,
+/// page-aligned, at a stable address, growable in place.
 ///
-/// On Linux the pages belong to a sealed memfd, mapped shared and locked with
-/// `mlock`; on Apple platforms to an IOSurface locked at creation; elsewhere
-/// (and under Miri) to page-aligned heap memory. A Block dereferences to its
-/// [`Region`] for the address, size and handle.
+/// On Linux a Block is private anonymous memory by default (a forked child
+/// gets a copy; transparent huge pages apply), or a sealed memfd mapped
+/// shared when [`BlockOptions::shared`] asks for one; committed pages are
+/// locked with `mlock`. On Apple platforms it is an IOSurface locked at
+/// creation, all committed at open; elsewhere (and under Miri) page-aligned
+/// heap memory. A Block dereferences to its [`Region`] for the address,
+/// sizes, commits and handle.
 ///
 /// ```
 /// use unimem::{BlockOptions, Pinning};
@@ -296,29 +871,63 @@ pub struct Block {
 }
 
 impl Block {
-    /// Opens a pinned Block of at least `bytes` bytes, rounded up to whole pages,
-    /// with the default [`BlockOptions`].
+    /// Opens a pinned Block of at least `bytes` bytes, rounded up to whole
+    /// pages, all committed, with the default [`BlockOptions`].
     pub fn open(bytes: usize) -> Result<Block, Error> {
         Block::open_with(bytes, &BlockOptions::new())
     }
 
-    /// Opens a Block of at least `bytes` bytes with `options`.
+    /// Opens a Block reserving `max(bytes, options.capacity)` bytes and
+    /// committing `bytes` of them (zero is allowed when the capacity is
+    /// not), with `options`.
     pub fn open_with(bytes: usize, options: &BlockOptions<'_>) -> Result<Block, Error> {
+        let block = Block::reserve(bytes.max(options.capacity), options)?;
+        block.commit_to(bytes, Parallel::Allowed)?;
+        Ok(block)
+    }
+
+    /// Reserves `capacity` bytes as `options` say and commits nothing (an
+    /// allocator's lazy Block).
+    pub(crate) fn reserve(capacity: usize, options: &BlockOptions<'_>) -> Result<Block, Error> {
+        Block::reserve_aligned(capacity, 1, options)
+    }
+
+    /// As [`reserve`](Block::reserve), the first byte aligned to at least
+    /// `align` (a power of two).
+    pub(crate) fn reserve_aligned(
+        capacity: usize,
+        align: usize,
+        options: &BlockOptions<'_>,
+    ) -> Result<Block, Error> {
         if options.label.as_bytes().contains(&0) {
             return Err(Error::InvalidArgument {
                 reason: "a Block label cannot contain a NUL byte",
             });
         }
-        let size = round_to_pages(bytes)?;
-        let region = <imp::Raw as Backend>::open(size, options)?;
-        Ok(Block { region })
+        let granule = options.granule();
+        let capacity = round_to(capacity, granule)?;
+        // Transparent huge pages need 2 MiB-aligned 2 MiB ranges.
+        let align = if options.pages == Pages::Transparent && capacity >= COMMIT_STEP {
+            COMMIT_STEP
+        } else {
+            granule
+        }
+        .max(align);
+        let reserved = <imp::Raw as Backend>::reserve(capacity, granule, align, options)?;
+        Ok(Block {
+            region: Region::new(reserved, Settings::of(options)),
+        })
     }
 
     /// Maps the pages behind `export` (from [`Region::share`], here or in
     /// another process), pinned as the default [`BlockOptions`] say.
     ///
-    /// On Linux the fd must be a memfd sealed against shrinking and growing,
-    /// of a whole number of pages; anything else is [`Error::BadHandle`].
+    /// On Linux the fd must be a memfd sealed against shrinking (and not
+    /// against writing), of a whole number of pages; anything else is
+    /// [`Error::BadHandle`]. The fd is untrusted: its size is checked
+    /// against the memory that can be committed and locked before a page is
+    /// touched. With [`BlockOptions::capacity`] the mapping reserves room to
+    /// [`follow`](Region::follow) the owner's growth.
     ///
     /// # Safety
     /// The new Block aliases every other mapping of the same pages, in this
@@ -333,15 +942,32 @@ impl Block {
         unsafe { Block::attach_with(export, &BlockOptions::new()) }
     }
 
-    /// [`Block::attach`] with `options` (pinning and prefault; the label and
-    /// huge-page advice were fixed by the owner).
+    /// [`Block::attach`] with `options` (pinning, prefault, quiet and
+    /// capacity; the label and pages were fixed by the owner).
     ///
     /// # Safety
     /// As [`Block::attach`].
     pub unsafe fn attach_with(export: Export, options: &BlockOptions<'_>) -> Result<Block, Error> {
         // SAFETY: the caller upholds the aliasing contract documented above.
-        let region = unsafe { <imp::Raw as Backend>::attach(export, options)? };
-        Ok(Block { region })
+        let (reserved, size) = unsafe { <imp::Raw as Backend>::attach(export, options)? };
+        let block = Block {
+            region: Region::new(reserved, Settings::of(options)),
+        };
+        block.commit_to(size, Parallel::No)?;
+        Ok(block)
+    }
+
+    /// Decommits everything past the first `keep` bytes (rounded up to the
+    /// granule): the pages go back to the system, unlocked, and read as zero
+    /// if committed again. The capacity stays reserved.
+    ///
+    /// Errors: a shared Block ([`Error::Unsupported`]: other processes may
+    /// map the pages), or one registered with a device
+    /// ([`Error::Registered`]: the device may still use them).
+    pub fn decommit(&mut self, keep: usize) -> Result<(), Error> {
+        // SAFETY: `&mut self`: no view into the bytes is alive, and the
+        // Block's own allocator (if any) is not using it.
+        unsafe { self.region.decommit_to(keep) }
     }
 
     /// Gives up the views, keeping only the [`Region`].
@@ -349,44 +975,55 @@ impl Block {
         self.region
     }
 
-    /// The bytes.
+    /// The committed bytes.
     pub fn as_bytes(&self) -> &[u8] {
-        // SAFETY: the region's bytes are mapped and initialized for its lifetime
-        // (backend contract 2), which `&self` covers; no `&mut` view can exist
-        // at the same time, and other mappings are excluded by `attach`'s
-        // contract.
-        unsafe { core::slice::from_raw_parts(self.as_ptr(), self.size()) }
+        // SAFETY: the committed bytes are mapped and initialized while they
+        // stay committed (backend contract 2); decommitting takes `&mut self`,
+        // which `&self` excludes. No `&mut` view can exist at the same time,
+        // and other mappings are excluded by `attach`'s contract.
+        unsafe { core::slice::from_raw_parts(self.as_ptr(), self.committed()) }
     }
 
-    /// The bytes, mutably.
+    /// The committed bytes, mutably.
     pub fn as_bytes_mut(&mut self) -> &mut [u8] {
         // SAFETY: as `as_bytes`; `&mut self` makes this the only view.
-        unsafe { core::slice::from_raw_parts_mut(self.as_ptr(), self.size()) }
+        unsafe { core::slice::from_raw_parts_mut(self.as_ptr(), self.committed()) }
     }
 
-    /// The bytes as `f32`s (a page-aligned block holds a whole number of them).
+    /// The committed bytes as `f32`s (a page-aligned Block holds a whole
+    /// number of them).
     pub fn as_f32(&self) -> &[f32] {
         // SAFETY: as `as_bytes`; the address is page-aligned, hence aligned for
         // f32, the size is a multiple of 4, and every bit pattern is an f32.
-        unsafe { core::slice::from_raw_parts(self.as_ptr().cast(), self.size() / 4) }
+        unsafe { core::slice::from_raw_parts(self.as_ptr().cast(), self.committed() / 4) }
     }
 
-    /// The bytes as `f32`s, mutably.
+    /// The committed bytes as `f32`s, mutably.
     pub fn as_f32_mut(&mut self) -> &mut [f32] {
         // SAFETY: as `as_f32`; `&mut self` makes this the only view.
-        unsafe { core::slice::from_raw_parts_mut(self.as_ptr().cast(), self.size() / 4) }
+        unsafe { core::slice::from_raw_parts_mut(self.as_ptr().cast(), self.committed() / 4) }
     }
 
-    /// The bytes as `u16`s (half-precision and bfloat16 tensors).
+    /// The committed bytes as `u16`s (half-precision and bfloat16 tensors).
     pub fn as_u16(&self) -> &[u16] {
         // SAFETY: as `as_f32`, for u16.
-        unsafe { core::slice::from_raw_parts(self.as_ptr().cast(), self.size() / 2) }
+        unsafe { core::slice::from_raw_parts(self.as_ptr().cast(), self.committed() / 2) }
     }
 
-    /// The bytes as `u16`s, mutably.
+    /// The committed bytes as `u16`s, mutably.
     pub fn as_u16_mut(&mut self) -> &mut [u16] {
         // SAFETY: as `as_u16`; `&mut self` makes this the only view.
-        unsafe { core::slice::from_raw_parts_mut(self.as_ptr().cast(), self.size() / 2) }
+        unsafe { core::slice::from_raw_parts_mut(self.as_ptr().cast(), self.committed() / 2) }
+    }
+}
+
+impl Settings {
+    fn of(options: &BlockOptions<'_>) -> Settings {
+        Settings {
+            pinning: options.pinning,
+            prefault: options.prefault,
+            quiet: options.quiet,
+        }
     }
 }
 
@@ -405,95 +1042,4 @@ impl fmt::Debug for Block {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn options() -> BlockOptions<'static> {
-        BlockOptions::new().pinning(Pinning::BestEffort)
-    }
-
-    #[test]
-    fn sizes_round_to_pages() {
-        let page = page_size();
-        assert!(page.is_power_of_two());
-        let block = options().open(1).unwrap();
-        assert_eq!(block.size(), page);
-        assert_eq!(block.as_ptr().addr() % page, 0);
-        let block = options().open(page + 1).unwrap();
-        assert_eq!(block.size(), 2 * page);
-    }
-
-    #[test]
-    fn bad_sizes_are_typed_errors() {
-        assert!(matches!(options().open(0), Err(Error::ZeroSize)));
-        assert!(matches!(
-            options().open(usize::MAX),
-            Err(Error::Overflow {
-                requested: usize::MAX
-            })
-        ));
-        assert!(matches!(
-            options().open(isize::MAX as usize + 2),
-            Err(Error::Overflow { .. })
-        ));
-    }
-
-    /// Sizes that round and fit the address space, but that no machine can
-    /// pin or fault in, fail at once with the errno the kernel would give.
-    #[cfg(all(target_os = "linux", not(miri)))]
-    #[test]
-    fn more_than_physical_memory_is_an_error_when_pinned_or_prefaulted() {
-        let huge = 1usize << 46;
-        match BlockOptions::new().open(huge) {
-            Err(error @ Error::Pin { .. }) => assert_eq!(error.raw_os_error(), Some(12)),
-            other => panic!("pinning 64 TiB gave {other:?}"),
-        }
-        match options().open(huge) {
-            Err(error @ Error::Os { .. }) => assert_eq!(error.raw_os_error(), Some(12)),
-            other => panic!("prefaulting 64 TiB gave {other:?}"),
-        }
-        // Neither pinned nor prefaulted, 64 TiB is address space only, which
-        // the kernel may or may not grant; either way the answer is clean.
-        match options().prefault(false).open(huge) {
-            Ok(block) => assert_eq!(block.size(), huge),
-            Err(error) => assert!(error.raw_os_error().is_some(), "{error}"),
-        }
-    }
-
-    #[test]
-    fn label_with_nul_is_rejected() {
-        assert!(matches!(
-            options().label("a\0b").open(4096),
-            Err(Error::InvalidArgument { .. })
-        ));
-    }
-
-    #[test]
-    fn views_see_the_same_bytes() {
-        let mut block = options().open(4096).unwrap();
-        assert!(
-            block.as_bytes().iter().all(|&b| b == 0),
-            "fresh blocks are zero"
-        );
-        block.as_f32_mut()[1] = 1.0;
-        assert_eq!(&block.as_bytes()[4..8], &1.0f32.to_ne_bytes());
-        block.as_u16_mut()[0] = 0xBEEF;
-        assert_eq!(block.as_u16()[0], 0xBEEF);
-        assert_eq!(block.as_f32().len(), block.size() / 4);
-        assert_eq!(block.as_u16().len(), block.size() / 2);
-        assert!(block.contains(block.as_ptr()));
-        assert!(block.contains(block.as_ptr().wrapping_add(block.size() - 1)));
-        assert!(!block.contains(block.as_ptr().wrapping_add(block.size())));
-        assert!(!block.contains(block.as_ptr().wrapping_sub(1)));
-    }
-
-    #[test]
-    fn address_is_stable_across_moves() {
-        let block = options().open(4096).unwrap();
-        let ptr = block.as_ptr();
-        let moved = std::thread::spawn(move || block).join().unwrap();
-        assert_eq!(moved.as_ptr(), ptr);
-        let region = moved.into_region();
-        assert_eq!(region.as_ptr(), ptr);
-    }
-}
+mod tests;

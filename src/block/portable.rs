@@ -1,16 +1,21 @@
 //! Portable backend: page-aligned, zeroed memory from the system allocator.
 //!
 //! Used on platforms without a native backend and under Miri, so that Tape,
-//! Grid and Heap run everywhere. The memory is not pinned and cannot be
-//! shared: [`Pinning::Required`] and `share` are [`Error::Unsupported`].
+//! Grid and Heap run everywhere. Address space cannot be reserved
+//! portably, so the whole capacity is allocated (zeroed) at reserve, and
+//! committing is bookkeeping; decommitting zeroes the range, so that it
+//! reads as zero when committed again, as fresh pages do. The memory is not
+//! pinned and cannot be shared: [`Pinning::Required`] and `share` are
+//! [`Error::Unsupported`].
 //!
 //! It allocates from [`System`] directly, never through the global allocator,
 //! so a `#[global_allocator]` built on this crate does not recurse into itself.
 
 use core::ptr::NonNull;
 use std::alloc::{GlobalAlloc, Layout, System};
+use std::io;
 
-use super::{Backend, BlockOptions, Pinning, Region, page_size};
+use super::{Backend, BlockOptions, Pinning, Reserved};
 use crate::Error;
 
 /// The portable backend has no export handle; this type has no values.
@@ -37,29 +42,94 @@ pub(crate) fn system_page_size() -> usize {
     4096
 }
 
+/// The portable backend does not know the machine's memory.
+pub(crate) fn physical_memory() -> usize {
+    usize::MAX
+}
+
+/// Nothing is ever locked here, so there is no limit to report.
+pub(crate) fn memlock_limit() -> Option<u64> {
+    None
+}
+
+/// Nothing to fault in: the memory came zeroed from the allocator.
+///
+/// # Safety
+/// None needed; kept `unsafe` to match the native backends.
+pub(crate) unsafe fn populate(_at: *mut u8, _len: usize) -> Result<(), Error> {
+    Ok(())
+}
+
+fn unsupported_lock() -> io::Error {
+    io::Error::from(io::ErrorKind::Unsupported)
+}
+
 impl Backend for Raw {
-    fn open(size: usize, options: &BlockOptions<'_>) -> Result<Region, Error> {
+    fn reserve(
+        capacity: usize,
+        granule: usize,
+        align: usize,
+        options: &BlockOptions<'_>,
+    ) -> Result<Reserved, Error> {
         if options.pinning == Pinning::Required {
             return Err(Error::Unsupported {
                 what: "pinning: the portable backend cannot lock pages; use Pinning::BestEffort",
             });
         }
-        let layout = Layout::from_size_align(size, page_size())
-            .map_err(|_| Error::Overflow { requested: size })?;
-        // SAFETY: `size` is positive (`round_to_pages` rejects zero).
+        if options.shared {
+            return Err(Error::Unsupported {
+                what: "sharing: the portable backend has no export handle",
+            });
+        }
+        let layout =
+            Layout::from_size_align(capacity, align.max(granule)).map_err(|_| Error::Overflow {
+                requested: capacity,
+            })?;
+        // SAFETY: `capacity` is positive (`round_to` rejects zero).
         let ptr = unsafe { System.alloc_zeroed(layout) };
         let Some(ptr) = NonNull::new(ptr) else {
             return Err(Error::Os {
                 call: "alloc_zeroed",
-                source: std::io::ErrorKind::OutOfMemory.into(),
+                source: io::ErrorKind::OutOfMemory.into(),
             });
         };
-        Ok(Region {
-            ptr,
-            size,
-            pinned: false,
+        Ok(Reserved {
             raw: Raw { layout },
+            ptr,
+            capacity,
+            committed: 0,
+            locked: 0,
+            granule,
         })
+    }
+
+    unsafe fn map(&self, _base: NonNull<u8>, _from: usize, _to: usize) -> Result<(), Error> {
+        Ok(())
+    }
+
+    unsafe fn lock(
+        &self,
+        _base: NonNull<u8>,
+        _from: usize,
+        _to: usize,
+        _populate: bool,
+    ) -> Result<(), io::Error> {
+        Err(unsupported_lock())
+    }
+
+    unsafe fn populate(&self, _base: NonNull<u8>, _from: usize, _to: usize) -> Result<(), Error> {
+        Ok(())
+    }
+
+    unsafe fn unmap(&self, base: NonNull<u8>, from: usize, to: usize) -> Result<(), Error> {
+        // SAFETY: the caller's contract: `from..to` is inside our allocation
+        // and nothing refers to it.
+        unsafe { base.as_ptr().add(from).write_bytes(0, to - from) };
+        Ok(())
+    }
+
+    fn can_unmap(&self) -> bool {
+        true
     }
 
     fn share(&self) -> Result<Export, Error> {
@@ -68,12 +138,19 @@ impl Backend for Raw {
         })
     }
 
-    unsafe fn attach(export: Export, _options: &BlockOptions<'_>) -> Result<Region, Error> {
+    unsafe fn attach(
+        export: Export,
+        _options: &BlockOptions<'_>,
+    ) -> Result<(Reserved, usize), Error> {
         match export {}
     }
 
-    unsafe fn release(&mut self, ptr: NonNull<u8>, _size: usize) {
-        // SAFETY: `ptr` came from `System.alloc_zeroed(self.layout)` in `open`.
+    fn shared_size(&self) -> Result<Option<usize>, Error> {
+        Ok(None)
+    }
+
+    unsafe fn release(&mut self, ptr: NonNull<u8>, _capacity: usize) {
+        // SAFETY: `ptr` came from `System.alloc_zeroed(self.layout)` in `reserve`.
         unsafe { System.dealloc(ptr.as_ptr(), self.layout) }
     }
 }

@@ -1,8 +1,10 @@
 //! Page runs: a two-level segregated-fit allocator (TLSF) over an arena's
 //! 4 KiB units.
 //!
-//! Every unit of the arena belongs to exactly one run, free or used, and runs
-//! tile the arena. The boundary tags live out of band, in one [`UnitMeta`] per
+//! Every committed unit of the arena belongs to exactly one run, free or
+//! used, and runs tile the committed units; the arena grows by adding units
+//! at the end (`extend`) and shrinks by taking a free run off the end
+//! (`trim_top`). The boundary tags live out of band, in one [`UnitMeta`] per
 //! unit: the first unit of a run holds `HEAD` and its length (and, if free,
 //! its free-list links), the last unit holds `TAIL` and the length. Freeing a
 //! run reads the tail before it and the head after it to merge with free
@@ -13,7 +15,9 @@
 //! Written by hand because the allocator crates that implement TLSF (talc,
 //! rlsf) keep their tags inside the managed memory; here the memory is pinned
 //! and shared with devices and other processes, and a stray device write must
-//! not be able to corrupt the allocator. Callers hold the arena's lock.
+//! not be able to corrupt the allocator. The tags live in the arena's
+//! metadata Block, `GROUP_UNITS` of them after each group's slab header (the
+//! layout `tag` computes). Callers hold the arena's lock.
 
 use core::ptr::NonNull;
 
@@ -43,9 +47,17 @@ pub(crate) struct UnitMeta {
     prev: u32,
 }
 
+/// Units per group of tags: the tags of units `16g .. 16g + 16` are
+/// consecutive, and groups are `group_bytes` apart.
+pub(crate) const GROUP_UNITS: u32 = 16;
+
 /// The free runs of one arena.
 pub(crate) struct Runs {
+    /// The tag of unit 0.
     meta: NonNull<UnitMeta>,
+    /// Bytes from one group's first tag to the next group's.
+    group_bytes: usize,
+    /// Units committed and tiled by runs.
     units: u32,
     /// Address of unit 0, for alignments larger than a unit.
     base: usize,
@@ -81,14 +93,23 @@ fn bin_at_least(len: u64) -> Option<(usize, usize)> {
 }
 
 impl Runs {
-    /// Runs over `units` units whose tags are at `meta`, all free.
+    /// Runs over `units` units whose tags are at `meta` (unit 0's tag;
+    /// groups of `GROUP_UNITS` tags `group_bytes` apart), all free.
     ///
     /// # Safety
-    /// `meta` points to `units` writable tags that only this value uses, for
-    /// as long as it lives; `base` is the address of unit 0.
-    pub(crate) unsafe fn new(meta: NonNull<UnitMeta>, units: u32, base: usize) -> Runs {
+    /// The tags of `units` units (and of every unit `extend` adds later) are
+    /// writable, and only this value uses them, for as long as it lives;
+    /// `base` is the address of unit 0.
+    pub(crate) unsafe fn new(
+        meta: NonNull<UnitMeta>,
+        group_bytes: usize,
+        units: u32,
+        base: usize,
+    ) -> Runs {
+        debug_assert!(group_bytes >= GROUP_UNITS as usize * size_of::<UnitMeta>());
         let mut runs = Runs {
             meta,
+            group_bytes,
             units,
             base,
             rows: 0,
@@ -102,19 +123,92 @@ impl Runs {
         runs
     }
 
+    /// Where the tag of `unit` is.
+    #[inline]
+    fn tag_ptr(&self, unit: u32) -> NonNull<UnitMeta> {
+        let group = (unit / GROUP_UNITS) as usize;
+        let within = (unit % GROUP_UNITS) as usize;
+        // SAFETY: callers pass units inside the arena, whose tags `new`'s
+        // contract gives us at these places.
+        unsafe { self.meta.byte_add(group * self.group_bytes).add(within) }
+    }
+
     #[inline]
     fn tag(&self, unit: u32) -> &UnitMeta {
         debug_assert!(unit < self.units);
         // SAFETY: `unit < units` (callers stay inside the arena), and `new`'s
         // contract gives us the tags.
-        unsafe { self.meta.add(unit as usize).as_ref() }
+        unsafe { self.tag_ptr(unit).as_ref() }
     }
 
     #[inline]
     fn tag_mut(&mut self, unit: u32) -> &mut UnitMeta {
         debug_assert!(unit < self.units);
         // SAFETY: as `tag`; `&mut self` makes this the only access.
-        unsafe { self.meta.add(unit as usize).as_mut() }
+        unsafe { self.tag_ptr(unit).as_mut() }
+    }
+
+    /// Units committed and tiled by runs.
+    pub(crate) fn units(&self) -> u32 {
+        self.units
+    }
+
+    /// Adds the units `self.units..units` (whose tags are committed now) as
+    /// free, merged with a free run at the old end.
+    pub(crate) fn extend(&mut self, units: u32) {
+        if units <= self.units {
+            return;
+        }
+        let (mut start, mut len) = (self.units, units - self.units);
+        if self.units > 0 {
+            let last = *self.tag(self.units - 1);
+            if last.flags & (TAIL | FREE) == TAIL | FREE {
+                start -= last.len;
+                len += last.len;
+                self.remove(start);
+            }
+        }
+        self.units = units;
+        self.insert(start, len);
+    }
+
+    /// Takes the free run at the end off the arena, down to `keep` units at
+    /// least; returns the units left (what is committed and tiled now), or
+    /// `None` if nothing came off.
+    pub(crate) fn trim_top(&mut self, keep: u32) -> Option<u32> {
+        if self.units <= keep {
+            return None;
+        }
+        let last = *self.tag(self.units - 1);
+        if last.flags & (TAIL | FREE) != TAIL | FREE {
+            return None;
+        }
+        let start = self.units - last.len;
+        let end = start.max(keep);
+        if end >= self.units {
+            return None;
+        }
+        self.remove(start);
+        if end > start {
+            self.insert(start, end - start);
+        }
+        self.units = end;
+        // The run inserted above (if any) now ends the arena: its tail tag is
+        // inside `end`.
+        Some(end)
+    }
+
+    /// The length of the free run that ends the arena, if the last run is free.
+    pub(crate) fn free_top(&self) -> u32 {
+        if self.units == 0 {
+            return 0;
+        }
+        let last = *self.tag(self.units - 1);
+        if last.flags & (TAIL | FREE) == TAIL | FREE {
+            last.len
+        } else {
+            0
+        }
     }
 
     /// Units in free runs.
@@ -428,12 +522,35 @@ impl Runs {
 pub(crate) mod tests {
     use super::*;
 
+    /// Runs over `units` units with tags in a Vec (which must outlive them),
+    /// room for `room` units in all.
+    pub(crate) fn runs_with_room(
+        tags: &mut Vec<UnitMeta>,
+        units: u32,
+        room: u32,
+        base: usize,
+    ) -> Runs {
+        tags.clear();
+        tags.resize(
+            room.next_multiple_of(GROUP_UNITS) as usize,
+            UnitMeta::default(),
+        );
+        let group_bytes = GROUP_UNITS as usize * size_of::<UnitMeta>();
+        // SAFETY: the Vec holds the tags of `room` units, consecutive (so
+        // groups are `group_bytes` apart), and outlives the Runs in tests.
+        unsafe {
+            Runs::new(
+                NonNull::new(tags.as_mut_ptr()).unwrap(),
+                group_bytes,
+                units,
+                base,
+            )
+        }
+    }
+
     /// Runs over `units` units with tags in a Vec (which must outlive them).
     pub(crate) fn runs(tags: &mut Vec<UnitMeta>, units: u32, base: usize) -> Runs {
-        tags.clear();
-        tags.resize(units as usize, UnitMeta::default());
-        // SAFETY: the Vec holds `units` tags and outlives the Runs in tests.
-        unsafe { Runs::new(NonNull::new(tags.as_mut_ptr()).unwrap(), units, base) }
+        runs_with_room(tags, units, units, base)
     }
 
     /// The shortest run a bin holds.
@@ -521,6 +638,41 @@ pub(crate) mod tests {
         r.free(a);
         r.check().unwrap();
         assert_eq!(r.free_units(), 64);
+    }
+
+    #[test]
+    fn extend_merges_and_trim_takes_the_free_top_off() {
+        let mut tags = Vec::new();
+        let mut r = runs_with_room(&mut tags, 16, 256, 0);
+        let a = r.alloc(10, UNIT).unwrap();
+        r.extend(64);
+        r.check().unwrap();
+        assert_eq!(r.units(), 64);
+        assert_eq!(
+            r.free_top(),
+            54,
+            "the old free tail merged with the new units"
+        );
+        assert_eq!(r.alloc(54, UNIT), Some(10), "one run past the old end");
+        r.free(10);
+        let b = r.alloc(4, UNIT).unwrap();
+        r.check().unwrap();
+        r.free(b);
+        assert_eq!(r.trim_top(20), Some(20), "down to the kept units");
+        r.check().unwrap();
+        assert_eq!(r.free_units(), 10);
+        assert_eq!(r.trim_top(0), Some(10), "then down to the used run");
+        r.check().unwrap();
+        assert_eq!(r.trim_top(0), None, "nothing free on top");
+        r.extend(32);
+        r.free(a);
+        r.check().unwrap();
+        assert_eq!(r.free_top(), 32);
+        assert_eq!(r.trim_top(0), Some(0));
+        assert_eq!(r.units(), 0);
+        r.extend(8);
+        r.check().unwrap();
+        assert_eq!(r.alloc(8, UNIT), Some(0));
     }
 
     #[test]

@@ -26,12 +26,27 @@
 //! the same compare-exchange that pushes the object) tells the owner through
 //! its cache's `revived` counter for that class, and the owner moves the slab
 //! back into use the next time it runs short.
+//!
+//! # Catching misuse
+//!
+//! A freed object also carries a mark in its second word (bytes 8..16): its
+//! address mixed with a per-process secret, which live data matches by
+//! accident with odds of 2^-64. Handing an object out clears the mark. A
+//! free that finds the mark already there is a double free: the owner
+//! confirms it by looking for the object on its free lists, a remote free
+//! takes the mark's word for it; either way the process aborts with a
+//! message (`misuse.rs`) before the object can be handed out twice. A free
+//! of an address that is not the start of an object of the slab (checked
+//! with a multiplication by the class's reciprocal), or of one never handed
+//! out, aborts the same way. These checks cost a load, a multiplication and
+//! a store on each path (`benches/README.md` has the figures).
 
 use core::cell::UnsafeCell;
 use core::ptr::{self, NonNull};
 use core::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
 
 use super::class::{self, CLASSES};
+use crate::misuse;
 
 /// Bytes per slab; slabs start at multiples of this inside an arena.
 pub(crate) const GROUP: usize = 64 << 10;
@@ -76,7 +91,60 @@ pub(crate) struct SlabHeader {
     /// positive for the current slab, negative for a retired one, and zero
     /// only for an empty slab that is neither.
     used: AtomicU32,
+    /// `ceil(2^32 / size)`: `offset * magic >> 32` is `offset / size` for
+    /// every offset in a group. Written with `class`, before any object of
+    /// the slab exists.
+    magic: AtomicU32,
     local: UnsafeCell<Local>,
+}
+
+/// The per-process secret in freed objects' marks; 0 until the first heap
+/// opens ([`init_secret`]).
+static SECRET: AtomicU64 = AtomicU64::new(0);
+
+/// Sets the secret, once, before the first heap hands out an object.
+pub(crate) fn init_secret() {
+    // Relaxed: any thread that stores, stores a value it made itself; every
+    // object a heap hands out is handed out after its own `create` called
+    // this, so its marks use a nonzero secret from then on, and a free's
+    // check only compares with what was written.
+    if SECRET.load(Ordering::Relaxed) == 0 {
+        let _ = SECRET.compare_exchange(0, secret_seed(), Ordering::Relaxed, Ordering::Relaxed);
+    }
+}
+
+/// 64 bits the process cannot guess in advance: the kernel's random bytes
+/// for the process (`AT_RANDOM`) on Linux, else addresses that ASLR moves.
+fn secret_seed() -> u64 {
+    #[cfg(all(target_os = "linux", not(miri)))]
+    {
+        // SAFETY: getauxval has no preconditions; AT_RANDOM, when present,
+        // points to 16 random bytes that live as long as the process.
+        let random = unsafe { libc::getauxval(libc::AT_RANDOM) } as *const u64;
+        if !random.is_null() {
+            // SAFETY: see above; read unaligned, as the ABI gives no alignment.
+            let seed = unsafe { random.add(1).read_unaligned() };
+            if seed != 0 {
+                return seed;
+            }
+        }
+    }
+    let here = core::ptr::from_ref(&SECRET).addr() as u64;
+    (here.rotate_left(29) ^ 0x9E37_79B9_7F4A_7C15).max(1)
+}
+
+/// The mark a freed `object` carries in its second word.
+#[inline(always)]
+fn mark(object: NonNull<u8>) -> u64 {
+    // Relaxed: see `init_secret`.
+    object.as_ptr().addr() as u64 ^ SECRET.load(Ordering::Relaxed)
+}
+
+/// The second word of `object` (objects are at least 16 bytes; classes of
+/// 20 and 28 bytes leave it only 4-aligned, hence unaligned access).
+#[inline(always)]
+fn mark_word(object: NonNull<u8>) -> *mut u64 {
+    object.as_ptr().wrapping_add(8).cast::<u64>()
 }
 
 /// The owner's state of a slab.
@@ -111,10 +179,10 @@ impl SlabHeader {
     /// Makes this (unused) group a slab of `class` starting at `data`.
     ///
     /// # Safety
-    /// The caller holds the arena lock, the group at `data` was just taken
-    /// from the arena's runs, and no object of it exists yet.
+    /// The caller just took the group at `data` from the arena's runs, and
+    /// no object of it exists yet.
     pub(crate) unsafe fn init(&self, data: *mut u8, class: usize) {
-        // SAFETY: no other thread can reach a group that is not a slab.
+        // SAFETY: no other thread can reach a group that is not a slab yet.
         unsafe {
             *self.local.get() = Local {
                 data,
@@ -126,14 +194,30 @@ impl SlabHeader {
                 prev: ptr::null_mut(),
             };
         }
-        // Relaxed, all five: the first object is handed out after the arena
-        // lock is released (and reaches other threads through the program's
-        // own synchronization), which orders these stores before any free.
+        // Relaxed, all six: the slab reaches its owner's cache, and its
+        // objects other threads, only through the owner's later stores and
+        // the program's own synchronization, which order these stores before
+        // any free.
         self.thread_free.store(EMPTY, Ordering::Relaxed);
         self.used.store(0, Ordering::Relaxed);
         self.owner.store(0, Ordering::Relaxed);
+        let magic = (1u64 << 32).div_ceil(class::size(class) as u64) as u32;
+        self.magic.store(magic, Ordering::Relaxed);
         self.class.store(class as u8, Ordering::Relaxed);
         self.kind.store(SLAB, Ordering::Relaxed);
+    }
+
+    /// Checks that `offset` (inside the group) starts an object of this
+    /// slab, `size` bytes each; aborts if not.
+    #[inline(always)]
+    fn check_start(&self, object: NonNull<u8>, offset: u32, size: u32) {
+        // Relaxed: written before any object of the slab was handed out,
+        // which happened-before this free.
+        let magic = self.magic.load(Ordering::Relaxed);
+        let index = ((u64::from(offset) * u64::from(magic)) >> 32) as u32;
+        if index * size != offset {
+            not_an_object(object);
+        }
     }
 
     /// The owner's state.
@@ -162,20 +246,24 @@ impl SlabHeader {
         if local.free != NIL {
             // SAFETY: `free` is the offset of a free object inside the group,
             // whose first four bytes hold the next link (u32-aligned: classes
-            // are multiples of 4 bytes and the group is 64 KiB-aligned).
+            // are multiples of 4 bytes and the group is 64 KiB-aligned), and
+            // whose second word holds its mark, cleared as it goes out.
             unsafe {
                 let object = local.data.add(local.free as usize);
                 local.free = object.cast::<u32>().read();
+                object.add(8).cast::<u64>().write_unaligned(0);
                 self.add_used(1);
                 return Some(NonNull::new_unchecked(object));
             }
         }
         if (local.bump + local.size) as usize <= GROUP {
             // SAFETY: `bump + size <= GROUP`: a never-used object inside the
-            // group.
+            // group. Its bytes may be left from the group's earlier life (a
+            // mark among them): clear the mark's word.
             unsafe {
                 let object = local.data.add(local.bump as usize);
                 local.bump += local.size;
+                object.add(8).cast::<u64>().write_unaligned(0);
                 self.add_used(1);
                 return Some(NonNull::new_unchecked(object));
             }
@@ -216,15 +304,61 @@ impl SlabHeader {
     /// # Safety
     /// The caller owns the slab; `object` was handed out by it and is not used
     /// again.
+    /// Aborts, with a message, if `object` is not the start of an object
+    /// this slab handed out, or was freed already.
     #[inline]
     pub(crate) unsafe fn push_local(&self, object: NonNull<u8>) -> i32 {
-        // SAFETY: the caller owns the slab.
-        let local = unsafe { self.local() };
         let offset = (object.as_ptr().addr() & (GROUP - 1)) as u32;
-        // SAFETY: the object is ours to overwrite and u32-aligned.
-        unsafe { object.cast::<u32>().write(local.free) };
-        local.free = offset;
+        // SAFETY: the caller owns the slab.
+        let (size, bump) = unsafe {
+            let local = self.local();
+            (local.size, local.bump)
+        };
+        self.check_start(object, offset, size);
+        if offset >= bump {
+            not_an_object(object);
+        }
+        let mark = mark(object);
+        // SAFETY: the object is the caller's to overwrite (or, freed twice,
+        // one of ours: either way inside the group); its first word is
+        // u32-aligned, its second read and written unaligned. The caller owns
+        // the slab, and no other borrow of its `Local` is alive.
+        unsafe {
+            if mark_word(object).read_unaligned() == mark {
+                self.confirm_double_free(object, offset);
+            }
+            mark_word(object).write_unaligned(mark);
+            let local = self.local();
+            object.cast::<u32>().write(local.free);
+            local.free = offset;
+        }
         self.add_used(u32::MAX) as i32
+    }
+
+    /// `object` carries a freed object's mark: a double free if the object
+    /// is on the slab's free lists; aborts then. Otherwise its live data
+    /// happened to match, and the free goes on.
+    ///
+    /// # Safety
+    /// The caller owns the slab.
+    #[cold]
+    #[inline(never)]
+    unsafe fn confirm_double_free(&self, object: NonNull<u8>, offset: u32) {
+        // SAFETY: the caller owns the slab: it may collect the remote frees
+        // and walk its own list, whose links are offsets of free objects.
+        unsafe {
+            self.collect();
+            let local = self.local();
+            let mut at = local.free;
+            let mut steps = 0;
+            while at != NIL && steps <= GROUP {
+                if at == offset {
+                    double_free(object);
+                }
+                at = local.data.add(at as usize).cast::<u32>().read();
+                steps += 1;
+            }
+        }
     }
 
     /// Which owner list the slab is on.
@@ -259,9 +393,25 @@ impl SlabHeader {
     ///
     /// # Safety
     /// `object` was handed out by this slab and is not used again.
+    ///
+    /// Aborts, with a message, if `object` is not the start of an object of
+    /// the slab, or carries a freed object's mark (the owner's lists cannot
+    /// be walked from here, so the mark's 2^-64 odds decide).
     #[inline]
     pub(crate) unsafe fn push_remote(&self, object: NonNull<u8>) -> bool {
         let offset = (object.as_ptr().addr() & (GROUP - 1)) as u64;
+        // Relaxed: fixed while the slab lives, which it does while the
+        // caller holds one of its objects.
+        let size = class::size(self.class.load(Ordering::Relaxed) as usize) as u32;
+        self.check_start(object, offset as u32, size);
+        let mark = mark(object);
+        // SAFETY: the object is the caller's to read and overwrite.
+        unsafe {
+            if mark_word(object).read_unaligned() == mark {
+                double_free(object);
+            }
+            mark_word(object).write_unaligned(mark);
+        }
         // Relaxed: the compare-exchange below checks the value.
         let mut old = self.thread_free.load(Ordering::Relaxed);
         loop {
@@ -350,6 +500,28 @@ impl SlabHeader {
     }
 }
 
+/// A free of an address that starts no object of its slab.
+#[cold]
+#[inline(never)]
+fn not_an_object(object: NonNull<u8>) -> ! {
+    misuse::abort(
+        "Heap",
+        "free of a pointer that is not the start of an allocation",
+        object.as_ptr().addr(),
+    )
+}
+
+/// A free of an object that is free already.
+#[cold]
+#[inline(never)]
+pub(crate) fn double_free(object: NonNull<u8>) -> ! {
+    misuse::abort(
+        "Heap",
+        "double free detected: the object was freed already",
+        object.as_ptr().addr(),
+    )
+}
+
 /// One class's slabs in a thread cache (owner-only).
 #[derive(Clone, Copy)]
 pub(crate) struct ClassCache {
@@ -360,8 +532,10 @@ pub(crate) struct ClassCache {
     pub(crate) seen: u32,
 }
 
-/// The slabs of one thread tag in one heap.
-#[repr(C)]
+/// The slabs of one thread tag in one heap. Aligned to a cache line: the
+/// caches sit side by side in the core Block, and each is written by its
+/// own thread.
+#[repr(C, align(64))]
 pub(crate) struct ThreadCache {
     classes: [UnsafeCell<ClassCache>; CLASSES],
     /// Bumped by remote frees that clear a retired slab's `FULL` bit.

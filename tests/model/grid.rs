@@ -77,7 +77,7 @@ pub fn run(ops: &[Op], panics_unwind: bool) -> Result<(), String> {
                                 align: grid.cell_align(),
                                 seed: next_seed(&mut seed),
                             };
-                            let base = grid.tape().block().as_ptr() as usize;
+                            let base = grid.block().as_ptr() as usize;
                             if cell.address() as usize != base + cell.id() * grid.cell_size() {
                                 return Err(format!("cell {} is not where its id says", cell.id()));
                             }

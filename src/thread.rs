@@ -1,25 +1,38 @@
-//! Thread tags: each thread that allocates from a Heap (or gives a cell back
-//! to a Grid) takes a small tag (1 ..= MAX_THREADS, process-wide, shared by
-//! every Heap and Grid) that names its cache in each Heap, marks the slabs it
-//! owns, and names its slot in each Grid (tags up to the Grid's slot count).
+//! Thread tags, a crate-wide service: each thread that allocates from a Heap
+//! (or gives a cell back to a Grid) takes a small tag (1 ..= MAX_THREADS,
+//! process-wide, shared by every Heap and Grid) that names its cache in each
+//! Heap, marks the slabs it owns, and names its slot in each Grid (tags up to
+//! the Grid's slot count).
 //!
-//! A cache belongs to the index, not to the thread: when a thread exits, its
-//! caches are flushed (empty slabs go back to their arenas, the rest are
-//! abandoned for other threads to adopt) and the index is released for the
-//! next thread. Heaps therefore hold no thread-local pointers into themselves
-//! and can be dropped at any time. A Grid slot needs no flush: any thread may
-//! take the cell an exited thread left there, and the tag's next holder finds
-//! the slot as it was left (the tag's release and claim order the two).
+//! A cache belongs to the tag, not to the thread: when a thread exits, the
+//! exit listener (the Heap's flush, registered with [`on_exit`]) hands its
+//! caches on (empty slabs go back to their arenas, the rest are abandoned for
+//! other threads to adopt) and the tag is released for the next thread. Heaps
+//! therefore hold no thread-local pointers into themselves and can be dropped
+//! at any time. A Grid slot needs no flush: any thread may take the cell an
+//! exited thread left there, and the tag's next holder finds the slot as it
+//! was left (the tag's release and claim order the two).
 //!
-//! The index lives in a `const`-initialized thread-local without a destructor
+//! The tag lives in a `const`-initialized thread-local without a destructor
 //! (a plain TLS load, no registration, no allocation). The exit hook is a
 //! pthread key destructor: it runs after Rust's own thread-local destructors,
 //! which may still free memory into a Heap. A thread that allocates after its
-//! hook ran, or finds all indices taken, uses the heap's shared slot under a
-//! lock. Platforms without pthreads never release indices.
+//! hook ran, or finds all tags taken, uses the heap's shared slot under a
+//! lock. Platforms without pthreads never release tags.
+//!
+//! # Fork
+//!
+//! A child of `fork` has one thread, the one that forked, which keeps its tag
+//! and the child's copy of its caches. The tags that other threads of the
+//! parent held stay taken in the child for good: their caches (copies of
+//! caches that their threads may have been changing at the moment of the
+//! fork) are never used again, and a free into their slabs goes through the
+//! atomic remote-free path. So the child's new threads never reuse a tag or a
+//! cache of the parent's threads. This needs no handler: the bitmap below is
+//! copied as it was, and a tag is released only by its own thread's exit.
 
 use core::cell::Cell;
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
 
 /// Tags available; further threads share one slot.
 pub(crate) const MAX_THREADS: usize = 1024;
@@ -106,9 +119,26 @@ fn release(index: usize) {
     TAKEN[index / 64].fetch_and(!(1 << (index % 64)), Ordering::Release);
 }
 
-/// Runs at thread exit: flushes the tag's caches in every heap, releases it.
-fn on_exit(index: usize) {
-    super::flush_thread(index + 1);
+/// What runs for a tag when its thread exits, before the tag is released;
+/// null until [`on_exit`] sets it.
+static LISTENER: AtomicPtr<()> = AtomicPtr::new(core::ptr::null_mut());
+
+/// Sets what runs for a thread's tag when the thread exits (the Heap's
+/// flush). Every caller passes the same function.
+pub(crate) fn on_exit(listener: fn(usize)) {
+    // Release: pairs with the Acquire load in `exited`.
+    LISTENER.store(listener as *mut (), Ordering::Release);
+}
+
+/// Runs at thread exit: the listener for the tag, then the tag's release.
+fn exited(index: usize) {
+    // Acquire: pairs with the Release store in `on_exit`.
+    let listener = LISTENER.load(Ordering::Acquire);
+    if !listener.is_null() {
+        // SAFETY: only `on_exit` stores here, and it stores a `fn(usize)`.
+        let listener = unsafe { core::mem::transmute::<*mut (), fn(usize)>(listener) };
+        listener(index + 1);
+    }
     TAG.with(|t| t.set(NO_TAG));
     release(index);
 }
@@ -116,22 +146,23 @@ fn on_exit(index: usize) {
 #[cfg(unix)]
 mod exit {
     use core::ffi::c_void;
-    use std::sync::OnceLock;
+
+    use crate::once::Once;
 
     /// The key whose destructor is the exit hook; `None` if it could not be
     /// created.
     fn key() -> Option<libc::pthread_key_t> {
-        static KEY: OnceLock<Option<libc::pthread_key_t>> = OnceLock::new();
+        static KEY: Once<Option<libc::pthread_key_t>> = Once::new();
         *KEY.get_or_init(|| {
             let mut key: libc::pthread_key_t = 0;
             // SAFETY: `key` is a valid out-pointer; `destructor` has the
             // signature pthreads expects.
             (unsafe { libc::pthread_key_create(&mut key, Some(destructor)) } == 0).then_some(key)
-        })
+        })?
     }
 
     unsafe extern "C" fn destructor(value: *mut c_void) {
-        super::on_exit(value.addr() - 1);
+        super::exited(value.addr() - 1);
     }
 
     /// Arranges for `on_exit(index)` at this thread's exit.

@@ -1,0 +1,99 @@
+//! The one line a process writes when `mlock` is first refused.
+//!
+//! Pinning fails for ordinary users at `RLIMIT_MEMLOCK` (often 8 MiB), and
+//! it may fail inside a global allocator before `main`, where nothing can be
+//! returned to anyone. So the first refusal in the process writes one line
+//! to standard error: what was asked, the limit, how to raise it, and what
+//! happens now. It is formatted on the stack and written with `write(2)`:
+//! nothing here allocates (`std::io::Error`'s `Display` would, for the
+//! message of the errno).
+
+use core::fmt::{self, Write};
+use core::sync::atomic::{AtomicBool, Ordering};
+use std::io;
+
+use super::imp;
+use crate::stderr::Line;
+
+/// Whether the line was written already.
+static TOLD: AtomicBool = AtomicBool::new(false);
+
+/// How to raise the limit, in the line and in [`crate::Error::Pin`]'s message.
+pub(crate) const HOW_TO_RAISE: &str = "raise it with `memlock` in /etc/security/limits.conf, \
+     LimitMEMLOCK= for a systemd service, `docker run --ulimit memlock=-1`, or \
+     `setcap cap_ipc_lock=+ep` on the program";
+
+/// The errno's name, for the common ones.
+pub(crate) fn errno_name(errno: i32) -> Option<&'static str> {
+    Some(match errno {
+        1 => "EPERM",
+        11 => "EAGAIN",
+        12 => "ENOMEM",
+        22 => "EINVAL",
+        _ => return None,
+    })
+}
+
+/// The locked-memory limit: the soft limit, in bytes (`None`: unlimited or
+/// unknown).
+pub(crate) fn memlock_limit() -> Option<u64> {
+    imp::memlock_limit()
+}
+
+/// Writes "<bytes> bytes (ENOMEM)" and the limit, shared by the line and the
+/// error's message.
+pub(crate) fn describe(out: &mut impl Write, bytes: usize, errno: Option<i32>) -> fmt::Result {
+    write!(out, "mlock refused to pin {bytes} bytes")?;
+    if let Some(errno) = errno {
+        match errno_name(errno) {
+            Some(name) => write!(out, " ({name})")?,
+            None => write!(out, " (errno {errno})")?,
+        }
+    }
+    match memlock_limit() {
+        Some(limit) => write!(out, "; RLIMIT_MEMLOCK is {limit} bytes"),
+        None => write!(out, "; RLIMIT_MEMLOCK is unlimited"),
+    }
+}
+
+/// Tells standard error, once per process, that `mlock` of `bytes` was
+/// refused with `source`, and whether the commit fails (`required`) or goes
+/// on unpinned.
+pub(crate) fn refusal(bytes: usize, source: &io::Error, required: bool) {
+    if source.kind() == io::ErrorKind::Unsupported {
+        // The portable backend: there is nothing to raise.
+        return;
+    }
+    // Relaxed: only "once" matters; the line carries no data to anyone.
+    if TOLD.swap(true, Ordering::Relaxed) {
+        return;
+    }
+    let mut line = Line::<768>::new();
+    let _ = line.write_str("unimem: ");
+    let _ = describe(&mut line, bytes, source.raw_os_error());
+    let _ = write!(line, ". To pin more, {HOW_TO_RAISE}. ");
+    let _ = line.write_str(if required {
+        "The commit fails (Pinning::Required): the allocation that needed it fails or \
+         spills; Pinning::BestEffort goes on unpinned instead.\n"
+    } else {
+        "Going on unpinned (Pinning::BestEffort; BlockOptions::quiet(true) silences this).\n"
+    });
+    line.emit();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_description_names_bytes_errno_and_limit() {
+        let mut line = Line::<256>::new();
+        describe(&mut line, 4096, Some(12)).unwrap();
+        let text = core::str::from_utf8(line.as_bytes()).unwrap();
+        assert!(
+            text.starts_with("mlock refused to pin 4096 bytes (ENOMEM)"),
+            "{text}"
+        );
+        assert!(text.contains("RLIMIT_MEMLOCK is"), "{text}");
+    }
+}
