@@ -189,6 +189,51 @@ mod exit {
 mod tests {
     use super::*;
 
+    /// Whether `tag`'s bit is taken.
+    fn taken(tag: usize) -> bool {
+        let index = tag - 1;
+        TAKEN[index / 64].load(Ordering::Relaxed) & (1 << (index % 64)) != 0
+    }
+
+    /// A child of `fork` keeps the forking thread's tag, and its new threads
+    /// never get a tag that another thread of the parent held.
+    #[cfg(all(unix, not(miri)))]
+    #[test]
+    fn a_forked_child_never_reuses_the_parents_other_tags() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+        let other = std::thread::spawn(move || {
+            tx.send(tag()).unwrap();
+            done_rx.recv().unwrap();
+        });
+        let theirs = rx.recv().unwrap();
+        let mine = tag();
+        // SAFETY: the child only reads atomics, spawns a thread (whose
+        // allocations go to the system allocator in this test binary) and
+        // leaves with _exit.
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            let kept = tag() == mine && taken(theirs);
+            let new = std::thread::spawn(tag).join().unwrap_or(theirs);
+            let code = if kept && new != theirs && new != mine {
+                0
+            } else {
+                1
+            };
+            // SAFETY: leaves the child at once.
+            unsafe { libc::_exit(code) };
+        }
+        let mut status = 0;
+        // SAFETY: our own child; a valid out-pointer.
+        assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+        assert!(
+            libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+            "{status:#x}"
+        );
+        done_tx.send(()).unwrap();
+        other.join().unwrap();
+    }
+
     #[test]
     fn threads_get_distinct_tags_that_are_reused() {
         let mine = tag();

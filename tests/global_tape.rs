@@ -1,17 +1,22 @@
-//! A whole test binary whose heap is a Tape over one pinned Block.
+//! A whole test binary whose heap is a Tape over one Block of 1 TiB of
+//! address space, committed (and pinned, as far as the limit allows) as the
+//! program uses it: it starts at once and costs what it uses.
 
 mod common;
 
-use unimem::{BlockOptions, Pinning, Tape};
+use unimem::{BlockOptions, Tape};
 
 #[global_allocator]
-static HEAP: Tape = Tape::lazy_with(
-    1 << 30,
-    BlockOptions::new()
-        .pinning(Pinning::BestEffort)
-        .prefault(false)
-        .label("unimem-global-tape"),
-);
+static HEAP: Tape = Tape::lazy_with(1 << 40, BlockOptions::lazy().label("unimem-global-tape"));
+
+/// A line of /proc/self/status, in bytes.
+#[cfg(target_os = "linux")]
+fn status(key: &str) -> usize {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status.lines().find(|l| l.starts_with(key)).unwrap();
+    let kib: usize = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    kib * 1024
+}
 
 #[test]
 fn std_workload_runs_in_the_tape() {
@@ -21,7 +26,23 @@ fn std_workload_runs_in_the_tape() {
     common::vectors(200);
     common::threads(4, 1000);
     assert!(HEAP.used() > before);
-    assert!(HEAP.used() < HEAP.total());
+    assert_eq!(HEAP.total(), 1 << 40);
+    // What is committed follows what was taken, not the capacity.
+    assert!(
+        HEAP.committed() <= HEAP.used() + Tape::COMMIT_STEP,
+        "{} committed for {} used",
+        HEAP.committed(),
+        HEAP.used()
+    );
+    #[cfg(target_os = "linux")]
+    {
+        let peak = status("VmHWM:");
+        assert!(
+            peak < HEAP.committed() + (64 << 20),
+            "peak RSS {peak} for {} committed",
+            HEAP.committed()
+        );
+    }
 }
 
 #[test]

@@ -3,6 +3,9 @@
 //! checked.
 #![allow(dead_code)]
 
+#[cfg(all(unix, not(miri)))]
+pub mod fork;
+
 use std::collections::{BTreeMap, HashMap};
 use std::thread;
 
