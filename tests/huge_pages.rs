@@ -40,27 +40,23 @@ fn have_pages(test: &str, pages: usize) -> bool {
     false
 }
 
+/// The address range of an smaps header line ("start-end perms ...").
+fn range_of(line: &str) -> Option<std::ops::Range<usize>> {
+    let (range, _) = line.split_once(' ')?;
+    let (start, end) = range.split_once('-')?;
+    Some(usize::from_str_radix(start, 16).ok()?..usize::from_str_radix(end, 16).ok()?)
+}
+
 /// The kernel page size of the mapping that holds `ptr`, from smaps.
 fn kernel_page_size(ptr: *const u8) -> usize {
     let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
     let mut inside = false;
     for line in smaps.lines() {
-        if let Some((range, _)) = line.split_once(' ') {
-            if let Some((start, end)) = range.split_once('-') {
-                if let (Ok(start), Ok(end)) = (
-                    usize::from_str_radix(start, 16),
-                    usize::from_str_radix(end, 16),
-                ) {
-                    inside = (start..end).contains(&ptr.addr());
-                    continue;
-                }
-            }
-        }
-        if inside {
-            if let Some(kib) = line.strip_prefix("KernelPageSize:") {
-                let kib: usize = kib.trim().trim_end_matches(" kB").trim().parse().unwrap();
-                return kib * 1024;
-            }
+        if let Some(range) = range_of(line) {
+            inside = range.contains(&ptr.addr());
+        } else if let Some(kib) = line.strip_prefix("KernelPageSize:").filter(|_| inside) {
+            let kib: usize = kib.trim().trim_end_matches(" kB").trim().parse().unwrap();
+            return kib * 1024;
         }
     }
     panic!("no mapping holds {ptr:p}")
