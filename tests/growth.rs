@@ -103,7 +103,7 @@ fn a_heap_grows_far_past_its_first_commit_and_gives_memory_back() {
     }
     let freed = heap.stats();
     assert!(
-        freed.committed <= unimem::TRIM_KEEP + 8 << 20,
+        freed.committed <= unimem::TRIM_KEEP + (8 << 20),
         "a burst that ends gives its memory back: {freed:?}"
     );
     heap.trim();
@@ -166,10 +166,9 @@ fn unimem_memlock_limit() -> Option<u64> {
         rlim_max: 0,
     };
     // SAFETY: a valid out-pointer.
-    assert_eq!(
-        unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut limit) },
-        0
-    );
+    let rc = unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut limit) };
+    assert_eq!(rc, 0);
+    // SAFETY: geteuid has no preconditions.
     let root = unsafe { libc::geteuid() } == 0;
     (!root && limit.rlim_cur != libc::RLIM_INFINITY).then_some(limit.rlim_cur)
 }
@@ -196,4 +195,54 @@ fn a_heaps_locked_memory_falls_when_it_trims() {
         after <= before + unimem::TRIM_KEEP,
         "locked memory falls after the burst: {before} -> {grown} -> {after}"
     );
+}
+
+/// Free memory below a live allocation cannot be decommitted from the end:
+/// it is discarded in place (given back and unlocked), and taken back,
+/// locked again, when the heap reuses it.
+#[cfg(target_os = "linux")]
+#[test]
+fn free_memory_inside_an_arena_is_given_back_and_taken_back() {
+    let _one_at_a_time = LOCKED.lock().unwrap();
+    let heap = Heap::lazy_with(256 << 20, options()).open().unwrap();
+    let base = vm_lck();
+    let burst: Vec<Live> = (0..40).map(|i| Live::new(&heap, 1 << 20, i)).collect();
+    let top = Live::new(&heap, 1 << 20, 99);
+    let grown = heap.stats();
+    for allocation in burst {
+        allocation.check();
+        // SAFETY: allocated above with this layout.
+        unsafe { heap.deallocate(allocation.ptr, allocation.layout) };
+    }
+    let freed = heap.stats();
+    let block = heap.try_block().unwrap();
+    assert!(block.discarded() > 30 << 20, "{freed:?}, {block:?}");
+    assert!(
+        freed.committed <= (1 << 20) + unimem::TRIM_KEEP + (2 << 20),
+        "given back below the live allocation: {grown:?} -> {freed:?}"
+    );
+    let pinned_all = unimem_memlock_limit().is_none();
+    if pinned_all {
+        assert!(block.is_pinned(), "what is in memory is locked");
+        assert_eq!(vm_lck() - base, block.locked());
+        assert!(vm_lck() - base <= freed.committed + (1 << 20));
+    }
+    // Reused: taken back, locked again, its bytes fresh.
+    let again: Vec<Live> = (0..40)
+        .map(|i| Live::new(&heap, 1 << 20, 100 + i))
+        .collect();
+    for allocation in &again {
+        allocation.check();
+    }
+    top.check();
+    let reused = heap.stats();
+    assert!(reused.committed >= 41 << 20, "{reused:?}");
+    assert!(
+        reused.committed <= grown.committed + unimem::TRIM_KEEP,
+        "{reused:?}"
+    );
+    if pinned_all {
+        assert!(block.is_pinned());
+        assert_eq!(vm_lck() - base, block.locked());
+    }
 }

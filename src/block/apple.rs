@@ -298,6 +298,14 @@ impl Backend for Raw {
         false
     }
 
+    unsafe fn discard(&self, _base: NonNull<u8>, _from: usize, _to: usize) -> Result<(), Error> {
+        Err(cannot_reserve())
+    }
+
+    fn can_discard(&self) -> bool {
+        false
+    }
+
     fn share(&self) -> Result<Export, Error> {
         // SAFETY: a live surface.
         let port = unsafe { IOSurfaceCreateMachPort(self.surface) };

@@ -429,6 +429,24 @@ impl Backend for Raw {
         self.fd.is_none()
     }
 
+    unsafe fn discard(&self, base: NonNull<u8>, from: usize, to: usize) -> Result<(), Error> {
+        // SAFETY: the caller's contract: `from..to` is ours, committed, and
+        // nothing refers to it. Locked pages cannot be dropped: unlock first
+        // (a no-op for pages that were not locked).
+        unsafe {
+            let at = base.as_ptr().add(from).cast::<libc::c_void>();
+            libc::munlock(at, to - from);
+            if libc::madvise(at, to - from, libc::MADV_DONTNEED) != 0 {
+                return Err(Error::last_os("madvise(MADV_DONTNEED)"));
+            }
+        }
+        Ok(())
+    }
+
+    fn can_discard(&self) -> bool {
+        self.fd.is_none() && self.hugetlb == 0
+    }
+
     fn share(&self) -> Result<Export, Error> {
         let Some(fd) = &self.fd else {
             return Err(Error::InvalidArgument {

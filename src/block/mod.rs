@@ -23,8 +23,9 @@
 //!    or `release` runs; bytes beyond `committed` are never accessed;
 //! 3. `ptr` never changes for the region's lifetime, and committing more
 //!    never moves it;
-//! 4. `locked` bytes from `ptr` are locked in memory (`mlock`): pinning
-//!    keeps the locked part a prefix of the committed part;
+//! 4. the bytes locked in memory (`mlock`) are a prefix of the committed
+//!    part, less the ranges an allocator discarded (`Region::discard`) or
+//!    could not lock again;
 //! 5. nothing on reserve, commit or decommit allocates through the global
 //!    allocator, so a global allocator may open and grow Blocks.
 //!
@@ -128,6 +129,17 @@ pub(crate) trait Backend: Sized {
 
     /// Whether `unmap` may run: false where other mappings share the pages.
     fn can_unmap(&self) -> bool;
+
+    /// Gives the pages of the committed range `from..to` back to the system
+    /// and unlocks them, leaving the range mapped: it reads as zero when
+    /// touched again.
+    ///
+    /// # Safety
+    /// As `unmap`.
+    unsafe fn discard(&self, base: NonNull<u8>, from: usize, to: usize) -> Result<(), Error>;
+
+    /// Whether `discard` may run: private memory of base pages only.
+    fn can_discard(&self) -> bool;
 
     /// Gives a handle through which another mapping reaches the same pages.
     fn share(&self) -> Result<Export, Error>;
@@ -456,9 +468,16 @@ pub struct Region {
     /// anywhere (Acquire, pairing with the Release store that published it
     /// after the pages were mapped).
     committed: AtomicUsize,
-    /// Bytes locked from `ptr`: a prefix of `committed`. Changed under the
-    /// commit lock.
+    /// The end of the locked prefix: every byte below it was locked when it
+    /// was committed. Changed under the commit lock.
     locked: AtomicUsize,
+    /// Bytes an allocator discarded inside the committed part (not resident,
+    /// zero when touched again). Under the commit lock.
+    discarded: AtomicUsize,
+    /// Bytes below `locked` that are not locked now: discarded, or not
+    /// locked again when recommitted (best-effort pinning past the limit).
+    /// Under the commit lock.
+    unlocked: AtomicUsize,
     granule: usize,
     settings: Settings,
     /// Registrations told of each commit; under the commit lock.
@@ -483,6 +502,8 @@ impl Region {
             capacity: reserved.capacity,
             committed: AtomicUsize::new(reserved.committed),
             locked: AtomicUsize::new(reserved.locked),
+            discarded: AtomicUsize::new(0),
+            unlocked: AtomicUsize::new(0),
             granule: reserved.granule,
             settings,
             watchers: UnsafeCell::new([None; WATCHERS]),
@@ -525,18 +546,31 @@ impl Region {
         self.granule
     }
 
-    /// Whether every committed byte is locked in memory.
+    /// Whether every committed byte in memory is locked (bytes an allocator
+    /// gave back inside the committed part are locked again when reused).
     #[inline]
     pub fn is_pinned(&self) -> bool {
         // Relaxed: a snapshot; exact when no commit runs.
         self.locked.load(Ordering::Relaxed) == self.committed.load(Ordering::Relaxed)
+            && self.unlocked.load(Ordering::Relaxed) == self.discarded.load(Ordering::Relaxed)
     }
 
-    /// The committed bytes that are locked in memory, from the first byte.
+    /// The committed bytes that are locked in memory.
     #[inline]
     pub fn locked(&self) -> usize {
         // Relaxed: a snapshot, as `is_pinned`.
-        self.locked.load(Ordering::Relaxed)
+        self.locked
+            .load(Ordering::Relaxed)
+            .saturating_sub(self.unlocked.load(Ordering::Relaxed))
+    }
+
+    /// The committed bytes an allocator gave back to the system without
+    /// decommitting them (a Heap's free runs inside its arenas): mapped, not
+    /// in memory, and committed again when reused.
+    #[inline]
+    pub fn discarded(&self) -> usize {
+        // Relaxed: a snapshot, as `is_pinned`.
+        self.discarded.load(Ordering::Relaxed)
     }
 
     /// Whether `ptr` points into the reservation (committed or not): the
@@ -718,7 +752,103 @@ impl Region {
         let result = unsafe { self.raw.unmap(self.ptr, keep, committed) };
         let locked = self.locked.load(Ordering::Relaxed);
         self.locked.store(locked.min(keep), Ordering::Relaxed);
+        // Unlocked bytes past `keep` went with the pages; the caller told us
+        // of discarded ones (`forget_discarded`), so what is left is below.
+        let unlocked = self.unlocked.load(Ordering::Relaxed);
+        self.unlocked.store(unlocked.min(keep), Ordering::Relaxed);
         result
+    }
+
+    /// Gives the pages of the committed range `from..to` (granule-aligned)
+    /// back to the system, unlocked, without decommitting them: they read as
+    /// zero when next touched. [`recommit`](Region::recommit) takes them
+    /// back into use.
+    ///
+    /// Errors: a Block whose memory cannot be discarded (shared, huge pages,
+    /// an IOSurface: [`Error::Unsupported`]), or one registered with a device
+    /// ([`Error::Registered`]).
+    ///
+    /// # Safety
+    /// Nothing refers to the range, no other thread can come to it, and it
+    /// is not discarded already (allocators track which ranges are).
+    pub(crate) unsafe fn discard(&self, from: usize, to: usize) -> Result<(), Error> {
+        debug_assert!(from < to && to <= self.committed());
+        if !self.raw.can_discard() {
+            return Err(Error::Unsupported {
+                what: "discarding pages of a shared or huge-page Block",
+            });
+        }
+        let _lock = self.commit_lock().lock();
+        // SAFETY: we hold the commit lock, which guards the watchers.
+        if unsafe { &*self.watchers.get() }.iter().any(Option::is_some) {
+            return Err(Error::Registered);
+        }
+        // SAFETY: the caller's contract; the range is committed.
+        unsafe { self.raw.discard(self.ptr, from, to)? };
+        // Relaxed, all: under the commit lock.
+        self.discarded.fetch_add(to - from, Ordering::Relaxed);
+        let locked = self.locked.load(Ordering::Relaxed);
+        self.unlocked
+            .fetch_add(to.min(locked).saturating_sub(from), Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Takes a range that `discard` gave back into use again: locks what was
+    /// locked before (populating it unless prefault is off). With
+    /// [`Pinning::Required`] a refused lock is [`Error::Pin`] and the range
+    /// stays discarded.
+    ///
+    /// # Safety
+    /// Every byte of `from..to` was discarded and not recommitted since;
+    /// nothing else refers to it.
+    pub(crate) unsafe fn recommit(&self, from: usize, to: usize) -> Result<(), Error> {
+        let _lock = self.commit_lock().lock();
+        let settings = self.settings;
+        // Relaxed, all: under the commit lock.
+        let locked = self.locked.load(Ordering::Relaxed);
+        let relock = to.min(locked).saturating_sub(from);
+        let mut populated = false;
+        if relock > 0 && settings.pinning != Pinning::Off {
+            // SAFETY: the range is committed (mapped) and ours.
+            match unsafe {
+                self.raw
+                    .lock(self.ptr, from, from + relock, settings.prefault)
+            } {
+                Ok(()) => {
+                    self.unlocked.fetch_sub(relock, Ordering::Relaxed);
+                    populated = settings.prefault && relock == to - from;
+                }
+                Err(source) => {
+                    let required = settings.pinning == Pinning::Required;
+                    if !settings.quiet {
+                        report::refusal(relock, &source, required);
+                    }
+                    if required {
+                        return Err(Error::pin(relock, source));
+                    }
+                }
+            }
+        }
+        if settings.prefault && !populated {
+            // SAFETY: as above.
+            unsafe { self.raw.populate(self.ptr, from, to)? };
+        }
+        self.discarded.fetch_sub(to - from, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Forgets that `from..to` was discarded, because the caller is about to
+    /// decommit it: bookkeeping only.
+    ///
+    /// # Safety
+    /// As `recommit`, and the caller decommits the range next.
+    pub(crate) unsafe fn forget_discarded(&self, from: usize, to: usize) {
+        let _lock = self.commit_lock().lock();
+        // Relaxed, all: under the commit lock.
+        let locked = self.locked.load(Ordering::Relaxed);
+        self.unlocked
+            .fetch_sub(to.min(locked).saturating_sub(from), Ordering::Relaxed);
+        self.discarded.fetch_sub(to - from, Ordering::Relaxed);
     }
 
     /// Maps what another mapping of the same (shared) pages committed since

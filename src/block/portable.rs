@@ -132,6 +132,15 @@ impl Backend for Raw {
         true
     }
 
+    unsafe fn discard(&self, base: NonNull<u8>, from: usize, to: usize) -> Result<(), Error> {
+        // SAFETY: as `unmap`: discarded memory reads as zero.
+        unsafe { self.unmap(base, from, to) }
+    }
+
+    fn can_discard(&self) -> bool {
+        true
+    }
+
     fn share(&self) -> Result<Export, Error> {
         Err(Error::Unsupported {
             what: "sharing: the portable backend has no export handle",

@@ -9,14 +9,23 @@
 //! reserved whole when the arena opens and committed together as the arena
 //! grows: data in steps of 2 MiB (`Region::grow_to`), metadata as the data
 //! it describes. The run allocator tiles what is committed; when it cannot
-//! serve a request, the arena commits more (`extend`), and a free run at its
-//! end is given back (`trim`), automatically past [`TRIM_THRESHOLD`].
+//! serve a request, the arena commits more (`extend`).
+//!
+//! Free memory goes back to the system (`trim`): a free run at the arena's
+//! end is decommitted, and whole free groups inside are discarded (their
+//! pages dropped and unlocked, the range still committed; a group's
+//! `discarded` flag says so, and taking any of its units recommits it
+//! first). This runs on its own when a free leaves more than
+//! [`TRIM_THRESHOLD`] of free memory in the arena, keeping [`TRIM_KEEP`],
+//! and fully on `Heap::trim`.
 //!
 //! Growing and trimming run under the arena's grow lock, with the run lock
 //! taken only to read or change the runs: requests the committed part can
 //! serve do not wait for a commit's system calls.
 
+use core::ops::Range;
 use core::ptr::NonNull;
+use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use super::runs::{GROUP_UNITS, Runs, UNIT, UnitMeta};
 use super::shared::HeapCore;
@@ -24,12 +33,13 @@ use super::slab::{GROUP, SlabHeader};
 use crate::lock::SpinLock;
 use crate::{Block, BlockOptions, Error, Pages, Pinning, Region};
 
-/// A free run at least this long at an arena's end is decommitted at once,
-/// all but [`TRIM_KEEP`] of it: after a burst, committed (and locked) memory
-/// falls without waiting for `Heap::trim`.
+/// When a free leaves at least this much free memory in memory in an arena,
+/// the arena gives all but [`TRIM_KEEP`] of it back to the system at once:
+/// after a burst, committed (and locked) memory falls without waiting for
+/// `Heap::trim`.
 pub const TRIM_THRESHOLD: usize = 16 << 20;
-/// What an automatic trim leaves committed above the last allocation, so
-/// that the next burst does not start with a commit.
+/// The free memory an automatic trim leaves in memory, so that the next
+/// burst does not start by committing again.
 pub const TRIM_KEEP: usize = 4 << 20;
 
 /// The metadata of one 64 KiB group of data.
@@ -37,6 +47,10 @@ pub const TRIM_KEEP: usize = 4 << 20;
 pub(super) struct GroupMeta {
     pub(super) slab: SlabHeader,
     tags: [UnitMeta; GROUP_UNITS as usize],
+    /// Whether the group's pages were given back (`discard_free`): the
+    /// group is free and still committed. Set under the runs lock, cleared
+    /// under the grow lock once the pages are taken back (`recommit`).
+    discarded: AtomicBool,
 }
 
 /// The options of the metadata Blocks: private, unpinned, base pages
@@ -68,6 +82,8 @@ pub(super) struct Arena {
     groups: NonNull<GroupMeta>,
     /// Where `groups` starts in the metadata Block.
     groups_offset: usize,
+    /// Groups discarded now (their flags set).
+    discarded: AtomicUsize,
     /// The heap's core, which counts what arenas commit; it outlives them.
     core: NonNull<HeapCore>,
 }
@@ -127,6 +143,7 @@ impl Arena {
                 len: groups * GROUP,
                 groups: groups_ptr,
                 groups_offset,
+                discarded: AtomicUsize::new(0),
                 core,
             });
             Ok(NonNull::new_unchecked(arena))
@@ -219,8 +236,87 @@ impl Arena {
     }
 
     /// Takes a run of `units` units aligned to `align`, committing more of
-    /// the arena if the committed part cannot serve it.
+    /// the arena if the committed part cannot serve it, and taking back
+    /// discarded groups it covers.
     pub(super) fn alloc_run(&self, units: u32, align: usize) -> Option<u32> {
+        let unit = self.take_run(units, align)?;
+        if self.any_discarded(unit, units) && !self.recommit(unit, units) {
+            let _ = self.free_run(unit, |_| {});
+            return None;
+        }
+        Some(unit)
+    }
+
+    /// The groups the units `unit..unit + units` touch.
+    fn groups_of(unit: u32, units: u32) -> Range<usize> {
+        let first = (unit / GROUP_UNITS) as usize;
+        first..(unit + units).div_ceil(GROUP_UNITS) as usize
+    }
+
+    fn group(&self, group: usize) -> &GroupMeta {
+        debug_assert!(group < self.len / GROUP);
+        // SAFETY: callers pass groups of committed units, whose metadata is
+        // committed and lives as long as the arena.
+        unsafe { self.groups.add(group).as_ref() }
+    }
+
+    /// Whether a group the units touch is discarded.
+    #[inline]
+    fn any_discarded(&self, unit: u32, units: u32) -> bool {
+        // Acquire: pairs with the Release store in `discard_free`, after the
+        // runs lock that handed us the units was taken.
+        Self::groups_of(unit, units).any(|g| self.group(g).discarded.load(Ordering::Acquire))
+    }
+
+    /// Takes back the discarded groups the units `unit..unit + units` touch
+    /// (all of each group: its other units may be taken next); false if
+    /// their pages could not be locked again with pinning required.
+    #[cold]
+    fn recommit(&self, unit: u32, units: u32) -> bool {
+        let _grow = self.grow.lock();
+        let groups = Self::groups_of(unit, units);
+        let mut taken = 0;
+        let mut at = groups.start;
+        while at < groups.end {
+            // Relaxed: under the grow lock, which every clearing holds; a set
+            // flag was published to us by the runs lock.
+            if !self.group(at).discarded.load(Ordering::Relaxed) {
+                at += 1;
+                continue;
+            }
+            let mut end = at + 1;
+            while end < groups.end && self.group(end).discarded.load(Ordering::Relaxed) {
+                end += 1;
+            }
+            // SAFETY: every byte of these groups was discarded and not taken
+            // back (their flags); their units are ours or free, and whoever
+            // takes the free ones waits for this grow lock before touching
+            // them (`any_discarded`).
+            if unsafe { self.data.recommit(at * GROUP, end * GROUP) }.is_err() {
+                break;
+            }
+            for group in at..end {
+                // Release: pairs with the Acquire in `any_discarded`.
+                self.group(group).discarded.store(false, Ordering::Release);
+            }
+            taken += end - at;
+            at = end;
+        }
+        self.discarded.fetch_sub(taken, Ordering::Relaxed);
+        self.core().note_committed((taken * GROUP) as isize);
+        at >= groups.end
+    }
+
+    /// Free bytes of the arena in memory: free units less discarded groups.
+    fn resident_free(&self, runs: &Runs) -> usize {
+        // Relaxed: changed under the grow lock; a snapshot is enough for a
+        // threshold.
+        (runs.free_units() as usize * UNIT)
+            .saturating_sub(self.discarded.load(Ordering::Relaxed) * GROUP)
+    }
+
+    /// Takes a run from the runs, committing more of the arena if needed.
+    fn take_run(&self, units: u32, align: usize) -> Option<u32> {
         if let Some(unit) = self.runs.lock().alloc(units, align) {
             return Some(unit);
         }
@@ -246,16 +342,15 @@ impl Arena {
     /// returns its length, or `None` if no used run starts there. A free run
     /// past [`TRIM_THRESHOLD`] at the end is then trimmed.
     pub(super) fn free_run(&self, unit: u32, before: impl FnOnce(&mut Runs)) -> Option<u32> {
-        let (len, top, units) = {
+        let (len, resident) = {
             let mut runs = self.runs.lock();
             let len = runs.used_len(unit)?;
             before(&mut runs);
             runs.free(unit);
-            (len, runs.free_top(), runs.units())
+            (len, self.resident_free(&runs))
         };
-        if top as usize * UNIT >= TRIM_THRESHOLD {
-            let used = (units - top) as usize * UNIT;
-            self.trim(used + TRIM_KEEP);
+        if resident >= TRIM_THRESHOLD {
+            self.trim(TRIM_KEEP);
         }
         Some(len)
     }
@@ -272,6 +367,13 @@ impl Arena {
                     return Some(old);
                 }
                 if runs.grow(unit, units) {
+                    drop(runs);
+                    if self.any_discarded(unit + old, units - old)
+                        && !self.recommit(unit + old, units - old)
+                    {
+                        self.runs.lock().shrink(unit, old);
+                        return None;
+                    }
                     return Some(old);
                 }
                 let end = unit + old;
@@ -318,20 +420,51 @@ impl Arena {
         true
     }
 
-    /// Decommits the free run at the arena's end down to `keep` bytes of
-    /// data (at least what is in use); returns the bytes given back. A data
-    /// Block registered with a device, or shared, keeps its pages.
+    /// Gives free memory back to the system, keeping at most `keep` bytes of
+    /// it in memory: first the free run at the arena's end is decommitted,
+    /// then whole free groups inside are discarded. Returns the bytes given
+    /// back. A data Block registered with a device, or shared, keeps its
+    /// pages.
     pub(super) fn trim(&self, keep: usize) -> usize {
         let _grow = self.grow.lock();
-        let keep_units = u32::try_from(keep.div_ceil(UNIT)).unwrap_or(u32::MAX);
+        let top = self.trim_top(keep);
+        top + self.discard_free(keep)
+    }
+
+    /// Decommits the free run at the end, all but `keep` bytes of it (to a
+    /// group boundary); returns the bytes decommitted. Under the grow lock.
+    fn trim_top(&self, keep: usize) -> usize {
+        let keep_units = {
+            let runs = self.runs.lock();
+            let used = runs.units() - runs.free_top();
+            let kept = used.saturating_add(u32::try_from(keep / UNIT).unwrap_or(u32::MAX));
+            kept.next_multiple_of(GROUP_UNITS).min(runs.units())
+        };
         let Some(units) = self.runs.lock().trim_top(keep_units) else {
             return 0;
         };
         let before = self.data.committed();
+        let end = units as usize * UNIT;
+        // Discarded groups past the end go with the decommit: forget them.
+        let mut forgotten = 0;
+        for group in end / GROUP..before.min(self.len) / GROUP {
+            let flag = &self.group(group).discarded;
+            // Relaxed: under the grow lock, which every clearing holds.
+            if flag.load(Ordering::Relaxed) {
+                // SAFETY: a discarded group, not taken back, in no run now.
+                unsafe {
+                    self.data
+                        .forget_discarded(group * GROUP, (group + 1) * GROUP)
+                };
+                flag.store(false, Ordering::Relaxed);
+                forgotten += 1;
+            }
+        }
+        self.discarded.fetch_sub(forgotten, Ordering::Relaxed);
         // SAFETY: the units past `units` are in no run now: nobody holds or
         // can take them until `extend` adds them back, under the grow lock
         // we hold.
-        match unsafe { self.data.decommit_to(units as usize * UNIT) } {
+        match unsafe { self.data.decommit_to(end) } {
             Ok(()) => {
                 let after = self.data.committed();
                 let groups = (after / UNIT).div_ceil(GROUP_UNITS as usize);
@@ -342,8 +475,10 @@ impl Arena {
                 // The data may have stayed committed past `units` (a granule
                 // larger than a unit): hand that part back to the runs.
                 self.runs.lock().extend((after / UNIT) as u32);
-                self.core().note_committed(after as isize - before as isize);
-                before - after
+                // The forgotten groups were counted out when discarded.
+                let given = before - after - forgotten * GROUP;
+                self.core().note_committed(-(given as isize));
+                given
             }
             Err(_) => {
                 // Registered or shared: the pages stay, and so do the units.
@@ -353,6 +488,58 @@ impl Arena {
                 0
             }
         }
+    }
+
+    /// Discards whole free groups until at most `keep` bytes of free memory
+    /// are in memory; returns the bytes discarded. Under the grow lock.
+    fn discard_free(&self, keep: usize) -> usize {
+        let runs = self.runs.lock();
+        let mut resident = self.resident_free(&runs);
+        let mut given = 0;
+        let mut failed = false;
+        runs.for_each_free(|start, len| {
+            if resident <= keep || failed {
+                return;
+            }
+            let first = start.div_ceil(GROUP_UNITS) as usize;
+            let end = ((start + len) / GROUP_UNITS) as usize;
+            let mut at = first;
+            while at < end && resident > keep {
+                // Relaxed: under the runs and grow locks, which every change
+                // holds.
+                if self.group(at).discarded.load(Ordering::Relaxed) {
+                    at += 1;
+                    continue;
+                }
+                let mut stop = at + 1;
+                let mut bytes = GROUP;
+                while stop < end
+                    && resident > keep + bytes
+                    && !self.group(stop).discarded.load(Ordering::Relaxed)
+                {
+                    stop += 1;
+                    bytes += GROUP;
+                }
+                // SAFETY: whole groups inside a free run, not discarded: no
+                // allocation is there, and taking them needs the runs lock
+                // we hold.
+                if unsafe { self.data.discard(at * GROUP, stop * GROUP) }.is_err() {
+                    failed = true;
+                    return;
+                }
+                for group in at..stop {
+                    // Release: pairs with the Acquire in `any_discarded`.
+                    self.group(group).discarded.store(true, Ordering::Release);
+                }
+                self.discarded.fetch_add(stop - at, Ordering::Relaxed);
+                resident = resident.saturating_sub(bytes);
+                given += bytes;
+                at = stop;
+            }
+        });
+        drop(runs);
+        self.core().note_committed(-(given as isize));
+        given
     }
 
     /// Takes a group from the runs and makes it a slab of `class`.

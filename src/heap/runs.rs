@@ -212,9 +212,26 @@ impl Runs {
     }
 
     /// Units in free runs.
-    #[cfg(test)]
     pub(crate) fn free_units(&self) -> u32 {
         self.free_units
+    }
+
+    /// Calls `f` with the start and length of every free run, in no
+    /// particular order.
+    pub(crate) fn for_each_free(&self, mut f: impl FnMut(u32, u32)) {
+        for row in 0..ROWS {
+            if self.rows & (1 << row) == 0 {
+                continue;
+            }
+            for column in 0..COLUMNS {
+                let mut at = self.heads[row][column];
+                while at != NIL {
+                    let tag = *self.tag(at);
+                    f(at, tag.len);
+                    at = tag.next;
+                }
+            }
+        }
     }
 
     /// Writes the tags of a run.
@@ -673,6 +690,33 @@ pub(crate) mod tests {
         r.extend(8);
         r.check().unwrap();
         assert_eq!(r.alloc(8, UNIT), Some(0));
+    }
+
+    #[test]
+    fn free_runs_are_all_walked() {
+        let mut tags = Vec::new();
+        let mut r = runs(&mut tags, 100, 0);
+        let taken: Vec<u32> = (0..10).map(|i| r.alloc(1 + i, UNIT).unwrap()).collect();
+        for &start in taken.iter().step_by(2) {
+            r.free(start);
+        }
+        let mut seen = Vec::new();
+        r.for_each_free(|start, len| seen.push((start, len)));
+        seen.sort_unstable();
+        assert_eq!(
+            seen.iter().map(|&(_, len)| len).sum::<u32>(),
+            r.free_units()
+        );
+        assert!(
+            seen.windows(2).all(|w| w[0].0 + w[0].1 < w[1].0),
+            "{seen:?}"
+        );
+        for &start in taken.iter().skip(1).step_by(2) {
+            r.free(start);
+        }
+        let mut all = Vec::new();
+        r.for_each_free(|start, len| all.push((start, len)));
+        assert_eq!(all, [(0, 100)]);
     }
 
     #[test]
