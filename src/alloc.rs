@@ -104,8 +104,8 @@ fn allocate_slow<E: Engine + ?Sized>(
     match engine.take_slow(layout) {
         Some(block) => {
             if zeroed {
-                // SAFETY: `take_slow` returned at least `layout.size()` bytes.
-                unsafe { ptr::write_bytes(block.cast::<u8>().as_ptr(), 0, layout.size()) };
+                // SAFETY: `take_slow` returned `block.len()` writable bytes.
+                unsafe { ptr::write_bytes(block.cast::<u8>().as_ptr(), 0, block.len()) };
             }
             Some(block)
         }
@@ -179,6 +179,9 @@ pub(crate) unsafe fn deallocate_nonzero<E: Engine + ?Sized>(
     }
 }
 
+/// `Allocator::allocate_zeroed`: the whole returned slice is zero, as the
+/// trait promises, not only the bytes asked for (a Grid cell or a Heap size
+/// class can be longer).
 #[inline]
 pub(crate) fn allocate_zeroed<E: Engine + ?Sized>(
     engine: &E,
@@ -189,12 +192,32 @@ pub(crate) fn allocate_zeroed<E: Engine + ?Sized>(
     }
     if let Some(block) = engine.take(layout) {
         // Blocks reuse memory (after a rewind, a clear or a free), so the
-        // bytes must be written; only the requested ones are promised.
-        // SAFETY: `take` returned at least `layout.size()` writable bytes.
-        unsafe { ptr::write_bytes(block.cast::<u8>().as_ptr(), 0, layout.size()) };
+        // bytes must be written.
+        // SAFETY: `take` returned `block.len()` writable bytes.
+        unsafe { ptr::write_bytes(block.cast::<u8>().as_ptr(), 0, block.len()) };
         return Some(block);
     }
     allocate_slow(engine, layout, true)
+}
+
+/// `GlobalAlloc::alloc_zeroed`, whose caller gets a pointer, not a slice:
+/// the bytes asked for are zero.
+#[inline]
+pub(crate) fn allocate_zeroed_nonzero<E: Engine + ?Sized>(
+    engine: &E,
+    layout: Layout,
+) -> Option<NonNull<u8>> {
+    debug_assert_ne!(
+        layout.size(),
+        0,
+        "GlobalAlloc::alloc_zeroed with a zero size"
+    );
+    if let Some(block) = engine.take(layout) {
+        // SAFETY: `take` returned at least `layout.size()` writable bytes.
+        unsafe { ptr::write_bytes(block.cast::<u8>().as_ptr(), 0, layout.size()) };
+        return Some(block.cast());
+    }
+    allocate_slow(engine, layout, true).map(NonNull::cast)
 }
 
 /// # Safety
@@ -242,10 +265,11 @@ pub(crate) unsafe fn reallocate<E: Engine + ?Sized>(
         if aligned {
             // SAFETY: the caller's contract; `owns` says it came from `take`.
             if let Some(block) = unsafe { engine.resize(ptr, old, new) } {
-                if zeroed && new.size() > old.size() {
-                    // SAFETY: the block now holds `new.size()` bytes.
+                if zeroed && block.len() > old.size() {
+                    // SAFETY: the block now holds `block.len()` bytes; the
+                    // ones past the old size are to read as zero.
                     unsafe {
-                        ptr::write_bytes(ptr.as_ptr().add(old.size()), 0, new.size() - old.size())
+                        ptr::write_bytes(ptr.as_ptr().add(old.size()), 0, block.len() - old.size())
                     };
                 }
                 return Some(block);

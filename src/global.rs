@@ -22,8 +22,8 @@ macro_rules! impl_global_alloc {
 
                 #[inline]
                 unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-                    crate::alloc::allocate_zeroed(self, layout)
-                        .map_or(ptr::null_mut(), |block| block.cast::<u8>().as_ptr())
+                    crate::alloc::allocate_zeroed_nonzero(self, layout)
+                        .map_or(ptr::null_mut(), NonNull::as_ptr)
                 }
 
                 #[inline]

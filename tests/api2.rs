@@ -7,7 +7,7 @@ use allocator_api2::alloc::{AllocError, Allocator};
 use allocator_api2::boxed::Box;
 use allocator_api2::vec::Vec;
 use hashbrown::HashMap;
-use unimem::{BlockOptions, Exhaustion, Grid, Pinning, Tape};
+use unimem::{BlockOptions, Exhaustion, Grid, Heap, Pinning, Tape};
 
 fn options() -> BlockOptions<'static> {
     BlockOptions::new().pinning(Pinning::BestEffort)
@@ -203,6 +203,60 @@ fn allocate_zeroed_zeroes_reused_memory() {
     // SAFETY: 4096 bytes, ours.
     let bytes = unsafe { core::slice::from_raw_parts(grown.cast::<u8>().as_ptr(), 4096) };
     assert!(bytes[16..].iter().all(|&b| b == 0));
+}
+
+/// Dirties the whole returned slice, frees it, and checks that the next
+/// `allocate_zeroed` of the same request gives the same memory with every
+/// byte of the returned slice zero, not only the bytes asked for.
+fn zeroed_slices_are_zero_to_the_end(allocator: &impl Allocator, size: usize) -> usize {
+    let layout = Layout::from_size_align(size, 1).unwrap();
+    let first = allocator.allocate(layout).unwrap();
+    // SAFETY: the returned slice is ours to write, all of it.
+    unsafe { first.cast::<u8>().as_ptr().write_bytes(0xAA, first.len()) };
+    // SAFETY: allocated just above with `layout`.
+    unsafe { allocator.deallocate(first.cast(), layout) };
+    let again = allocator.allocate_zeroed(layout).unwrap();
+    assert_eq!(again.cast::<u8>(), first.cast::<u8>(), "the same memory");
+    // SAFETY: the returned slice, all of it.
+    let bytes = unsafe { core::slice::from_raw_parts(again.cast::<u8>().as_ptr(), again.len()) };
+    assert!(
+        bytes.iter().all(|&b| b == 0),
+        "{} of {} zero",
+        bytes.iter().filter(|&&b| b == 0).count(),
+        bytes.len()
+    );
+    // SAFETY: as above.
+    unsafe { allocator.deallocate(again.cast(), layout) };
+    again.len()
+}
+
+#[test]
+fn allocate_zeroed_zeroes_the_whole_returned_slice() {
+    let grid = Grid::<256, 4>::new_with(&options()).unwrap();
+    assert_eq!(zeroed_slices_are_zero_to_the_end(&grid, 10), 256);
+    let heap = Heap::lazy_with(4 << 20, options()).open().unwrap();
+    assert_eq!(zeroed_slices_are_zero_to_the_end(&heap, 33), 40);
+    assert_eq!(zeroed_slices_are_zero_to_the_end(&heap, 40_000), 40_960);
+    // grow_zeroed in place: from the old size to the returned end.
+    let small = Layout::from_size_align(33, 4).unwrap();
+    let p = heap.allocate(small).unwrap();
+    // SAFETY: the returned slice is ours.
+    unsafe { p.cast::<u8>().as_ptr().write_bytes(0xAA, p.len()) };
+    let bigger = Layout::from_size_align(38, 4).unwrap();
+    // SAFETY: allocated with `small`.
+    let grown = unsafe { heap.grow_zeroed(p.cast(), small, bigger) }.unwrap();
+    assert_eq!(
+        grown.cast::<u8>(),
+        p.cast::<u8>(),
+        "in place, inside the class"
+    );
+    // SAFETY: the returned slice.
+    let bytes = unsafe { core::slice::from_raw_parts(grown.cast::<u8>().as_ptr(), grown.len()) };
+    assert_eq!(grown.len(), 40);
+    assert!(bytes[..33].iter().all(|&b| b == 0xAA));
+    assert!(bytes[33..].iter().all(|&b| b == 0));
+    // SAFETY: allocated (grown) with `bigger`.
+    unsafe { heap.deallocate(grown.cast(), bigger) };
 }
 
 #[test]
