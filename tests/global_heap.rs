@@ -77,6 +77,23 @@ fn ten_times_the_capacity_churns_through() {
     );
 }
 
+/// `blocks()` collects into a Vec, which here allocates from the same heap:
+/// it must not hold a heap lock while it does.
+#[test]
+fn listing_the_blocks_of_the_global_heap_does_not_deadlock() {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let blocks = HEAP.blocks();
+        tx.send(blocks.iter().map(|b| b.capacity()).collect::<Vec<_>>())
+            .unwrap();
+    });
+    let capacities = rx
+        .recv_timeout(std::time::Duration::from_secs(20))
+        .expect("blocks() finished");
+    assert!(!capacities.is_empty());
+    assert!(capacities.iter().all(|&c| c == BLOCK));
+}
+
 #[test]
 fn allocations_come_from_the_blocks() {
     let text = format!("{:>100}", "pinned");

@@ -302,7 +302,8 @@ impl<'a> BlockOptions<'a> {
     /// `Heap::lazy`): as [`new`](BlockOptions::new) but with
     /// [`Pinning::BestEffort`], so that a global allocator pins what
     /// `RLIMIT_MEMLOCK` allows, says once on standard error when it runs
-    /// out, and goes on unpinned.
+    /// out, and goes on unpinned. (`Heap::lazy` also turns prefault and
+    /// transparent huge pages off; see there.)
     pub const fn lazy() -> Self {
         BlockOptions::new().pinning(Pinning::BestEffort)
     }

@@ -202,6 +202,9 @@ pub struct HeapStats {
     pub spilled: usize,
 }
 
+/// The data Blocks' options of [`Heap::lazy`].
+const HEAP_OPTIONS: BlockOptions<'static> = BlockOptions::lazy().prefault(false).huge_pages(false);
+
 /// What a heap that cannot be opened reports when it asks for itself while
 /// opening (nothing in the crate does).
 static RECURSED: Error = Error::InvalidArgument {
@@ -215,11 +218,17 @@ impl Heap {
     /// statics. See [`max_blocks`](Heap::max_blocks) and
     /// [`spill`](Heap::spill).
     ///
-    /// The Blocks' options are [`BlockOptions::lazy`]: pinned where
+    /// The data Blocks' options are [`BlockOptions::lazy`] (pinned where
     /// `RLIMIT_MEMLOCK` allows, then unpinned, with one line on standard
-    /// error saying so ([`Pinning::BestEffort`](crate::Pinning)).
+    /// error saying so: [`Pinning::BestEffort`](crate::Pinning)), with
+    /// prefault and transparent huge pages off: a heap's slabs are used
+    /// sparsely at first (a thread touches a few objects of each class), so
+    /// populating 2 MiB steps, or backing them with 2 MiB pages, would cost
+    /// memory the program never touches. Pages are locked as they are first
+    /// touched (`MLOCK_ONFAULT`). Choose otherwise with
+    /// [`lazy_with`](Heap::lazy_with).
     pub const fn lazy(block_bytes: usize) -> Heap {
-        Heap::lazy_with(block_bytes, BlockOptions::lazy())
+        Heap::lazy_with(block_bytes, HEAP_OPTIONS)
     }
 
     /// As [`Heap::lazy`], with options for every data Block it opens.
@@ -238,10 +247,11 @@ impl Heap {
         }
     }
 
-    /// Opens a Heap of one arena of `block_bytes` now, pinning required
-    /// ([`BlockOptions::new`]).
+    /// Opens a Heap of one arena of `block_bytes` now, as
+    /// [`Heap::lazy`] would but with pinning required: memory the heap
+    /// commits that cannot be locked fails the allocation that needed it.
     pub fn new(block_bytes: usize) -> Result<Heap, Error> {
-        Heap::lazy_with(block_bytes, BlockOptions::new()).open()
+        Heap::lazy_with(block_bytes, HEAP_OPTIONS.pinning(crate::Pinning::Required)).open()
     }
 
     /// Lets the heap open up to `blocks` arenas (1 to [`MAX_BLOCKS`]) before

@@ -447,3 +447,27 @@ fn a_heap_value_is_about_eight_kib() {
     assert!(size_of::<Heap>() >= SLOTS * size_of::<usize>());
     assert!(size_of::<Heap>() < 9 << 10, "{}", size_of::<Heap>());
 }
+
+/// A request larger than any arena can hold fails (or spills) at once,
+/// without opening every arena the limit allows first.
+#[test]
+fn a_request_larger_than_an_arena_fails_at_once() {
+    let failing = Heap::lazy_with(MIN_BLOCK, options())
+        .max_blocks(4)
+        .open()
+        .unwrap();
+    assert!(alloc(&failing, layout(4 << 20, 8)).is_none());
+    assert_eq!(failing.stats().blocks, 1, "no arena opened for it");
+    let spilling = Heap::lazy_with(MIN_BLOCK, options())
+        .max_blocks(4)
+        .spill()
+        .open()
+        .unwrap();
+    let p = alloc(&spilling, layout(4 << 20, 8)).unwrap();
+    assert!(!spilling.owns(p.as_ptr()));
+    assert_eq!(spilling.stats().blocks, 1);
+    assert_eq!(spilling.stats().spilled, 4 << 20);
+    // SAFETY: allocated just above with this layout.
+    unsafe { free(&spilling, p, layout(4 << 20, 8)) };
+    assert_eq!(spilling.stats().spilled, 0);
+}
