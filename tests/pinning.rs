@@ -8,7 +8,7 @@
 
 use std::process::Command;
 
-use unimem::{Block, BlockOptions, Error, Pinning};
+use unimem::{Block, BlockOptions, Error, Pinning, Tape};
 
 /// Locked memory of this process, in bytes.
 fn vm_lck() -> usize {
@@ -59,10 +59,26 @@ fn refused_pinning_is_an_error_unless_best_effort() {
         .env("UNIMEM_PIN_CHILD", "1")
         .output()
         .unwrap();
-    let text = String::from_utf8_lossy(&output.stdout).into_owned()
-        + &String::from_utf8_lossy(&output.stderr);
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    let text = String::from_utf8_lossy(&output.stdout).into_owned() + &stderr;
     assert!(output.status.success(), "child failed:\n{text}");
     assert!(text.contains("child checked pinning"), "{text}");
+    // The refusal is told once, in one line, whatever happened after.
+    let lines: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("unimem: mlock refused"))
+        .collect();
+    assert_eq!(lines.len(), 1, "{stderr}");
+    for hint in [
+        "RLIMIT_MEMLOCK is 65536 bytes",
+        "/etc/security/limits.conf",
+        "LimitMEMLOCK=",
+        "--ulimit memlock=-1",
+        "setcap cap_ipc_lock=+ep",
+        "Pinning::BestEffort",
+    ] {
+        assert!(lines[0].contains(hint), "{hint} missing: {}", lines[0]);
+    }
 }
 
 /// Runs only in the child: drop the right to lock, then try.
@@ -78,6 +94,14 @@ fn child_without_memlock() {
     // SAFETY: setrlimit with a valid struct; this child process is ours to limit.
     assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &limit) }, 0);
     drop_ipc_lock();
+
+    // Quiet: refused without a word.
+    let quiet = BlockOptions::new()
+        .pinning(Pinning::BestEffort)
+        .quiet(true)
+        .open(1 << 20)
+        .unwrap();
+    assert!(!quiet.is_pinned());
 
     let error = Block::open(1 << 20).expect_err("mlock of 1 MiB over a 64 KiB limit");
     assert!(
@@ -101,6 +125,20 @@ fn child_without_memlock() {
     // Under the limit, pinning still works.
     let small = Block::open(4096).unwrap();
     assert!(small.is_pinned());
+
+    // A lazy Tape pins what the limit allows and goes on unpinned past it.
+    let tape = Tape::lazy(64 << 20);
+    let p = tape.take(8 << 20, 64).expect("unpinned past the limit");
+    // SAFETY: 8 MiB taken just above.
+    unsafe { p.write_bytes(1, 8 << 20) };
+    let block = tape.block();
+    assert!(block.committed() >= 8 << 20);
+    assert!(block.locked() <= 64 << 10, "{block:?}");
+    assert!(!block.is_pinned());
+
+    // `main` returning the error prints its Debug form: the hint is there.
+    let debug = format!("{error:?}");
+    assert!(debug.contains("limits.conf"), "{debug}");
     println!("child checked pinning");
 }
 

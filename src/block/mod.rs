@@ -698,11 +698,28 @@ impl Region {
                 }
                 Err(source) => {
                     let required = settings.pinning == Pinning::Required;
-                    if !settings.quiet {
-                        report::refusal(to - locked, &source, required);
-                    }
                     if required {
+                        if !settings.quiet {
+                            report::refusal(to - locked, &source, true);
+                        }
                         return Err(Error::pin(to - locked, source));
+                    }
+                    // Best effort: pin what the limit still allows, a step
+                    // at a time, and go on unpinned past it.
+                    let step = COMMIT_STEP.max(self.granule);
+                    let mut end = locked;
+                    while end < to {
+                        let next = (end + step).min(to);
+                        // SAFETY: as above, a part of `locked..to`.
+                        if unsafe { self.raw.lock(self.ptr, end, next, settings.prefault) }.is_err()
+                        {
+                            break;
+                        }
+                        end = next;
+                    }
+                    self.locked.store(end, Ordering::Relaxed);
+                    if !settings.quiet && end < to {
+                        report::refusal(to - end, &source, false);
                     }
                 }
             }

@@ -5,6 +5,7 @@
 
 #[cfg(all(unix, not(miri)))]
 pub mod fork;
+pub mod readme;
 
 use std::collections::{BTreeMap, HashMap};
 use std::thread;
