@@ -30,8 +30,9 @@ pub fn fork(child: impl FnOnce() -> i32) -> libc::pid_t {
 pub enum Ended {
     Exited(i32),
     Signalled(i32),
-    /// Still running at the deadline (then killed).
-    Hung,
+    /// Still running at the deadline (then killed), with where its thread
+    /// was (gdb's backtrace, where gdb is installed).
+    Hung(String),
 }
 
 /// Waits for `pid` up to `deadline`; kills it if it is still running.
@@ -50,11 +51,22 @@ pub fn wait(pid: libc::pid_t, deadline: Duration) -> Ended {
             };
         }
         if start.elapsed() > deadline {
+            let stack = std::process::Command::new("gdb")
+                .args([
+                    "-p",
+                    &pid.to_string(),
+                    "-batch",
+                    "-ex",
+                    "thread apply all bt",
+                ])
+                .output()
+                .map(|out| String::from_utf8_lossy(&out.stdout).into_owned())
+                .unwrap_or_else(|error| format!("no backtrace: {error}"));
             // SAFETY: our own child.
             unsafe { libc::kill(pid, libc::SIGKILL) };
             // SAFETY: as above; reaps it.
             unsafe { libc::waitpid(pid, &mut status, 0) };
-            return Ended::Hung;
+            return Ended::Hung(stack);
         }
         std::thread::sleep(Duration::from_micros(200));
     }

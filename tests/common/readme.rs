@@ -18,11 +18,10 @@ fn blocks() -> Vec<Vec<String>> {
                 blocks.push(std::mem::take(block));
                 current = None;
             }
-            Some(block) => {
-                if !(line.starts_with("# ") || line == "#") {
-                    block.push(line.to_owned());
-                }
+            Some(block) if !(line.starts_with("# ") || line == "#") => {
+                block.push(line.to_owned());
             }
+            Some(_) => {}
         }
     }
     blocks
