@@ -52,12 +52,15 @@ fn install_slow() {
         let rc = unsafe { libc::pthread_atfork(Some(prepare), Some(parent), Some(child)) };
         debug_assert_eq!(rc, 0, "pthread_atfork failed");
     }
+    // No fork here (Miri, or a platform without it): nothing to install;
+    // the handlers still exist, and their test runs them by hand.
+    #[cfg(not(all(unix, not(miri))))]
+    let _ = [prepare, parent, child];
     // Release: see the load above.
     INSTALLED.store(true, Ordering::Release);
 }
 
 /// Before `fork`: takes every lock, in the crate's lock order.
-#[cfg(all(unix, not(miri)))]
 extern "C" fn prepare() {
     crate::once::SETUP.lock_for_fork();
     crate::heap::lock_for_fork();
@@ -65,7 +68,6 @@ extern "C" fn prepare() {
 }
 
 /// After `fork`, in the parent.
-#[cfg(all(unix, not(miri)))]
 extern "C" fn parent() {
     // SAFETY: this thread took every lock in `prepare`.
     unsafe { unlock_all() }
@@ -73,7 +75,6 @@ extern "C" fn parent() {
 
 /// After `fork`, in the child, whose only thread is the one that took the
 /// locks in `prepare`.
-#[cfg(all(unix, not(miri)))]
 extern "C" fn child() {
     // SAFETY: as in `parent`: the child's thread is the one that forked.
     unsafe { unlock_all() }
@@ -83,12 +84,47 @@ extern "C" fn child() {
 ///
 /// # Safety
 /// This thread took the locks in `prepare`.
-#[cfg(all(unix, not(miri)))]
 unsafe fn unlock_all() {
     // SAFETY: the caller's contract.
     unsafe {
         crate::block::unlock_after_fork();
         crate::heap::unlock_after_fork();
         crate::once::SETUP.unlock_after_fork();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{BlockOptions, Heap, Pinning, Tape};
+
+    /// The handlers by hand, without a fork: `prepare` takes every lock of
+    /// two live heaps and a Tape's Block, `parent` and `child` give them all
+    /// back, and everything works after each.
+    #[test]
+    fn the_handlers_take_and_give_back_every_lock() {
+        let options = BlockOptions::new().pinning(Pinning::BestEffort).quiet(true);
+        let heaps = [
+            Heap::lazy_with(1 << 20, options).open().unwrap(),
+            Heap::lazy_with(1 << 20, options)
+                .max_blocks(2)
+                .open()
+                .unwrap(),
+        ];
+        let tape = Tape::start_with(4096, &options.capacity(4 << 20)).unwrap();
+        let layout = core::alloc::Layout::from_size_align(64 << 10, 8).unwrap();
+        for after in [parent, child] {
+            prepare();
+            after();
+            for heap in &heaps {
+                let p = crate::alloc::allocate(heap, layout).unwrap();
+                // SAFETY: allocated just above with `layout`.
+                unsafe { crate::alloc::deallocate(heap, p.cast(), layout) };
+            }
+            assert!(
+                tape.take(1 << 20, 8).is_some(),
+                "commits after the handlers"
+            );
+        }
     }
 }

@@ -62,7 +62,19 @@ pub struct Range<C> {
     pub len: usize,
     /// What the backend gave for it.
     pub chunk: C,
+    /// The first byte, with the provenance of its Block, for unregistering.
+    start: Start,
 }
+
+/// A registered range's first byte.
+#[derive(Clone, Copy, Debug)]
+struct Start(NonNull<u8>);
+
+// SAFETY: only an address into a Block the registration owns, handed back
+// to the backend that registered it; never dereferenced here.
+unsafe impl Send for Start {}
+// SAFETY: as above.
+unsafe impl Sync for Start {}
 
 impl<C> Range<C> {
     /// Whether `addr` lies in the range.
@@ -198,6 +210,7 @@ impl<B: Backend> State<B> {
                         host: host.as_ptr().addr(),
                         len,
                         chunk,
+                        start: Start(host),
                     },
                 );
                 Ok(())
@@ -223,11 +236,8 @@ impl<B: Backend> State<B> {
                 undone += 1;
                 // SAFETY: registered by `register` above and not undone.
                 unsafe {
-                    self.backend.unregister(
-                        NonNull::new_unchecked(core::ptr::with_exposed_provenance_mut(range.host)),
-                        range.len,
-                        range.chunk,
-                    )
+                    self.backend
+                        .unregister(range.start.0, range.len, range.chunk)
                 };
                 return false;
             }
@@ -381,11 +391,9 @@ impl<A: Regions, B: Backend> Registered<A, B> {
             // SAFETY: registered by this value and not undone; the watchers
             // are gone, so nothing registers more meanwhile.
             unsafe {
-                self.state.backend.unregister(
-                    NonNull::new_unchecked(core::ptr::with_exposed_provenance_mut(range.host)),
-                    range.len,
-                    range.chunk,
-                )
+                self.state
+                    .backend
+                    .unregister(range.start.0, range.len, range.chunk)
             };
         }
     }

@@ -12,7 +12,8 @@ use unimem::Tape;
 static HEAP: Tape = Tape::lazy(1 << 30);
 
 fn main() {
-    let v = vec![1, 2, 3];
+    let mut v = vec![1, 2, 3];
+    v.push(4);
     assert!(HEAP.owns(v.as_ptr()));
     let words: Vec<String> = (0..1_000_000).map(|i| format!("word {i}")).collect();
     assert!(HEAP.owns(words.as_ptr()));
