@@ -13,7 +13,7 @@ use std::process::Command;
 
 use unimem::cuda::cudarc::driver::sys;
 use unimem::cuda::{self, CudaError, Registered};
-use unimem::{Block, BlockOptions, Error, Pinning, Tape};
+use unimem::{Block, BlockOptions, Error, Heap, Pinning, Tape};
 
 const CHILD: &str = "UNIMEM_FAKE_CUDA";
 
@@ -49,7 +49,7 @@ fn registration_against_a_stand_in_driver() {
     let text = String::from_utf8_lossy(&output.stdout).into_owned()
         + &String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "child failed:\n{text}");
-    assert!(text.contains("test result: ok. 5 passed"), "{text}");
+    assert!(text.contains("test result: ok. 6 passed"), "{text}");
 }
 
 fn child() -> bool {
@@ -225,4 +225,54 @@ fn fake_zero_chunk_sizes_and_unopened_blocks_are_errors() {
         Err(Error::InvalidArgument { .. })
     ));
     assert_eq!(registered_bytes(), 0);
+}
+
+#[test]
+fn fake_memory_committed_later_is_registered_as_it_is_committed() {
+    if !child() {
+        return;
+    }
+    configure(false, 0);
+    let ctx = cuda::context(0).unwrap();
+    let tape = Tape::start_with(1 << 20, &options().capacity(64 << 20)).unwrap();
+    let tape = Registered::new(&ctx, tape).unwrap();
+    assert_eq!(registered_bytes(), 1 << 20);
+    let p = tape.take(10 << 20, 64).unwrap();
+    assert_eq!(
+        registered_bytes() as usize,
+        tape.committed(),
+        "the growth is registered"
+    );
+    let base = tape.block().as_ptr();
+    assert_eq!(
+        tape.device_range(p, 10 << 20),
+        Some(p as u64 - base as u64 + tape.device_ptr_of(base).unwrap()),
+        "one device range across the commits"
+    );
+    drop(tape);
+    assert_eq!(registered_bytes(), 0);
+
+    // A Heap's arenas opened after the registration are registered too.
+    let heap = Heap::lazy_with(4 << 20, options())
+        .max_blocks(3)
+        .open()
+        .unwrap();
+    let heap = Registered::new(&ctx, heap).unwrap();
+    let layout = std::alloc::Layout::from_size_align(3 << 20, 4096).unwrap();
+    let first = allocator_api2::alloc::Allocator::allocate(&*heap, layout).unwrap();
+    let second = allocator_api2::alloc::Allocator::allocate(&*heap, layout).unwrap();
+    assert_eq!(heap.stats().blocks, 2, "the second needed a new arena");
+    let committed: usize = heap.blocks().iter().map(|b| b.committed()).sum();
+    assert_eq!(registered_bytes() as usize, committed);
+    for block in [first, second] {
+        let device = heap.device_range(block.cast::<u8>().as_ptr(), 3 << 20);
+        assert_eq!(device, Some(block.cast::<u8>().as_ptr() as u64 + offset()));
+    }
+    // SAFETY: allocated above with `layout`.
+    unsafe {
+        allocator_api2::alloc::Allocator::deallocate(&*heap, first.cast(), layout);
+        allocator_api2::alloc::Allocator::deallocate(&*heap, second.cast(), layout);
+    }
+    drop(heap);
+    assert_eq!(registered_bytes(), 0, "every range unregistered");
 }
