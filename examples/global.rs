@@ -2,24 +2,20 @@
 //! `Vec` and `HashMap` below, and the threads' own allocations, come from a
 //! Tape that is the `#[global_allocator]`.
 //!
-//! Run with `cargo run --release --example global`.
+//! Run with `cargo run --example global`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Instant;
 
-use unimem::{BlockOptions, Pinning, Tape};
+use unimem::Tape;
 
-/// 256 MiB, opened on the first allocation, locked as pages are touched.
-/// Best-effort pinning keeps the example running under a small
-/// RLIMIT_MEMLOCK; it reports below whether the pages were locked.
+/// 1 GiB of address space, reserved on the first allocation and committed
+/// (and locked, as far as RLIMIT_MEMLOCK allows) as the program uses it.
+/// Past the limit the Tape goes on unpinned, after one line on standard
+/// error that says how to raise it; the last line below says how much was
+/// locked.
 #[global_allocator]
-static HEAP: Tape = Tape::lazy_with(
-    256 << 20,
-    BlockOptions::new()
-        .pinning(Pinning::BestEffort)
-        .prefault(false)
-        .label("unimem-global-example"),
-);
+static HEAP: Tape = Tape::lazy(1 << 30);
 
 fn main() {
     let started = Instant::now();
@@ -66,10 +62,23 @@ fn main() {
         started.elapsed()
     );
     println!(
-        "heap: {:.1} MiB of the {} MiB Block used (pinned: {}, at {:p})",
+        "heap: {:.1} MiB used of a {} MiB Block at {:p}, {} MiB committed",
         HEAP.used() as f64 / (1 << 20) as f64,
         HEAP.total() >> 20,
-        block.is_pinned(),
-        block.as_ptr()
+        block.as_ptr(),
+        block.committed() >> 20,
     );
+    if block.is_pinned() {
+        println!(
+            "pinned: yes, all {} MiB committed are locked in memory",
+            block.committed() >> 20
+        );
+    } else {
+        println!(
+            "pinned: {} of {} MiB committed are locked; the locked-memory limit \
+             (RLIMIT_MEMLOCK) stopped the rest: raise it as the line above says",
+            block.locked() >> 20,
+            block.committed() >> 20
+        );
+    }
 }

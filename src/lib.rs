@@ -1,9 +1,12 @@
 //! Pinned memory that the CPU and the machine's accelerators address directly,
 //! and allocators that put ordinary Rust data in it.
 //!
-//! A [`Block`] is one pinned, page-aligned region with a stable address: a
-//! sealed, `mlock`ed memfd on Linux, an IOSurface on Apple platforms. Three
-//! allocators carve Blocks up:
+//! A [`Block`] is a reserved range of address space with a committed
+//! prefix: page-aligned, at a stable address, pinned (`mlock`) as it is
+//! committed, growable in place. On Linux it is private anonymous memory
+//! (copied into a forked child), or a sealed memfd when it is to be shared;
+//! on Apple platforms an IOSurface. Three allocators carve Blocks up, and
+//! commit them as they grow:
 //!
 //! - [`Tape`]: a lock-free bump allocator; `clear` frees everything at once.
 //!   [`TapeLocal`] is one thread's handle on it, bumping without atomics.
@@ -17,11 +20,17 @@
 //! `Box` and `hashbrown::HashMap` live in pinned memory, and `GlobalAlloc` with
 //! `const` constructors, so a whole program's heap can.
 //!
+//! Registrations ([`register`]) make the committed parts of an allocator's
+//! Blocks visible to a device (`cuda` with feature `cuda`), following the
+//! Blocks as they grow.
+//!
 //! # Caveats
 //!
 //! - Pinning is real: on Linux `mlock` counts against `RLIMIT_MEMLOCK` (often
-//!   8 MiB for unprivileged users). Opening fails with [`Error::Pin`] unless
-//!   [`Pinning::BestEffort`] is chosen.
+//!   8 MiB for unprivileged users). An explicit open fails with
+//!   [`Error::Pin`] past it; the lazy constructors of the global allocators
+//!   pin what it allows and go on unpinned ([`Pinning::BestEffort`]), saying
+//!   so once on standard error.
 //! - A Tape reclaims memory only by `clear` (and the newest allocation by
 //!   deallocation); a Grid serves one size.
 //! - Memory shared with another process or device is outside Rust's aliasing
