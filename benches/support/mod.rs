@@ -14,7 +14,7 @@ use allocator_api2::alloc::{AllocError, Allocator};
 use bumpalo::Bump;
 use crossbeam_queue::ArrayQueue;
 use mimalloc::MiMalloc;
-use unimem::{Block, BlockOptions, Grid, Heap, Pinning, Tape};
+use unimem::{Block, BlockOptions, Grid, Heap, Pages, Pinning, Tape};
 
 /// Runs `iters` operations and returns their time.
 pub type Subject = Box<dyn Fn(u64) -> Duration>;
@@ -102,13 +102,18 @@ pub static MIMALLOC: MiMalloc = MiMalloc;
 
 /// Anonymous private memory straight from the kernel.
 fn mmap(bytes: usize) -> *mut u8 {
+    mmap_with(bytes, 0)
+}
+
+/// An anonymous private mapping of `bytes`, with `flags` added.
+fn mmap_with(bytes: usize, flags: libc::c_int) -> *mut u8 {
     // SAFETY: a fresh anonymous mapping.
     let p = unsafe {
         libc::mmap(
             ptr::null_mut(),
             bytes,
             libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | flags,
             -1,
             0,
         )
@@ -481,10 +486,12 @@ pub fn init_lazy() -> Vec<(&'static str, Subject)> {
     ]
 }
 
-/// Getting 16 MiB with every page faulted in (and, where the method pins,
-/// locked).
-pub fn init_warm() -> Vec<(&'static str, Subject)> {
-    let layout = Layout::from_size_align(INIT, 4096).unwrap();
+/// Getting `bytes` with every page faulted in (and, where the method pins,
+/// locked): a Block (whose open populates 64 MiB and more from several
+/// threads), malloc or mimalloc and a write per page, `mmap` and a write per
+/// page, `mmap` and `mlock` (one thread).
+pub fn init_warm(bytes: usize) -> Vec<(&'static str, Subject)> {
+    let layout = Layout::from_size_align(bytes, 4096).unwrap();
     let with_global = move |alloc: &'static dyn GlobalAlloc| -> Subject {
         Box::new(move |iters| {
             let mut total = Duration::ZERO;
@@ -492,7 +499,7 @@ pub fn init_warm() -> Vec<(&'static str, Subject)> {
                 let start = Instant::now();
                 // SAFETY: a non-zero layout; freed below.
                 let p = unsafe { alloc.alloc(layout) };
-                touch(p, INIT);
+                touch(p, bytes);
                 total += start.elapsed();
                 // SAFETY: allocated above.
                 unsafe { alloc.dealloc(p, layout) };
@@ -501,48 +508,73 @@ pub fn init_warm() -> Vec<(&'static str, Subject)> {
         })
     };
     vec![
-        (
-            "unimem",
-            Box::new(|iters| {
-                let mut total = Duration::ZERO;
-                for _ in 0..iters {
-                    let start = Instant::now();
-                    let block = black_box(Block::open_with(INIT, &OPTIONS).unwrap());
-                    total += start.elapsed();
-                    drop(block);
-                }
-                total
-            }),
-        ),
+        ("unimem", open_warm(bytes, OPTIONS)),
         ("system", with_global(&SYSTEM)),
         ("mimalloc", with_global(&MIMALLOC)),
         (
             "mmap",
-            Box::new(|iters| {
+            Box::new(move |iters| {
                 let mut total = Duration::ZERO;
                 for _ in 0..iters {
                     let start = Instant::now();
-                    let p = mmap(INIT);
-                    touch(p, INIT);
+                    let p = mmap(bytes);
+                    touch(p, bytes);
                     total += start.elapsed();
-                    munmap(p, INIT);
+                    munmap(p, bytes);
                 }
                 total
             }),
         ),
+        ("mmap+mlock", mmap_mlock(bytes, 0)),
+    ]
+}
+
+/// Opening a Block of `bytes`, all committed, with `options`.
+fn open_warm(bytes: usize, options: BlockOptions<'static>) -> Subject {
+    Box::new(move |iters| {
+        let mut total = Duration::ZERO;
+        for _ in 0..iters {
+            let start = Instant::now();
+            let block = black_box(Block::open_with(bytes, &options).unwrap());
+            total += start.elapsed();
+            drop(block);
+        }
+        total
+    })
+}
+
+/// `mmap` (with `flags` added) and `mlock` of `bytes`, which faults every
+/// page in on one thread.
+fn mmap_mlock(bytes: usize, flags: libc::c_int) -> Subject {
+    Box::new(move |iters| {
+        let mut total = Duration::ZERO;
+        for _ in 0..iters {
+            let start = Instant::now();
+            let p = mmap_with(bytes, flags);
+            mlock(p, bytes);
+            total += start.elapsed();
+            munmap(p, bytes);
+        }
+        total
+    })
+}
+
+/// Whether the system's pool has `bytes` of free 2 MiB pages.
+pub fn huge_pages_free(bytes: usize) -> bool {
+    std::fs::read_to_string("/sys/kernel/mm/hugepages/hugepages-2048kB/free_hugepages")
+        .ok()
+        .and_then(|free| free.trim().parse::<usize>().ok())
+        .is_some_and(|free| free * (2 << 20) >= bytes)
+}
+
+/// As `init_warm`, with explicit 2 MiB pages: a huge-page Block against
+/// `mmap(MAP_HUGETLB)` and `mlock`.
+pub fn init_warm_huge(bytes: usize) -> Vec<(&'static str, Subject)> {
+    vec![
+        ("unimem", open_warm(bytes, OPTIONS.pages(Pages::Huge2M))),
         (
             "mmap+mlock",
-            Box::new(|iters| {
-                let mut total = Duration::ZERO;
-                for _ in 0..iters {
-                    let start = Instant::now();
-                    let p = mmap(INIT);
-                    mlock(p, INIT);
-                    total += start.elapsed();
-                    munmap(p, INIT);
-                }
-                total
-            }),
+            mmap_mlock(bytes, libc::MAP_HUGETLB | libc::MAP_HUGE_2MB),
         ),
     ]
 }
@@ -590,6 +622,34 @@ fn stream_buffers() -> &'static [(&'static str, usize)] {
             ("mmap", mapped as usize),
             ("mmap+mlock", locked as usize),
         ]
+    })
+}
+
+/// A huge-page Block of 64 MiB, set up once, if the pool has the pages.
+fn huge_stream_buffer() -> Option<usize> {
+    static BUFFER: std::sync::OnceLock<Option<usize>> = std::sync::OnceLock::new();
+    *BUFFER.get_or_init(|| {
+        let block = OPTIONS.pages(Pages::Huge2M).open(STREAM).ok()?;
+        Some(Box::leak(Box::new(block)).as_ptr() as usize)
+    })
+}
+
+/// Streaming over 64 MiB of a huge-page Block, against the same peers as
+/// `bandwidth`; `None` without the huge pages.
+pub fn bandwidth_huge(write: bool) -> Option<Vec<(&'static str, Subject)>> {
+    let huge = huge_stream_buffer()?;
+    let mut subjects = bandwidth(write);
+    subjects[0] = ("unimem", streaming(huge, write));
+    Some(subjects)
+}
+
+fn streaming(p: usize, write: bool) -> Subject {
+    Box::new(move |iters| {
+        let start = Instant::now();
+        for _ in 0..iters {
+            stream(p as *mut u64, write);
+        }
+        start.elapsed()
     })
 }
 
@@ -854,7 +914,7 @@ pub fn grid_cycle_write() -> Vec<(&'static str, Subject)> {
 
 /// Every row of the table, in order.
 pub fn rows() -> Vec<Row> {
-    vec![
+    let mut rows = vec![
         Row {
             name: "take 64 B",
             unit: Unit::Time,
@@ -888,7 +948,12 @@ pub fn rows() -> Vec<Row> {
         Row {
             name: "init 16 MiB (warm)",
             unit: Unit::Time,
-            subjects: init_warm(),
+            subjects: init_warm(INIT),
+        },
+        Row {
+            name: "init 1 GiB (warm)",
+            unit: Unit::Time,
+            subjects: init_warm(1 << 30),
         },
         Row {
             name: "write 64 MiB",
@@ -930,5 +995,29 @@ pub fn rows() -> Vec<Row> {
             unit: Unit::Time,
             subjects: grid_cycle_write(),
         },
-    ]
+    ];
+    if huge_pages_free(1 << 30) {
+        rows.insert(
+            8,
+            Row {
+                name: "init 1 GiB (warm, 2 MiB pages)",
+                unit: Unit::Time,
+                subjects: init_warm_huge(1 << 30),
+            },
+        );
+    }
+    for write in [true, false] {
+        if let Some(subjects) = bandwidth_huge(write) {
+            rows.push(Row {
+                name: if write {
+                    "write 64 MiB, huge-page Block"
+                } else {
+                    "read 64 MiB, huge-page Block"
+                },
+                unit: Unit::Bandwidth(STREAM as u64),
+                subjects,
+            });
+        }
+    }
+    rows
 }
