@@ -108,6 +108,10 @@ fn program() {
 /// Runs this binary as a child with `variant`; its wall time and peak RSS.
 fn run(variant: &str) -> (Duration, usize) {
     let start = Instant::now();
+    #[expect(
+        clippy::zombie_processes,
+        reason = "reaped by wait4 below, which also gives its peak RSS"
+    )]
     let child = Command::new(std::env::current_exe().unwrap())
         .env(CHILD, variant)
         .spawn()

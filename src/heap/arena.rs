@@ -205,18 +205,19 @@ impl Arena {
     /// The header of the group `ptr` is in.
     #[inline]
     pub(super) fn header(&self, ptr: *const u8) -> &SlabHeader {
-        // SAFETY: `ptr` is inside a committed part of the arena (callers hold
-        // an allocation there), so its group's metadata is committed and
-        // lives as long as the arena.
-        unsafe { &self.groups.add(self.offset(ptr) / GROUP).as_ref().slab }
+        self.header_at(self.offset(ptr) / GROUP)
     }
 
-    /// The header of group `group`, which the caller knows is committed.
+    /// The header of group `group`, which the caller knows is committed
+    /// (it holds an allocation there, or the runs tile it).
     #[inline]
     pub(super) fn header_at(&self, group: usize) -> &SlabHeader {
         debug_assert!(group < self.len / GROUP);
-        // SAFETY: as `header`, by the caller's word.
-        unsafe { &self.groups.add(group).as_ref().slab }
+        // SAFETY: the group's metadata is committed (the caller's word) and
+        // lives as long as the arena. Only the header is borrowed: the
+        // group's tags beside it are the runs' (under their lock), so no
+        // reference to the whole `GroupMeta` is ever made.
+        unsafe { &(*self.groups.as_ptr().add(group)).slab }
     }
 
     #[inline]
@@ -253,11 +254,13 @@ impl Arena {
         first..(unit + units).div_ceil(GROUP_UNITS) as usize
     }
 
-    fn group(&self, group: usize) -> &GroupMeta {
+    /// The `discarded` flag of group `group`.
+    fn discarded_flag(&self, group: usize) -> &AtomicBool {
         debug_assert!(group < self.len / GROUP);
         // SAFETY: callers pass groups of committed units, whose metadata is
-        // committed and lives as long as the arena.
-        unsafe { self.groups.add(group).as_ref() }
+        // committed and lives as long as the arena; only the flag is
+        // borrowed (see `header_at`).
+        unsafe { &(*self.groups.as_ptr().add(group)).discarded }
     }
 
     /// Whether a group the units touch is discarded.
@@ -265,7 +268,7 @@ impl Arena {
     fn any_discarded(&self, unit: u32, units: u32) -> bool {
         // Acquire: pairs with the Release store in `discard_free`, after the
         // runs lock that handed us the units was taken.
-        Self::groups_of(unit, units).any(|g| self.group(g).discarded.load(Ordering::Acquire))
+        Self::groups_of(unit, units).any(|g| self.discarded_flag(g).load(Ordering::Acquire))
     }
 
     /// Takes back the discarded groups the units `unit..unit + units` touch
@@ -280,12 +283,12 @@ impl Arena {
         while at < groups.end {
             // Relaxed: under the grow lock, which every clearing holds; a set
             // flag was published to us by the runs lock.
-            if !self.group(at).discarded.load(Ordering::Relaxed) {
+            if !self.discarded_flag(at).load(Ordering::Relaxed) {
                 at += 1;
                 continue;
             }
             let mut end = at + 1;
-            while end < groups.end && self.group(end).discarded.load(Ordering::Relaxed) {
+            while end < groups.end && self.discarded_flag(end).load(Ordering::Relaxed) {
                 end += 1;
             }
             // SAFETY: every byte of these groups was discarded and not taken
@@ -297,7 +300,7 @@ impl Arena {
             }
             for group in at..end {
                 // Release: pairs with the Acquire in `any_discarded`.
-                self.group(group).discarded.store(false, Ordering::Release);
+                self.discarded_flag(group).store(false, Ordering::Release);
             }
             taken += end - at;
             at = end;
@@ -448,7 +451,7 @@ impl Arena {
         // Discarded groups past the end go with the decommit: forget them.
         let mut forgotten = 0;
         for group in end / GROUP..before.min(self.len) / GROUP {
-            let flag = &self.group(group).discarded;
+            let flag = self.discarded_flag(group);
             // Relaxed: under the grow lock, which every clearing holds.
             if flag.load(Ordering::Relaxed) {
                 // SAFETY: a discarded group, not taken back, in no run now.
@@ -507,7 +510,7 @@ impl Arena {
             while at < end && resident > keep {
                 // Relaxed: under the runs and grow locks, which every change
                 // holds.
-                if self.group(at).discarded.load(Ordering::Relaxed) {
+                if self.discarded_flag(at).load(Ordering::Relaxed) {
                     at += 1;
                     continue;
                 }
@@ -515,7 +518,7 @@ impl Arena {
                 let mut bytes = GROUP;
                 while stop < end
                     && resident > keep + bytes
-                    && !self.group(stop).discarded.load(Ordering::Relaxed)
+                    && !self.discarded_flag(stop).load(Ordering::Relaxed)
                 {
                     stop += 1;
                     bytes += GROUP;
@@ -529,7 +532,7 @@ impl Arena {
                 }
                 for group in at..stop {
                     // Release: pairs with the Acquire in `any_discarded`.
-                    self.group(group).discarded.store(true, Ordering::Release);
+                    self.discarded_flag(group).store(true, Ordering::Release);
                 }
                 self.discarded.fetch_add(stop - at, Ordering::Relaxed);
                 resident = resident.saturating_sub(bytes);
