@@ -276,8 +276,40 @@ impl<B: Backend> State<B> {
 /// [`into_inner`](Registered::into_inner) unregisters and gives the
 /// allocator back.
 pub struct Registered<A: Regions, B: Backend> {
-    state: Box<State<B>>,
+    state: Owned<State<B>>,
     inner: ManuallyDrop<A>,
+}
+
+/// A heap value owned through a raw pointer rather than a `Box`: the
+/// watchers keep shared pointers to the state while the `Registered` that
+/// owns it moves, and moving a `Box` asserts it is the only pointer (Miri's
+/// Stacked Borrows rejects the watchers' later reads). Freed by `free`.
+struct Owned<T>(NonNull<T>);
+
+// SAFETY: `Owned<T>` is a uniquely owned `T` on the heap, exactly like
+// `Box<T>`; only shared references to it are handed out.
+unsafe impl<T: Send> Send for Owned<T> {}
+// SAFETY: as above.
+unsafe impl<T: Sync> Sync for Owned<T> {}
+
+impl<T> Owned<T> {
+    fn new(value: T) -> Self {
+        Owned(NonNull::from(Box::leak(Box::new(value))))
+    }
+
+    fn get(&self) -> &T {
+        // SAFETY: live from `new` until `free`, which takes the value.
+        unsafe { self.0.as_ref() }
+    }
+
+    /// Drops and frees the value.
+    ///
+    /// # Safety
+    /// Called once, after which `self` is never used.
+    unsafe fn free(&mut self) {
+        // SAFETY: made by `Box::leak` in `new`; the caller's contract.
+        drop(unsafe { Box::from_raw(self.0.as_ptr()) });
+    }
 }
 
 impl<A: Regions, B: Backend> Registered<A, B> {
@@ -289,7 +321,7 @@ impl<A: Regions, B: Backend> Registered<A, B> {
     /// four registrations, or an allocator whose Block could not be opened.
     pub fn with_backend(backend: B, inner: A) -> Result<Self, Error> {
         let registered = Registered {
-            state: Box::new(State {
+            state: Owned::new(State {
                 backend,
                 ranges: SpinLock::new(Vec::new()),
                 error: SpinLock::new(None),
@@ -297,7 +329,7 @@ impl<A: Regions, B: Backend> Registered<A, B> {
             inner: ManuallyDrop::new(inner),
         };
         // From here, dropping `registered` undoes whatever was done.
-        let watcher = registered.state.watcher();
+        let watcher = registered.state.get().watcher();
         registered.inner.follow(Follow(watcher))?;
         let mut result = Ok(());
         let mut regions = 0;
@@ -307,7 +339,9 @@ impl<A: Regions, B: Backend> Registered<A, B> {
                 return;
             }
             result = match region.watch(watcher) {
-                Watch::Added(committed) => registered.state.register(region.base(), 0, committed),
+                Watch::Added(committed) => {
+                    registered.state.get().register(region.base(), 0, committed)
+                }
                 Watch::Already => Ok(()),
                 Watch::Full => Err(Error::InvalidArgument {
                     reason: "a Block takes at most four registrations at once",
@@ -329,7 +363,7 @@ impl<A: Regions, B: Backend> Registered<A, B> {
     /// ([`Backend::continues`]).
     pub fn lookup(&self, ptr: usize, bytes: usize) -> Option<(Range<B::Chunk>, usize)> {
         let end = ptr.checked_add(bytes.max(1))?;
-        let ranges = self.state.ranges.lock();
+        let ranges = self.state.get().ranges.lock();
         let first = ranges.partition_point(|r| r.host + r.len <= ptr);
         let head = *ranges.get(first).filter(|r| r.contains(ptr))?;
         let mut last = head;
@@ -338,7 +372,7 @@ impl<A: Regions, B: Backend> Registered<A, B> {
                 break;
             }
             let contiguous = next.host == last.host + last.len;
-            if !contiguous || !self.state.backend.continues(&last, next) {
+            if !contiguous || !self.state.get().backend.continues(&last, next) {
                 return None;
             }
             last = *next;
@@ -348,24 +382,24 @@ impl<A: Regions, B: Backend> Registered<A, B> {
 
     /// Every registered range, in address order.
     pub fn ranges(&self) -> Vec<Range<B::Chunk>> {
-        self.state.ranges.lock().clone()
+        self.state.get().ranges.lock().clone()
     }
 
     /// The backend.
     pub fn backend(&self) -> &B {
-        &self.state.backend
+        &self.state.get().backend
     }
 
     /// How many ranges are registered.
     pub fn chunks(&self) -> usize {
-        self.state.ranges.lock().len()
+        self.state.get().ranges.lock().len()
     }
 
     /// The first failure to register memory committed after the
     /// registration was made, if any (the allocation that needed it still
     /// succeeded; it has no device address).
     pub fn take_error(&self) -> Option<Error> {
-        self.state.error.lock().take()
+        self.state.get().error.lock().take()
     }
 
     /// Unregisters, and gives back what was registered.
@@ -375,23 +409,24 @@ impl<A: Regions, B: Backend> Registered<A, B> {
         // SAFETY: `this` is never dropped, so `inner` is taken exactly once;
         // the state is dropped here by hand, after nothing refers to it.
         unsafe {
-            core::ptr::drop_in_place(&mut this.state);
+            this.state.free();
             ManuallyDrop::take(&mut this.inner)
         }
     }
 
     /// Stops watching, then unregisters every range.
     fn unregister(&mut self) {
-        let data = core::ptr::from_ref::<State<B>>(&self.state).cast::<()>();
+        let data = self.state.0.as_ptr().cast_const().cast::<()>();
         self.inner.unfollow(data);
         self.inner
             .for_each_region(&mut |region| region.unwatch(data));
-        let ranges = core::mem::take(&mut *self.state.ranges.lock());
+        let ranges = core::mem::take(&mut *self.state.get().ranges.lock());
         for range in ranges.into_iter().rev() {
             // SAFETY: registered by this value and not undone; the watchers
             // are gone, so nothing registers more meanwhile.
             unsafe {
                 self.state
+                    .get()
                     .backend
                     .unregister(range.start.0, range.len, range.chunk)
             };
@@ -408,8 +443,12 @@ impl<A: Regions, B: Backend> Registered<A, B> {
 impl<A: Regions, B: Backend> Drop for Registered<A, B> {
     fn drop(&mut self) {
         self.unregister();
-        // SAFETY: dropped once, here, after the pages were unregistered.
-        unsafe { ManuallyDrop::drop(&mut self.inner) }
+        // SAFETY: dropped once, here, after the pages were unregistered;
+        // the state last, once nothing can refer to it.
+        unsafe {
+            ManuallyDrop::drop(&mut self.inner);
+            self.state.free();
+        }
     }
 }
 
@@ -460,7 +499,7 @@ impl<B: Backend> Registered<Block, B> {
 impl<A: Regions + fmt::Debug, B: Backend> fmt::Debug for Registered<A, B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Registered")
-            .field("ranges", &*self.state.ranges.lock())
+            .field("ranges", &*self.state.get().ranges.lock())
             .field("inner", &*self.inner)
             .finish()
     }
