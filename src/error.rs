@@ -107,6 +107,12 @@ pub enum Error {
     /// The CUDA driver is absent or refused a call.
     #[cfg(feature = "cuda")]
     Cuda(crate::cuda::CudaError),
+    /// The Vulkan loader or device is absent or refused a call.
+    #[cfg(feature = "vulkan")]
+    Vulkan(crate::vulkan::VulkanError),
+    /// Metal has no device, or refused to wrap memory.
+    #[cfg(all(feature = "metal", target_vendor = "apple"))]
+    Metal(crate::metal::MetalError),
 }
 
 impl Error {
@@ -215,6 +221,10 @@ impl fmt::Display for Error {
             Error::Unsupported { what } => write!(f, "not supported on this platform: {what}"),
             #[cfg(feature = "cuda")]
             Error::Cuda(error) => write!(f, "{error}"),
+            #[cfg(feature = "vulkan")]
+            Error::Vulkan(error) => write!(f, "{error}"),
+            #[cfg(all(feature = "metal", target_vendor = "apple"))]
+            Error::Metal(error) => write!(f, "{error}"),
         }
     }
 }
@@ -240,6 +250,10 @@ impl fmt::Debug for Error {
             Error::Unsupported { .. } => "Unsupported",
             #[cfg(feature = "cuda")]
             Error::Cuda(_) => "Cuda",
+            #[cfg(feature = "vulkan")]
+            Error::Vulkan(_) => "Vulkan",
+            #[cfg(all(feature = "metal", target_vendor = "apple"))]
+            Error::Metal(_) => "Metal",
         };
         write!(f, "{name}: {self}")
     }
@@ -256,6 +270,10 @@ impl std::error::Error for Error {
             | Error::HugePages { source, .. } => Some(source),
             #[cfg(feature = "cuda")]
             Error::Cuda(error) => Some(error),
+            #[cfg(feature = "vulkan")]
+            Error::Vulkan(error) => Some(error),
+            #[cfg(all(feature = "metal", target_vendor = "apple"))]
+            Error::Metal(error) => Some(error),
             _ => None,
         }
     }

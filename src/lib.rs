@@ -65,12 +65,16 @@ mod layout;
 mod lazy;
 mod local;
 mod lock;
+#[cfg(all(feature = "metal", target_vendor = "apple"))]
+pub mod metal;
 mod misuse;
 mod once;
 pub mod register;
 mod stderr;
 mod tape;
 mod thread;
+#[cfg(feature = "vulkan")]
+pub mod vulkan;
 
 pub use alloc::Exhaustion;
 #[cfg(all(target_vendor = "apple", not(miri)))]
