@@ -135,7 +135,7 @@ fn secret_seed() -> u64 {
 
 /// The mark a freed `object` carries in its second word.
 #[inline(always)]
-fn mark(object: NonNull<u8>) -> u64 {
+pub(super) fn mark(object: NonNull<u8>) -> u64 {
     // Relaxed: see `init_secret`.
     object.as_ptr().addr() as u64 ^ SECRET.load(Ordering::Relaxed)
 }
@@ -207,15 +207,21 @@ impl SlabHeader {
         self.kind.store(SLAB, Ordering::Relaxed);
     }
 
-    /// Checks that `offset` (inside the group) starts an object of this
-    /// slab, `size` bytes each; aborts if not.
+    /// Whether `offset` (inside the group) starts an object of this slab,
+    /// `size` bytes each: a multiply by the class's reciprocal, no division.
     #[inline(always)]
-    fn check_start(&self, object: NonNull<u8>, offset: u32, size: u32) {
+    fn starts_object(&self, offset: u32, size: u32) -> bool {
         // Relaxed: written before any object of the slab was handed out,
         // which happened-before this free.
         let magic = self.magic.load(Ordering::Relaxed);
         let index = ((u64::from(offset) * u64::from(magic)) >> 32) as u32;
-        if index * size != offset {
+        index.wrapping_mul(size) == offset
+    }
+
+    /// Aborts unless `offset` starts an object (`starts_object`).
+    #[inline(always)]
+    fn check_start(&self, object: NonNull<u8>, offset: u32, size: u32) {
+        if !self.starts_object(offset, size) {
             not_an_object(object);
         }
     }
@@ -308,25 +314,90 @@ impl SlabHeader {
     /// this slab handed out, or was freed already.
     #[inline]
     pub(crate) unsafe fn push_local(&self, object: NonNull<u8>) -> i32 {
+        // SAFETY: the caller's contract.
+        match unsafe { self.try_push_local(object) } {
+            Some(used) => used,
+            // SAFETY: the caller's contract.
+            None => unsafe { self.push_local_checked(object) },
+        }
+    }
+
+    /// `push_local` when `object` passes every check at once (it starts an
+    /// object below the bump offset and carries no freed mark): the free
+    /// fast path. `None`, with nothing done, when a check needs a closer
+    /// look: then [`push_local_checked`](Self::push_local_checked).
+    ///
+    /// The checks are one combined branch, and the closer look lives out of
+    /// line, so the fast path that inlines this makes no call that returns
+    /// to it (and saves no registers).
+    ///
+    /// # Safety
+    /// As `push_local`.
+    #[inline(always)]
+    pub(crate) unsafe fn try_push_local(&self, object: NonNull<u8>) -> Option<i32> {
         let offset = (object.as_ptr().addr() & (GROUP - 1)) as u32;
         // SAFETY: the caller owns the slab.
         let (size, bump) = unsafe {
             let local = self.local();
             (local.size, local.bump)
         };
-        self.check_start(object, offset, size);
-        if offset >= bump {
+        let mark = mark(object);
+        // SAFETY: read only once `offset` is known to start an object below
+        // the bump offset (`&&` short-circuits), so the object's 16 bytes
+        // are the caller's (or, freed twice, one of ours); its second word
+        // is only 4-aligned in some classes, hence unaligned.
+        let suspect = !self.starts_object(offset, size)
+            || offset >= bump
+            || unsafe { mark_word(object).read_unaligned() } == mark;
+        if suspect {
+            return None;
+        }
+        // SAFETY: as `link_local`.
+        Some(unsafe { self.link_local(object, offset, mark) })
+    }
+
+    /// `push_local` for an object that failed a check of `try_push_local`:
+    /// aborts for a pointer that starts no object or a double free, and
+    /// otherwise (an object whose live data happened to look like the mark)
+    /// frees it.
+    ///
+    /// # Safety
+    /// As `push_local`.
+    #[cold]
+    #[inline(never)]
+    pub(crate) unsafe fn push_local_checked(&self, object: NonNull<u8>) -> i32 {
+        let offset = (object.as_ptr().addr() & (GROUP - 1)) as u32;
+        // SAFETY: the caller owns the slab.
+        let (size, bump) = unsafe {
+            let local = self.local();
+            (local.size, local.bump)
+        };
+        if !self.starts_object(offset, size) || offset >= bump {
             not_an_object(object);
         }
         let mark = mark(object);
-        // SAFETY: the object is the caller's to overwrite (or, freed twice,
-        // one of ours: either way inside the group); its first word is
-        // u32-aligned, its second read and written unaligned. The caller owns
-        // the slab, and no other borrow of its `Local` is alive.
+        // SAFETY: `offset` starts an object of the slab (checked above);
+        // unaligned as in `try_push_local`. The caller owns the slab.
         unsafe {
             if mark_word(object).read_unaligned() == mark {
                 self.confirm_double_free(object, offset);
             }
+            self.link_local(object, offset, mark)
+        }
+    }
+
+    /// Marks `object` freed and puts it at the head of the owner's list;
+    /// returns the new `used` word.
+    ///
+    /// # Safety
+    /// The caller owns the slab, and `object` (at `offset` in the group) is
+    /// a live object of it, checked, not used again.
+    #[inline(always)]
+    unsafe fn link_local(&self, object: NonNull<u8>, offset: u32, mark: u64) -> i32 {
+        // SAFETY: the object is the caller's to overwrite: its first word is
+        // u32-aligned, its second written unaligned. The caller owns the
+        // slab, and no other borrow of its `Local` is alive.
+        unsafe {
             mark_word(object).write_unaligned(mark);
             let local = self.local();
             object.cast::<u32>().write(local.free);

@@ -471,3 +471,32 @@ fn a_request_larger_than_an_arena_fails_at_once() {
     unsafe { free(&spilling, p, layout(4 << 20, 8)) };
     assert_eq!(spilling.stats().spilled, 0);
 }
+
+#[test]
+fn live_data_that_looks_like_the_freed_mark_is_freed_normally() {
+    // An object whose second word the program happened to set to exactly
+    // the mark a freed object carries takes the checked path, which walks
+    // the slab's lists, finds it live, and frees it: no false abort, and the
+    // object comes back.
+    let heap = heap(MIN_BLOCK, 1);
+    let layout = layout(64, 8);
+    let keep = alloc(&heap, layout).unwrap();
+    let object = alloc(&heap, layout).unwrap();
+    // SAFETY: a live 64-byte allocation; its second word is ours to write.
+    unsafe {
+        object
+            .as_ptr()
+            .add(8)
+            .cast::<u64>()
+            .write_unaligned(slab::mark(object))
+    };
+    // SAFETY: allocated above with `layout`, freed once.
+    unsafe { free(&heap, object, layout) };
+    let again = alloc(&heap, layout).unwrap();
+    assert_eq!(again, object, "the freed object is reused first");
+    // SAFETY: as above.
+    unsafe {
+        free(&heap, again, layout);
+        free(&heap, keep, layout);
+    }
+}
