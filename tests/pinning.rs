@@ -84,7 +84,7 @@ fn refused_pinning_is_an_error_unless_best_effort() {
 /// Runs only in the child: drop the right to lock, then try.
 #[test]
 fn child_without_memlock() {
-    if std::env::var_os("UNIMEM_PIN_CHILD").is_none() {
+    if std::env::var_os("UNIMEM_PIN_CHILD").is_none_or(|v| v != "1") {
         return;
     }
     let limit = libc::rlimit {
@@ -140,6 +140,72 @@ fn child_without_memlock() {
     let debug = format!("{error:?}");
     assert!(debug.contains("limits.conf"), "{debug}");
     println!("child checked pinning");
+}
+
+#[test]
+fn a_large_commit_locked_in_parts_keeps_a_locked_prefix() {
+    if std::env::var_os("UNIMEM_PIN_CHILD").is_some() {
+        return;
+    }
+    let output = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "child_with_a_100_mib_limit",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("UNIMEM_PIN_CHILD", "limit")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout).into_owned()
+        + &String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "child failed:\n{text}");
+    assert!(text.contains("child checked the locked prefix"), "{text}");
+}
+
+/// Runs only in that child: a 128 MiB Block is locked from several threads,
+/// one part each; with a 100 MiB limit some part is refused, so the parts
+/// that were locked must be unlocked again and the Block locked, a step at
+/// a time, from its start: the locked bytes are a prefix, and they are what
+/// the kernel counts.
+#[test]
+fn child_with_a_100_mib_limit() {
+    if std::env::var_os("UNIMEM_PIN_CHILD").is_none_or(|v| v != "limit") {
+        return;
+    }
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit with a valid struct; this child
+    // process is ours to limit. An ordinary user's hard limit may be lower
+    // (8 MiB): then no part locks, and the checks below still hold.
+    unsafe {
+        assert_eq!(libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut limit), 0);
+        let wanted = libc::rlimit {
+            rlim_cur: 100 << 20,
+            rlim_max: 100 << 20,
+        };
+        if libc::setrlimit(libc::RLIMIT_MEMLOCK, &wanted) == 0 {
+            limit = wanted;
+        } else {
+            limit.rlim_cur = limit.rlim_max.min(100 << 20);
+            assert_eq!(libc::setrlimit(libc::RLIMIT_MEMLOCK, &limit), 0);
+        }
+    }
+    println!("RLIMIT_MEMLOCK: {} bytes", limit.rlim_cur);
+    drop_ipc_lock();
+    let before = vm_lck();
+    let block = BlockOptions::new()
+        .pinning(Pinning::BestEffort)
+        .quiet(true)
+        .open(128 << 20)
+        .unwrap();
+    assert!(!block.is_pinned());
+    let allowed = (limit.rlim_cur as usize - before) / (2 << 20) * (2 << 20);
+    assert_eq!(block.locked(), allowed, "{block:?}");
+    assert_eq!(vm_lck() - before, block.locked(), "{block:?}");
+    println!("child checked the locked prefix");
 }
 
 /// Clears CAP_IPC_LOCK from this thread's effective set (root ignores

@@ -559,6 +559,16 @@ fn mmap_mlock(bytes: usize, flags: libc::c_int) -> Subject {
     })
 }
 
+/// As `init_warm`, with transparent huge pages not asked for: a Block of
+/// 4 KiB pages, populated from several threads, against `mmap` and `mlock`
+/// on one (what the parallel populate alone gains).
+pub fn init_warm_small_pages(bytes: usize) -> Vec<(&'static str, Subject)> {
+    vec![
+        ("unimem", open_warm(bytes, OPTIONS.huge_pages(false))),
+        ("mmap+mlock", mmap_mlock(bytes, 0)),
+    ]
+}
+
 /// Whether the system's pool has `bytes` of free 2 MiB pages.
 pub fn huge_pages_free(bytes: usize) -> bool {
     std::fs::read_to_string("/sys/kernel/mm/hugepages/hugepages-2048kB/free_hugepages")
@@ -956,6 +966,11 @@ pub fn rows() -> Vec<Row> {
             subjects: init_warm(1 << 30),
         },
         Row {
+            name: "init 1 GiB (warm, 4 KiB pages)",
+            unit: Unit::Time,
+            subjects: init_warm_small_pages(1 << 30),
+        },
+        Row {
             name: "write 64 MiB",
             unit: Unit::Bandwidth(STREAM as u64),
             subjects: bandwidth(true),
@@ -998,7 +1013,7 @@ pub fn rows() -> Vec<Row> {
     ];
     if huge_pages_free(1 << 30) {
         rows.insert(
-            8,
+            9,
             Row {
                 name: "init 1 GiB (warm, 2 MiB pages)",
                 unit: Unit::Time,

@@ -177,6 +177,24 @@ pub(crate) unsafe fn populate(at: *mut u8, len: usize) -> Result<(), Error> {
     Ok(())
 }
 
+/// Locks `len` bytes at `at`, faulting them in; whether it worked.
+///
+/// # Safety
+/// The range is mapped and readable.
+pub(crate) unsafe fn lock_pages(at: *mut u8, len: usize) -> bool {
+    // SAFETY: mlock on the caller's mapping changes no byte.
+    unsafe { libc::mlock(at.cast(), len) == 0 }
+}
+
+/// Unlocks `len` bytes at `at`.
+///
+/// # Safety
+/// As `lock_pages`.
+pub(crate) unsafe fn unlock_pages(at: *mut u8, len: usize) {
+    // SAFETY: munlock on the caller's mapping changes no byte.
+    unsafe { libc::munlock(at.cast(), len) };
+}
+
 fn cannot_reserve() -> Error {
     Error::Unsupported {
         what: "committing or decommitting an IOSurface Block: its whole capacity is committed at open",

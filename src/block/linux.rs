@@ -651,6 +651,25 @@ pub(crate) unsafe fn populate(at: *mut u8, len: usize) -> Result<(), Error> {
     Ok(())
 }
 
+/// Locks `len` bytes at `at`, faulting every page in; whether it worked
+/// (the parallel populate falls back to one thread when it did not).
+///
+/// # Safety
+/// As `populate`.
+pub(crate) unsafe fn lock_pages(at: *mut u8, len: usize) -> bool {
+    // SAFETY: mlock on the caller's mapping changes no byte.
+    unsafe { libc::mlock(at.cast(), len) == 0 }
+}
+
+/// Unlocks `len` bytes at `at` (pages not locked stay as they are).
+///
+/// # Safety
+/// As `populate`.
+pub(crate) unsafe fn unlock_pages(at: *mut u8, len: usize) {
+    // SAFETY: munlock on the caller's mapping changes no byte.
+    unsafe { libc::munlock(at.cast(), len) };
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

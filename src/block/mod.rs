@@ -682,16 +682,21 @@ impl Region {
             // below `from` where an earlier lock was refused.
             // Relaxed: under the commit lock.
             let locked = self.locked.load(Ordering::Relaxed);
-            if settings.prefault
+            // A large commit right after the locked prefix: lock it from
+            // several threads, each faulting its own part in.
+            // SAFETY: `from..to` was mapped just now, nothing refers to it.
+            let in_threads = settings.prefault
                 && parallel == Parallel::Allowed
+                && locked == from
                 && populate::worth_threads(to - from)
-            {
-                // SAFETY: mapped just now, nothing refers to it.
-                unsafe { populate::in_threads(self.ptr, from, to)? };
-                populated = true;
-            }
-            // SAFETY: `locked..to` is mapped (committed or just mapped).
-            match unsafe { self.raw.lock(self.ptr, locked, to, settings.prefault) } {
+                && unsafe { populate::lock_in_threads(self.ptr, from, to) };
+            let result = if in_threads {
+                Ok(())
+            } else {
+                // SAFETY: `locked..to` is mapped (committed or just mapped).
+                unsafe { self.raw.lock(self.ptr, locked, to, settings.prefault) }
+            };
+            match result {
                 Ok(()) => {
                     self.locked.store(to, Ordering::Relaxed);
                     populated |= settings.prefault;

@@ -60,6 +60,23 @@ pub(crate) unsafe fn populate(_at: *mut u8, _len: usize) -> Result<(), Error> {
     Ok(())
 }
 
+/// Locks `len` bytes at `at`, faulting them in; whether it worked.
+///
+/// # Safety
+/// The range is mapped and readable.
+pub(crate) unsafe fn lock_pages(at: *mut u8, len: usize) -> bool {
+    let _ = (at, len);
+    false
+}
+
+/// Unlocks `len` bytes at `at`.
+///
+/// # Safety
+/// As `lock_pages`.
+pub(crate) unsafe fn unlock_pages(at: *mut u8, len: usize) {
+    let _ = (at, len);
+}
+
 fn unsupported_lock() -> io::Error {
     io::Error::from(io::ErrorKind::Unsupported)
 }

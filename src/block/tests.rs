@@ -265,3 +265,45 @@ mod linux {
         assert_eq!(block.as_ptr().addr() % COMMIT_STEP, 0);
     }
 }
+
+/// This process's locked memory, in bytes.
+#[cfg(all(target_os = "linux", not(miri)))]
+fn vm_lck() -> usize {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmLck:")).unwrap();
+    let kib: usize = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    kib * 1024
+}
+
+#[cfg(all(target_os = "linux", not(miri)))]
+#[test]
+fn a_refused_part_of_a_lock_in_threads_unlocks_the_others() {
+    // 128 MiB with a hole near its end: the part holding the hole cannot be
+    // locked (ENOMEM), the others can. Locking in threads must then undo
+    // the parts it locked, so the range is left as it was.
+    const LEN: usize = 128 << 20;
+    // SAFETY: a fresh private mapping of our own, unmapped below.
+    let base = unsafe {
+        libc::mmap(
+            core::ptr::null_mut(),
+            LEN,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+            -1,
+            0,
+        )
+    };
+    assert_ne!(base, libc::MAP_FAILED);
+    let hole = LEN - (4 << 20);
+    // SAFETY: a part of the mapping above, which nothing uses.
+    let unmapped = unsafe { libc::munmap(base.cast::<u8>().add(hole).cast(), 2 << 20) };
+    assert_eq!(unmapped, 0);
+    let before = vm_lck();
+    let base = NonNull::new(base.cast::<u8>()).unwrap();
+    // SAFETY: ours and unused; the hole makes one part fail.
+    let locked = unsafe { populate::lock_in_threads(base, 0, LEN) };
+    assert!(!locked, "a part holding a hole cannot lock");
+    assert_eq!(vm_lck(), before, "the parts that locked were unlocked");
+    // SAFETY: our mapping (munmap skips the hole).
+    assert_eq!(unsafe { libc::munmap(base.as_ptr().cast(), LEN) }, 0);
+}
