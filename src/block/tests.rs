@@ -266,13 +266,32 @@ mod linux {
     }
 }
 
-/// This process's locked memory, in bytes.
+/// Locked bytes of this process's mappings that start in `start..end`
+/// (from `/proc/self/smaps`: other tests lock memory elsewhere at the same
+/// time, so the process-wide `VmLck` cannot be compared).
 #[cfg(all(target_os = "linux", not(miri)))]
-fn vm_lck() -> usize {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmLck:")).unwrap();
-    let kib: usize = line.split_whitespace().nth(1).unwrap().parse().unwrap();
-    kib * 1024
+fn locked_in(start: usize, end: usize) -> usize {
+    let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+    let mut inside = false;
+    let mut locked = 0;
+    for line in smaps.lines() {
+        let first = line.split_whitespace().next().unwrap_or("");
+        let from = first
+            .split_once('-')
+            .and_then(|(from, _)| usize::from_str_radix(from, 16).ok());
+        if let Some(from) = from {
+            inside = (start..end).contains(&from);
+        } else if let Some(kib) = line.strip_prefix("Locked:").filter(|_| inside) {
+            locked += kib
+                .trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse::<usize>()
+                .unwrap()
+                * 1024;
+        }
+    }
+    locked
 }
 
 #[cfg(all(target_os = "linux", not(miri)))]
@@ -298,12 +317,16 @@ fn a_refused_part_of_a_lock_in_threads_unlocks_the_others() {
     // SAFETY: a part of the mapping above, which nothing uses.
     let unmapped = unsafe { libc::munmap(base.cast::<u8>().add(hole).cast(), 2 << 20) };
     assert_eq!(unmapped, 0);
-    let before = vm_lck();
     let base = NonNull::new(base.cast::<u8>()).unwrap();
+    let range = (base.as_ptr().addr(), base.as_ptr().addr() + LEN);
     // SAFETY: ours and unused; the hole makes one part fail.
     let locked = unsafe { populate::lock_in_threads(base, 0, LEN) };
     assert!(!locked, "a part holding a hole cannot lock");
-    assert_eq!(vm_lck(), before, "the parts that locked were unlocked");
+    assert_eq!(
+        locked_in(range.0, range.1),
+        0,
+        "the parts that locked were unlocked"
+    );
     // SAFETY: our mapping (munmap skips the hole).
     assert_eq!(unsafe { libc::munmap(base.as_ptr().cast(), LEN) }, 0);
 }
