@@ -21,8 +21,8 @@
 //! `const` constructors, so a whole program's heap can.
 //!
 //! Registrations ([`register`]) make the committed parts of an allocator's
-//! Blocks visible to a device (`cuda` with feature `cuda`), following the
-//! Blocks as they grow.
+//! Blocks visible to a device (`cuda` with feature `cuda`) or to remote
+//! peers (`ucx` with feature `ucx`), following the Blocks as they grow.
 //!
 //! # Caveats
 //!
@@ -73,6 +73,8 @@ pub mod register;
 mod stderr;
 mod tape;
 mod thread;
+#[cfg(feature = "ucx")]
+pub mod ucx;
 #[cfg(feature = "vulkan")]
 pub mod vulkan;
 
