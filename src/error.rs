@@ -113,6 +113,10 @@ pub enum Error {
     /// Metal has no device, or refused to wrap memory.
     #[cfg(all(feature = "metal", target_vendor = "apple"))]
     Metal(crate::metal::MetalError),
+    /// UCX refused a call, or a descriptor, remote access or bootstrap link
+    /// failed.
+    #[cfg(feature = "ucx")]
+    Ucx(crate::ucx::UcxError),
 }
 
 impl Error {
@@ -225,6 +229,8 @@ impl fmt::Display for Error {
             Error::Vulkan(error) => write!(f, "{error}"),
             #[cfg(all(feature = "metal", target_vendor = "apple"))]
             Error::Metal(error) => write!(f, "{error}"),
+            #[cfg(feature = "ucx")]
+            Error::Ucx(error) => write!(f, "{error}"),
         }
     }
 }
@@ -254,6 +260,8 @@ impl fmt::Debug for Error {
             Error::Vulkan(_) => "Vulkan",
             #[cfg(all(feature = "metal", target_vendor = "apple"))]
             Error::Metal(_) => "Metal",
+            #[cfg(feature = "ucx")]
+            Error::Ucx(_) => "Ucx",
         };
         write!(f, "{name}: {self}")
     }
@@ -274,6 +282,8 @@ impl std::error::Error for Error {
             Error::Vulkan(error) => Some(error),
             #[cfg(all(feature = "metal", target_vendor = "apple"))]
             Error::Metal(error) => Some(error),
+            #[cfg(feature = "ucx")]
+            Error::Ucx(error) => Some(error),
             _ => None,
         }
     }

@@ -1,0 +1,162 @@
+//! [`UcxError`]: what went wrong with UCX, a descriptor or a remote access.
+
+use core::fmt;
+use std::ffi::CStr;
+use std::io;
+use std::time::Duration;
+
+use super::sys;
+use crate::Error;
+
+/// What went wrong with UCX, a descriptor, a remote access or the
+/// bootstrap link.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum UcxError {
+    /// A UCX call failed with `status`.
+    Call {
+        /// The function that failed.
+        call: &'static str,
+        /// The `ucs_status_t` it returned.
+        status: i8,
+        /// UCX's text for it (`ucs_status_string`).
+        text: &'static str,
+    },
+    /// An operation did not complete in time (the owner is not progressing
+    /// its worker, or is gone). Its worker is poisoned: never progressed
+    /// again (see [`Worker`](super::Worker)).
+    TimedOut {
+        /// What was waited for.
+        call: &'static str,
+        /// How long.
+        after: Duration,
+    },
+    /// The endpoint's peer was reported failed, or an earlier operation on
+    /// the worker timed out; make a new endpoint (or worker).
+    Closed {
+        /// What closed it.
+        reason: &'static str,
+    },
+    /// Bytes that do not parse as a [`Descriptor`](super::Descriptor) (or
+    /// as a worker address frame).
+    BadDescriptor {
+        /// What is wrong with them.
+        reason: &'static str,
+    },
+    /// A put or get outside the remote allocation a descriptor names:
+    /// refused before anything was sent.
+    OutOfRange {
+        /// The offset asked for, in bytes from the allocation's start.
+        offset: usize,
+        /// The length asked for.
+        len: usize,
+        /// The allocation's length.
+        registered: usize,
+    },
+    /// Memory that no registered range of this registration holds whole
+    /// (outside its Blocks, or straddling two parts registered apart).
+    NotRegistered {
+        /// The first byte's address.
+        address: usize,
+        /// The length asked for.
+        len: usize,
+    },
+    /// A local registration made with another [`Context`](super::Context)
+    /// than the endpoint's.
+    OtherContext,
+    /// The bootstrap link failed: a socket call, a timeout, or a peer that
+    /// does not speak it.
+    Bootstrap {
+        /// What was being done.
+        what: &'static str,
+        /// The error (`ErrorKind::TimedOut`, `InvalidData` for a bad frame).
+        source: io::Error,
+    },
+}
+
+impl UcxError {
+    /// The error of `call` returning `status`.
+    pub(crate) fn call(call: &'static str, status: sys::ucs_status_t) -> UcxError {
+        UcxError::Call {
+            call,
+            status,
+            text: status_text(status),
+        }
+    }
+
+    /// The UCX status, for errors that carry one.
+    pub fn status(&self) -> Option<i8> {
+        match self {
+            UcxError::Call { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+/// UCX's text for a status.
+pub(crate) fn status_text(status: sys::ucs_status_t) -> &'static str {
+    // SAFETY: `ucs_status_string` returns a pointer to a static string for
+    // every value ("Unknown error" for values it does not know).
+    let text = unsafe { CStr::from_ptr(sys::ucs_status_string(status)) };
+    text.to_str().unwrap_or("(not UTF-8)")
+}
+
+/// `Ok` for `UCS_OK`, else the error of `call`.
+pub(crate) fn check(call: &'static str, status: sys::ucs_status_t) -> Result<(), Error> {
+    if status == sys::UCS_OK {
+        Ok(())
+    } else {
+        Err(UcxError::call(call, status).into())
+    }
+}
+
+impl fmt::Display for UcxError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            UcxError::Call { call, status, text } => {
+                write!(f, "{call} failed: {text} (UCX status {status})")
+            }
+            UcxError::TimedOut { call, after } => write!(
+                f,
+                "{call} did not complete within {after:?} (is the owner progressing its \
+                 worker?); the worker is not used again"
+            ),
+            UcxError::Closed { reason } => write!(f, "the UCX endpoint is closed: {reason}"),
+            UcxError::BadDescriptor { reason } => write!(f, "not a UCX descriptor: {reason}"),
+            UcxError::OutOfRange {
+                offset,
+                len,
+                registered,
+            } => write!(
+                f,
+                "{len} bytes at offset {offset} are outside the remote allocation of \
+                 {registered} bytes; nothing was sent"
+            ),
+            UcxError::NotRegistered { address, len } => write!(
+                f,
+                "{len} bytes at {address:#x} are not inside one range registered with UCX"
+            ),
+            UcxError::OtherContext => f.write_str(
+                "the local memory is registered with another UCX context than the endpoint's",
+            ),
+            UcxError::Bootstrap { what, source } => {
+                write!(f, "bootstrap link: {what}: {source}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for UcxError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            UcxError::Bootstrap { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
+impl From<UcxError> for Error {
+    fn from(error: UcxError) -> Error {
+        Error::Ucx(error)
+    }
+}
