@@ -3,7 +3,10 @@
 //! peer (this test binary again, run as a child) puts data into them and
 //! gets it back. Every byte is checked on both sides, in place on the
 //! owner's: nothing is copied there. Once over TCP on loopback, once over
-//! UCX's shared-memory transports; no RDMA hardware is needed.
+//! UCX's shared-memory transports; no RDMA hardware is needed. Ranges
+//! outside an allocation are refused on the peer's side, with the owner's
+//! memory right after it checked intact; and a peer whose owner stalls or
+//! dies gets an error within its timeout.
 //!
 //! CI sets `UNIMEM_REQUIRE_UCX=1`, which makes any failure to set UCX up a
 //! test failure; elsewhere such a test prints `SKIPPED <test>: <why>`. Every
