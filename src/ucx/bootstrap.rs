@@ -68,7 +68,8 @@ pub struct Link {
 }
 
 impl Link {
-    /// Waits up to `timeout` for a peer on `listener`, and greets it.
+    /// Waits up to `timeout` for a peer on `listener`, and greets it. The
+    /// listener is left in blocking mode.
     pub fn accept(listener: &TcpListener, timeout: Duration) -> Result<Link, Error> {
         let deadline = Instant::now() + timeout;
         listener

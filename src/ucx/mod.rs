@@ -54,9 +54,13 @@
 //! - **Remote writes are writes by another process.** As with a shared
 //!   Block, the bytes of a shared allocation change under the owner while
 //!   it progresses its worker; the owner reads them once the peer says it
-//!   has flushed (over the [`Link`], or any other channel), and peers stop
-//!   writing before the owner drops the registration (after it, the
-//!   software path would write into whatever is mapped there then).
+//!   has flushed (over the [`Link`], or any other channel). A descriptor
+//!   reaches its bytes for as long as the registration lives, whatever the
+//!   allocation becomes: peers stop using it before the owner frees or
+//!   clears the allocation, and before it drops the registration (after
+//!   that, the software path would write into whatever is mapped there).
+//!   A descriptor is for an endpoint to the process that made it: the
+//!   range check knows the allocation's bounds, not whose they are.
 //! - **Allocations inside one part.** Each part of a Block committed after
 //!   registration is mapped on its own, with its own key; an allocation
 //!   straddling two has no descriptor ([`UcxError::NotRegistered`]). Open

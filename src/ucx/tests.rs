@@ -18,11 +18,17 @@ fn options() -> BlockOptions<'static> {
     BlockOptions::new().pinning(Pinning::BestEffort).quiet(true)
 }
 
+/// Whether `UNIMEM_REQUIRE_UCX` is set (to anything but empty or `0`):
+/// then a failure to set UCX up fails the test.
+fn required() -> bool {
+    std::env::var_os("UNIMEM_REQUIRE_UCX").is_some_and(|v| !v.is_empty() && v != "0")
+}
+
 /// A context, or `None` after saying why the test is skipped.
 fn context(test: &str) -> Option<Context> {
     match Context::new() {
         Ok(context) => Some(context),
-        Err(error) if std::env::var_os("UNIMEM_REQUIRE_UCX").is_none() => {
+        Err(error) if !required() => {
             println!("SKIPPED {test}: {error}");
             None
         }
@@ -165,6 +171,18 @@ fn a_peer_puts_into_and_gets_from_a_registered_tape() {
     // SAFETY: as above.
     let landed = unsafe { core::slice::from_raw_parts(shared, 1 << 20) };
     assert!(landed == &source[..]);
+
+    // A batch whose closure panics still waits for what it started before
+    // its buffers go back.
+    let mut caught = vec![0u8; 1 << 20];
+    let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        remote.batch(|batch| -> Result<(), Error> {
+            batch.get(0, &mut caught)?;
+            panic!("in the batch");
+        })
+    }));
+    assert!(panicked.is_err());
+    assert!(caught[..] == source[..]);
     drop(remote);
     drop(endpoint);
 }
@@ -203,6 +221,9 @@ fn memory_committed_later_is_mapped_part_by_part() {
         tape.descriptor_of(&outside),
         Err(Error::Ucx(UcxError::NotRegistered { .. }))
     ));
+    // Unmapped, and the Tape given back with its allocations.
+    let tape = tape.into_inner();
+    assert!(tape.owns(grown));
 }
 
 #[test]

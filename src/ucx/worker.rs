@@ -37,7 +37,9 @@ const SPINS_BEFORE_YIELD: u32 = 64;
 /// operation's buffer and would touch it when progressed, so the worker is
 /// never progressed again. Every later call on it and its endpoints returns
 /// [`UcxError::Closed`], and dropping it leaks the UCX objects instead of
-/// tearing them down.
+/// tearing them down. (UCX moves an operation's bytes only inside calls on
+/// its worker: in UCX 1.13, the worker's own thread only accepts
+/// connections and signals events.)
 pub struct Worker {
     handle: sys::ucp_worker_h,
     context: Context,
