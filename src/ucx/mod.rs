@@ -30,7 +30,10 @@
 //!   corrupt the owner outside it). A [`Remote`] refuses any put or get
 //!   outside its descriptor's range with [`UcxError::OutOfRange`], before
 //!   any UCX call. The owner hands out descriptors of exactly the
-//!   allocations it shares; a peer can reach nothing else through them.
+//!   allocations it shares; a peer using them through unimem can reach
+//!   nothing else. The check runs in the peer: a process that drives UCX
+//!   directly against the owner's worker is bounded only by UCX, which does
+//!   not bound it, so connect only trusted peers.
 //! - **Descriptors are untrusted input.** [`Descriptor::from_bytes`] refuses
 //!   anything malformed (short, long, another format or version, an empty,
 //!   wrapping or absurd range) and checks the framing of the packed key,
