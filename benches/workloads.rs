@@ -1,0 +1,669 @@
+//! Workloads from mimalloc-bench, ported to Rust, run on the unimem `Heap`
+//! and on its peers as the process's global allocator: larson, xmalloc-test,
+//! cache-scratch, cache-thrash, mstress, glibc-simple, alloc-test, rptest, and
+//! a many-threads test of what stays resident once 1500 threads have gone.
+//! Each port's module says what follows the original and what was scaled.
+//!
+//! The same code runs on every allocator: a dispatching
+//! `#[global_allocator]` forwards to the one named by the environment
+//! variable `UNIMEM_WORKLOAD_ALLOCATOR`, read once without allocating. Run
+//! without it, the binary is the harness: it starts itself again once per
+//! (allocator, workload, thread count), the allocators interleaved, for a
+//! number of rounds; keeps each cell's best throughput and its largest peak
+//! resident set (the child's `ru_maxrss`, from `wait4`); and prints one
+//! markdown table.
+//!
+//! ```text
+//! cargo bench --bench workloads                  # 3 rounds, threads 1 2 4 8 16
+//! cargo bench --bench workloads -- --quick       # 1 round, about a quarter of the work
+//! cargo bench --bench workloads -- --only larson,rptest --threads 1,4 --rounds 5
+//! cargo bench --bench workloads -- --allocators unimem,unimem-prefault,mimalloc
+//! ```
+//!
+//! The `unimem` column is `Heap::lazy(256 MiB).max_blocks(4).spill()` with
+//! its Blocks opened without prefaulting (and pinned where `mlock` allows):
+//! a prefaulted 256 MiB Block would make every run's resident set 256 MiB
+//! whatever the workload, and charge its faulting to start-up where the
+//! peers pay for pages as they touch them. `unimem-prefault` is the README's
+//! line exactly (prefaulted, pinning required); it is not run by default.
+
+#[path = "workloads/mod.rs"]
+mod workloads;
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::collections::HashMap;
+use std::ffi::CStr;
+use std::fmt::Write as _;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::time::{Duration, Instant};
+
+use mimalloc::MiMalloc;
+use tikv_jemallocator::Jemalloc;
+use unimem::{BlockOptions, Heap, Pinning};
+
+use workloads::common::{Outcome, proc_status_kib};
+
+// ---------------------------------------------------------------------------
+// The global allocator, chosen per process.
+
+/// The variable naming the allocator of a child process.
+const ENV: &CStr = c"UNIMEM_WORKLOAD_ALLOCATOR";
+
+/// The Heap as the harness runs it by default (see the crate docs).
+static HEAP: Heap = Heap::lazy_with(
+    256 << 20,
+    BlockOptions::new()
+        .pinning(Pinning::BestEffort)
+        .prefault(false)
+        .label("unimem-workloads"),
+)
+.max_blocks(4)
+.spill();
+
+/// The README's global Heap, exactly.
+static HEAP_PREFAULT: Heap = Heap::lazy(256 << 20).max_blocks(4).spill();
+
+/// The allocators, in the order of the table's columns.
+const ALLOCATORS: [&str; 5] = [
+    "unimem",
+    "unimem-prefault",
+    "mimalloc",
+    "jemalloc",
+    "system",
+];
+const DEFAULT_ALLOCATORS: [&str; 4] = ["unimem", "mimalloc", "jemalloc", "system"];
+const UNIMEM: u8 = 0;
+const UNIMEM_PREFAULT: u8 = 1;
+const MIMALLOC: u8 = 2;
+const JEMALLOC: u8 = 3;
+const SYSTEM: u8 = 4;
+const UNCHOSEN: u8 = u8::MAX;
+
+static CHOSEN: AtomicU8 = AtomicU8::new(UNCHOSEN);
+
+/// The allocator of this process: the environment variable's on first use,
+/// the system allocator without it.
+#[inline(always)]
+fn chosen() -> u8 {
+    let c = CHOSEN.load(Ordering::Relaxed);
+    if c != UNCHOSEN {
+        return c;
+    }
+    choose()
+}
+
+#[cold]
+#[inline(never)]
+fn choose() -> u8 {
+    // SAFETY: `getenv` with a NUL-terminated name; nothing in this program
+    // sets the environment, so the string it returns stays valid while read.
+    let value = unsafe { libc::getenv(ENV.as_ptr()) };
+    let c = if value.is_null() {
+        SYSTEM
+    } else {
+        // SAFETY: a non-null `getenv` result is a NUL-terminated string.
+        let name = unsafe { CStr::from_ptr(value) }.to_bytes();
+        ALLOCATORS
+            .iter()
+            .position(|a| a.as_bytes() == name)
+            .map_or(SYSTEM, |i| i as u8)
+    };
+    // Every thread that races here reads the same variable and stores the
+    // same value.
+    CHOSEN.store(c, Ordering::Relaxed);
+    c
+}
+
+/// Forwards to the chosen allocator. The choice is made before the first
+/// allocation returns and never changes, so every free reaches the
+/// allocator that made the block.
+struct Dispatch;
+
+macro_rules! forward {
+    ($method:ident($($arg:expr),*)) => {
+        match chosen() {
+            UNIMEM => HEAP.$method($($arg),*),
+            UNIMEM_PREFAULT => HEAP_PREFAULT.$method($($arg),*),
+            MIMALLOC => MiMalloc.$method($($arg),*),
+            JEMALLOC => Jemalloc.$method($($arg),*),
+            _ => System.$method($($arg),*),
+        }
+    };
+}
+
+// SAFETY: each call goes to one allocator, the same for the whole process,
+// with the caller's arguments unchanged; each of them implements GlobalAlloc.
+unsafe impl GlobalAlloc for Dispatch {
+    #[inline]
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: the caller's contract, passed on.
+        unsafe { forward!(alloc(layout)) }
+    }
+
+    #[inline]
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: the caller's contract, passed on.
+        unsafe { forward!(alloc_zeroed(layout)) }
+    }
+
+    #[inline]
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: the caller's contract, passed on: `ptr` came from the same
+        // allocator, the only one this process uses.
+        unsafe { forward!(dealloc(ptr, layout)) }
+    }
+
+    #[inline]
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: as for `dealloc`.
+        unsafe { forward!(realloc(ptr, layout, new_size)) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Dispatch = Dispatch;
+
+// ---------------------------------------------------------------------------
+// The workloads.
+
+struct Workload {
+    name: &'static str,
+    unit: &'static str,
+    /// Runs it at a thread count with a work scale (1 normally).
+    run: fn(usize, f64) -> Outcome,
+    /// The thread counts it runs at, out of those asked for (`None`: all).
+    only_threads: Option<&'static [usize]>,
+    /// The threads it really starts at a thread count (for the
+    /// oversubscription mark).
+    real_threads: fn(usize) -> usize,
+    /// Whether the table shows its resident set after the run as well.
+    rss_after: bool,
+}
+
+fn same(t: usize) -> usize {
+    t
+}
+
+const WORKLOADS: &[Workload] = &[Workload {
+    name: "larson",
+    unit: "allocs/s",
+    run: workloads::larson::run,
+    only_threads: None,
+    real_threads: same,
+    rss_after: false,
+}];
+
+fn workload(name: &str) -> Option<&'static Workload> {
+    WORKLOADS.iter().find(|w| w.name == name)
+}
+
+// ---------------------------------------------------------------------------
+// The child: one workload at one thread count, on the chosen allocator.
+
+fn child(args: &[String]) {
+    let [name, threads, scale] = args else {
+        panic!("--child NAME THREADS SCALE");
+    };
+    let w = workload(name).unwrap_or_else(|| panic!("no workload {name}"));
+    let threads: usize = threads.parse().expect("a thread count");
+    let scale: f64 = scale.parse().expect("a scale");
+    let outcome = (w.run)(threads, scale);
+    let rss_after = outcome
+        .rss_after_kib
+        .unwrap_or_else(|| proc_status_kib("VmRSS"));
+    let (heap_high_water, heap_spilled) = match chosen() {
+        UNIMEM => {
+            let s = HEAP.stats();
+            (s.high_water, s.spilled)
+        }
+        UNIMEM_PREFAULT => {
+            let s = HEAP_PREFAULT.stats();
+            (s.high_water, s.spilled)
+        }
+        _ => (0, 0),
+    };
+    println!(
+        "RESULT {} {} {} {} {} {}",
+        outcome.ops,
+        outcome.secs,
+        rss_after,
+        proc_status_kib("VmHWM"),
+        heap_high_water,
+        heap_spilled
+    );
+}
+
+// ---------------------------------------------------------------------------
+// The harness.
+
+/// One child's measurements.
+#[derive(Clone, Copy, Debug)]
+struct Sample {
+    /// Operations per second (the workload's unit).
+    throughput: f64,
+    /// Wall-clock seconds of the whole child.
+    wall: f64,
+    /// The child's peak resident set, KiB (`ru_maxrss`).
+    peak_kib: u64,
+    /// Its resident set at the end, KiB.
+    after_kib: u64,
+    /// For the Heap: its committed high water and spilled bytes.
+    heap_high_water: usize,
+    heap_spilled: usize,
+}
+
+/// A cell's result over the rounds.
+#[derive(Clone, Copy, Debug, Default)]
+struct Cell {
+    best: Option<Sample>,
+    peak_kib: u64,
+    after_kib: u64,
+    failures: usize,
+}
+
+impl Cell {
+    fn add(&mut self, sample: Option<Sample>) {
+        let Some(s) = sample else {
+            self.failures += 1;
+            return;
+        };
+        self.peak_kib = self.peak_kib.max(s.peak_kib);
+        self.after_kib = self.after_kib.max(s.after_kib);
+        if self.best.is_none_or(|b| s.throughput > b.throughput) {
+            self.best = Some(s);
+        }
+    }
+}
+
+const CHILD_TIMEOUT: Duration = Duration::from_secs(180);
+
+/// Runs one child; `None` if it failed or timed out.
+fn run_child(allocator: &str, w: &Workload, threads: usize, scale: f64) -> Option<Sample> {
+    let exe = std::env::current_exe().expect("the running binary");
+    let start = Instant::now();
+    #[expect(
+        clippy::zombie_processes,
+        reason = "reaped by wait4 below, which also gives its rusage"
+    )]
+    let mut child = Command::new(exe)
+        .args(["--child", w.name, &threads.to_string(), &scale.to_string()])
+        .env(ENV.to_str().unwrap(), allocator)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("starting a child");
+    let pid = child.id() as libc::pid_t;
+    let mut status = 0;
+    // SAFETY: a zeroed rusage is a valid value for wait4 to fill.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let mut killed = false;
+    loop {
+        // SAFETY: `pid` is our child, not yet reaped; the pointers are valid.
+        let r = unsafe { libc::wait4(pid, &mut status, libc::WNOHANG, &mut usage) };
+        if r == pid {
+            break;
+        }
+        assert!(r == 0, "wait4: {}", std::io::Error::last_os_error());
+        if !killed && start.elapsed() > CHILD_TIMEOUT {
+            eprintln!(
+                "  {} on {allocator} at {threads} threads: timed out",
+                w.name
+            );
+            // SAFETY: `pid` is our child, not yet reaped.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            killed = true;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let wall = start.elapsed().as_secs_f64();
+    let mut out = String::new();
+    use std::io::Read as _;
+    child.stdout.take().unwrap().read_to_string(&mut out).ok()?;
+    let ok = libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0;
+    if !ok {
+        eprintln!(
+            "  {} on {allocator} at {threads} threads failed (status {status:#x})",
+            w.name
+        );
+        return None;
+    }
+    let line = out.lines().find_map(|l| l.strip_prefix("RESULT "))?;
+    let f: Vec<f64> = line
+        .split_whitespace()
+        .map(|x| x.parse().unwrap_or(0.0))
+        .collect();
+    let [ops, secs, after, _hwm, high_water, spilled] = f[..] else {
+        return None;
+    };
+    Some(Sample {
+        throughput: ops / secs,
+        wall,
+        peak_kib: usage.ru_maxrss as u64,
+        after_kib: after as u64,
+        heap_high_water: high_water as usize,
+        heap_spilled: spilled as usize,
+    })
+}
+
+struct Options {
+    quick: bool,
+    rounds: usize,
+    threads: Vec<usize>,
+    only: Option<Vec<String>>,
+    allocators: Vec<String>,
+}
+
+fn parse_options(args: &[String]) -> Options {
+    let mut o = Options {
+        quick: false,
+        rounds: 3,
+        threads: vec![1, 2, 4, 8, 16],
+        only: None,
+        allocators: DEFAULT_ALLOCATORS.iter().map(|s| s.to_string()).collect(),
+    };
+    let mut rounds = None;
+    let mut it = args.iter();
+    let list = |v: Option<&String>, flag: &str| -> Vec<String> {
+        v.unwrap_or_else(|| panic!("{flag} needs a value"))
+            .split(',')
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect()
+    };
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--quick" => o.quick = true,
+            "--rounds" => rounds = Some(list(it.next(), a)[0].parse().expect("--rounds N")),
+            "--threads" => {
+                o.threads = list(it.next(), a)
+                    .iter()
+                    .map(|t| t.parse().expect("--threads 1,2,4"))
+                    .collect()
+            }
+            "--only" => {
+                let names = list(it.next(), a);
+                for n in &names {
+                    assert!(
+                        workload(n).is_some(),
+                        "no workload {n}; there are: {}",
+                        WORKLOADS
+                            .iter()
+                            .map(|w| w.name)
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    );
+                }
+                o.only = Some(names);
+            }
+            "--allocators" => {
+                let names = list(it.next(), a);
+                for n in &names {
+                    assert!(
+                        ALLOCATORS.contains(&n.as_str()),
+                        "no allocator {n}; there are: {}",
+                        ALLOCATORS.join(", ")
+                    );
+                }
+                o.allocators = names;
+            }
+            // What cargo passes to a bench binary.
+            "--bench" => {}
+            other => panic!(
+                "unknown argument {other}; flags: --quick, --only W[,W], --threads N[,N], --rounds N, --allocators A[,A]"
+            ),
+        }
+    }
+    o.rounds = rounds.unwrap_or(if o.quick { 1 } else { 3 });
+    o
+}
+
+fn si(x: f64) -> String {
+    let (v, suffix) = if x >= 1e9 {
+        (x / 1e9, " G")
+    } else if x >= 1e6 {
+        (x / 1e6, " M")
+    } else if x >= 1e3 {
+        (x / 1e3, " k")
+    } else {
+        (x, " ")
+    };
+    if v >= 100.0 {
+        format!("{v:.0}{suffix}")
+    } else if v >= 10.0 {
+        format!("{v:.1}{suffix}")
+    } else {
+        format!("{v:.2}{suffix}")
+    }
+    .trim_end()
+    .to_string()
+}
+
+fn mib(kib: u64) -> String {
+    let m = kib as f64 / 1024.0;
+    if m >= 100.0 {
+        format!("{m:.0} MiB")
+    } else {
+        format!("{m:.1} MiB")
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("--child") {
+        child(&args[1..]);
+        return;
+    }
+    let o = parse_options(&args);
+    let scale = if o.quick { 0.25 } else { 1.0 };
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+
+    // The rows: each workload at each of its thread counts.
+    let mut rows: Vec<(&Workload, usize)> = Vec::new();
+    for w in WORKLOADS {
+        if o.only
+            .as_ref()
+            .is_some_and(|only| !only.iter().any(|n| n == w.name))
+        {
+            continue;
+        }
+        match w.only_threads {
+            Some(counts) => rows.extend(counts.iter().map(|&t| (w, t))),
+            None => rows.extend(o.threads.iter().map(|&t| (w, t))),
+        }
+    }
+    let allocators = &o.allocators;
+    eprintln!(
+        "{} rows × {} allocators × {} rounds; {cores} cores",
+        rows.len(),
+        allocators.len(),
+        o.rounds
+    );
+
+    let mut cells: HashMap<(&str, usize, &str), Cell> = HashMap::new();
+    for round in 0..o.rounds {
+        for (i, &(w, threads)) in rows.iter().enumerate() {
+            // Interleaved: every allocator once per row, starting one further
+            // along each round.
+            for k in 0..allocators.len() {
+                let a = &allocators[(k + round + i) % allocators.len()];
+                let sample = run_child(a, w, threads, scale);
+                if let Some(s) = sample {
+                    eprintln!(
+                        "round {} {:>13} {:>5} {:>15}: {:>9} {} peak {} ({:.2} s)",
+                        round + 1,
+                        w.name,
+                        threads,
+                        a,
+                        si(s.throughput),
+                        w.unit,
+                        mib(s.peak_kib),
+                        s.wall
+                    );
+                }
+                cells
+                    .entry((w.name, threads, a.as_str()))
+                    .or_default()
+                    .add(sample);
+            }
+        }
+    }
+
+    print!("{}", table(&rows, allocators, &cells, cores, &o, scale));
+}
+
+fn table(
+    rows: &[(&Workload, usize)],
+    allocators: &[String],
+    cells: &HashMap<(&str, usize, &str), Cell>,
+    cores: usize,
+    o: &Options,
+    scale: f64,
+) -> String {
+    let is_heap = |a: &str| a.starts_with("unimem");
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "\n{cores} cores; best of {} round{} per cell{}; peak RSS is the child's ru_maxrss (largest over the rounds). \
+         unimem/best: the Heap's throughput over the best peer's (above 1: the Heap is faster); \
+         RSS ratio: the Heap's peak RSS over mimalloc's.\n",
+        o.rounds,
+        if o.rounds == 1 { "" } else { "s" },
+        if scale < 1.0 {
+            ", --quick (a quarter of the work)"
+        } else {
+            ""
+        },
+    );
+    let mut header = String::from("| workload | threads | unit |");
+    let mut rule = String::from("|---|---|---|");
+    for a in allocators {
+        let _ = write!(header, " {a} |");
+        rule.push_str("---|");
+    }
+    if allocators.iter().any(|a| a == "unimem") {
+        header.push_str(" unimem/best |");
+        rule.push_str("---|");
+    }
+    for a in allocators {
+        let _ = write!(header, " RSS {a} |");
+        rule.push_str("---|");
+    }
+    if allocators.iter().any(|a| a == "unimem") && allocators.iter().any(|a| a == "mimalloc") {
+        header.push_str(" RSS unimem/mimalloc |");
+        rule.push_str("---|");
+    }
+    if allocators.iter().any(|a| is_heap(a)) {
+        header.push_str(" Heap committed peak |");
+        rule.push_str("---|");
+    }
+    let _ = writeln!(out, "{header}\n{rule}");
+
+    let mut spilled_rows = Vec::new();
+    for &(w, threads) in rows {
+        let cell = |a: &str| {
+            cells
+                .get(&(w.name, threads, a))
+                .copied()
+                .unwrap_or_default()
+        };
+        let real = (w.real_threads)(threads);
+        let label = if real > cores {
+            format!("{threads} (oversubscribed)")
+        } else {
+            threads.to_string()
+        };
+        let _ = write!(out, "| {} | {label} | {} |", w.name, w.unit);
+        for a in allocators {
+            let c = cell(a);
+            match c.best {
+                Some(s) => {
+                    let _ = write!(out, " {} |", si(s.throughput));
+                }
+                None => out.push_str(" failed |"),
+            }
+        }
+        if allocators.iter().any(|a| a == "unimem") {
+            let heap = cell("unimem").best.map(|s| s.throughput);
+            let best_peer = allocators
+                .iter()
+                .filter(|a| !is_heap(a))
+                .filter_map(|a| cell(a).best.map(|s| (s.throughput, a)))
+                .max_by(|x, y| x.0.total_cmp(&y.0));
+            match (heap, best_peer) {
+                (Some(h), Some((p, name))) => {
+                    let _ = write!(out, " {:.2} ({name}) |", h / p);
+                }
+                _ => out.push_str(" - |"),
+            }
+        }
+        for a in allocators {
+            let c = cell(a);
+            if c.best.is_some() {
+                let _ = write!(out, " {} |", mib(c.peak_kib));
+            } else {
+                out.push_str(" - |");
+            }
+        }
+        if allocators.iter().any(|a| a == "unimem") && allocators.iter().any(|a| a == "mimalloc") {
+            let (h, m) = (cell("unimem"), cell("mimalloc"));
+            if h.best.is_some() && m.best.is_some() && m.peak_kib > 0 {
+                let _ = write!(out, " {:.2} |", h.peak_kib as f64 / m.peak_kib as f64);
+            } else {
+                out.push_str(" - |");
+            }
+        }
+        if let Some(a) = allocators.iter().find(|a| is_heap(a)) {
+            match cell(a).best {
+                Some(s) => {
+                    let _ = write!(out, " {} |", mib((s.heap_high_water >> 10) as u64));
+                    if s.heap_spilled > 0 {
+                        spilled_rows.push(format!("{} at {threads}", w.name));
+                    }
+                }
+                None => out.push_str(" - |"),
+            }
+        }
+        out.push('\n');
+    }
+    if !spilled_rows.is_empty() {
+        let _ = writeln!(
+            out,
+            "\nThe Heap spilled to the system allocator in: {}.",
+            spilled_rows.join(", ")
+        );
+    }
+    let failures: usize = cells.values().map(|c| c.failures).sum();
+    if failures > 0 {
+        let _ = writeln!(out, "\n{failures} child run(s) failed (see above).");
+    }
+
+    // The resident set after the run, where the workload measures it
+    // (many-threads: once every thread has exited).
+    for &(w, threads) in rows.iter().filter(|(w, _)| w.rss_after) {
+        let _ = writeln!(
+            out,
+            "\n{} at {threads} threads: VmRSS at the end of the run (largest over the rounds)\n",
+            w.name
+        );
+        let mut header = String::from("|");
+        let mut rule = String::from("|");
+        let mut line = String::from("|");
+        for a in allocators {
+            let _ = write!(header, " {a} |");
+            rule.push_str("---|");
+            let c = cells
+                .get(&(w.name, threads, a.as_str()))
+                .copied()
+                .unwrap_or_default();
+            if c.best.is_some() {
+                let _ = write!(line, " {} |", mib(c.after_kib));
+            } else {
+                line.push_str(" - |");
+            }
+        }
+        let _ = writeln!(out, "{header}\n{rule}\n{line}");
+    }
+    out
+}

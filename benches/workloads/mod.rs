@@ -1,0 +1,4 @@
+//! The ports, one module each, and what they share.
+
+pub mod common;
+pub mod larson;
