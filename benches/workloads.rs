@@ -185,14 +185,24 @@ fn same(t: usize) -> usize {
     t
 }
 
-const WORKLOADS: &[Workload] = &[Workload {
-    name: "larson",
-    unit: "allocs/s",
-    run: workloads::larson::run,
-    only_threads: None,
-    real_threads: same,
-    rss_after: false,
-}];
+const WORKLOADS: &[Workload] = &[
+    Workload {
+        name: "larson",
+        unit: "allocs/s",
+        run: workloads::larson::run,
+        only_threads: None,
+        real_threads: same,
+        rss_after: false,
+    },
+    Workload {
+        name: "xmalloc-test",
+        unit: "frees/s",
+        run: workloads::xmalloc::run,
+        only_threads: None,
+        real_threads: |t| 2 * t,
+        rss_after: false,
+    },
+];
 
 fn workload(name: &str) -> Option<&'static Workload> {
     WORKLOADS.iter().find(|w| w.name == name)
