@@ -202,6 +202,22 @@ const WORKLOADS: &[Workload] = &[
         real_threads: |t| 2 * t,
         rss_after: false,
     },
+    Workload {
+        name: "cache-scratch",
+        unit: "writes/s",
+        run: workloads::cache::scratch,
+        only_threads: None,
+        real_threads: same,
+        rss_after: false,
+    },
+    Workload {
+        name: "cache-thrash",
+        unit: "writes/s",
+        run: workloads::cache::thrash,
+        only_threads: None,
+        real_threads: same,
+        rss_after: false,
+    },
 ];
 
 fn workload(name: &str) -> Option<&'static Workload> {
