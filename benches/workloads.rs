@@ -218,6 +218,14 @@ const WORKLOADS: &[Workload] = &[
         real_threads: same,
         rss_after: false,
     },
+    Workload {
+        name: "mstress",
+        unit: "allocs/s",
+        run: workloads::mstress::run,
+        only_threads: None,
+        real_threads: same,
+        rss_after: false,
+    },
 ];
 
 fn workload(name: &str) -> Option<&'static Workload> {

@@ -3,4 +3,5 @@
 pub mod cache;
 pub mod common;
 pub mod larson;
+pub mod mstress;
 pub mod xmalloc;
