@@ -226,6 +226,14 @@ const WORKLOADS: &[Workload] = &[
         real_threads: same,
         rss_after: false,
     },
+    Workload {
+        name: "glibc-simple",
+        unit: "allocs/s",
+        run: workloads::glibc_simple::run,
+        only_threads: Some(&[1]),
+        real_threads: same,
+        rss_after: false,
+    },
 ];
 
 fn workload(name: &str) -> Option<&'static Workload> {

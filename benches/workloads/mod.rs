@@ -2,6 +2,7 @@
 
 pub mod cache;
 pub mod common;
+pub mod glibc_simple;
 pub mod larson;
 pub mod mstress;
 pub mod xmalloc;
