@@ -234,6 +234,14 @@ const WORKLOADS: &[Workload] = &[
         real_threads: same,
         rss_after: false,
     },
+    Workload {
+        name: "alloc-test",
+        unit: "ops/s",
+        run: workloads::alloc_test::run,
+        only_threads: None,
+        real_threads: same,
+        rss_after: false,
+    },
 ];
 
 fn workload(name: &str) -> Option<&'static Workload> {

@@ -127,3 +127,13 @@ pub fn proc_status_kib(field: &str) -> u64 {
         .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap_or(0)
 }
+
+/// The resident set in pages from `/proc/self/statm`, as alloc-test's and
+/// rptest's own memory samples read it (the file is opened and read each
+/// time, which allocates, as `fopen` does in C).
+pub fn statm_resident_pages() -> usize {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse().ok())
+        .unwrap_or(0)
+}

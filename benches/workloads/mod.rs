@@ -1,5 +1,6 @@
 //! The ports, one module each, and what they share.
 
+pub mod alloc_test;
 pub mod cache;
 pub mod common;
 pub mod glibc_simple;
