@@ -242,6 +242,14 @@ const WORKLOADS: &[Workload] = &[
         real_threads: same,
         rss_after: false,
     },
+    Workload {
+        name: "rptest",
+        unit: "ops/thread-s",
+        run: workloads::rptest::run,
+        only_threads: None,
+        real_threads: same,
+        rss_after: false,
+    },
 ];
 
 fn workload(name: &str) -> Option<&'static Workload> {

@@ -56,6 +56,18 @@ pub fn malloc_aligned(size: usize, align: usize) -> *mut u8 {
     p
 }
 
+/// `calloc(1, size)` through the global allocator.
+#[inline]
+pub fn calloc_aligned(size: usize, align: usize) -> *mut u8 {
+    let layout = layout(size, align);
+    // SAFETY: the layout has a non-zero size.
+    let p = unsafe { alloc::alloc_zeroed(layout) };
+    if p.is_null() {
+        alloc::handle_alloc_error(layout);
+    }
+    p
+}
+
 /// `free(p)` of a `malloc(size)`.
 ///
 /// # Safety

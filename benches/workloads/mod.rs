@@ -6,4 +6,5 @@ pub mod common;
 pub mod glibc_simple;
 pub mod larson;
 pub mod mstress;
+pub mod rptest;
 pub mod xmalloc;
