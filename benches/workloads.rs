@@ -250,6 +250,14 @@ const WORKLOADS: &[Workload] = &[
         real_threads: same,
         rss_after: false,
     },
+    Workload {
+        name: "many-threads",
+        unit: "threads/s",
+        run: workloads::many_threads::run,
+        only_threads: Some(&[workloads::many_threads::THREADS]),
+        real_threads: same,
+        rss_after: true,
+    },
 ];
 
 fn workload(name: &str) -> Option<&'static Workload> {

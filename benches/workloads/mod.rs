@@ -5,6 +5,7 @@ pub mod cache;
 pub mod common;
 pub mod glibc_simple;
 pub mod larson;
+pub mod many_threads;
 pub mod mstress;
 pub mod rptest;
 pub mod xmalloc;
