@@ -136,12 +136,13 @@ pub fn run(threads: usize, scale: f64) -> Outcome {
         finished: AtomicUsize::new(0),
         handles: Mutex::new(Vec::new()),
     });
+    // Thread i gets slots i × 5000 .. and the i-th seed drawn.
+    let seeds: Vec<i64> = (0..threads).map(|_| rng.next()).collect();
     let mut shares = Vec::with_capacity(threads);
     for t in (0..threads).rev() {
-        let seed = rng.next();
         shares.push(Slots {
             blocks: blocks.split_off(t * CHUNKS_PER_THREAD),
-            rng: Lran2::new(seed),
+            rng: Lran2::new(seeds[t]),
         });
     }
     shares.reverse();
