@@ -20,12 +20,12 @@
 //! cargo bench --bench workloads -- --allocators unimem,unimem-prefault,mimalloc
 //! ```
 //!
-//! The `unimem` column is `Heap::lazy(256 MiB).max_blocks(4).spill()` with
-//! its Blocks opened without prefaulting (and pinned where `mlock` allows):
-//! a prefaulted 256 MiB Block would make every run's resident set 256 MiB
-//! whatever the workload, and charge its faulting to start-up where the
-//! peers pay for pages as they touch them. `unimem-prefault` is the README's
-//! line exactly (prefaulted, pinning required); it is not run by default.
+//! The `unimem` column is the README's global Heap line exactly,
+//! `Heap::lazy(256 MiB).max_blocks(4).spill()`: Blocks reserved, committed
+//! as used without prefaulting or transparent huge pages, pinned where
+//! `mlock` allows. `unimem-prefault` (not run by default) opens its Blocks
+//! with `BlockOptions::lazy()` instead: each 2 MiB commit step is faulted in
+//! at once, with transparent huge pages.
 
 #[path = "workloads/mod.rs"]
 mod workloads;
@@ -40,7 +40,7 @@ use std::time::{Duration, Instant};
 
 use mimalloc::MiMalloc;
 use tikv_jemallocator::Jemalloc;
-use unimem::{BlockOptions, Heap, Pinning};
+use unimem::{BlockOptions, Heap};
 
 use workloads::common::{Outcome, proc_status_kib};
 
@@ -50,19 +50,13 @@ use workloads::common::{Outcome, proc_status_kib};
 /// The variable naming the allocator of a child process.
 const ENV: &CStr = c"UNIMEM_WORKLOAD_ALLOCATOR";
 
-/// The Heap as the harness runs it by default (see the crate docs).
-static HEAP: Heap = Heap::lazy_with(
-    256 << 20,
-    BlockOptions::new()
-        .pinning(Pinning::BestEffort)
-        .prefault(false)
-        .label("unimem-workloads"),
-)
-.max_blocks(4)
-.spill();
-
 /// The README's global Heap, exactly.
-static HEAP_PREFAULT: Heap = Heap::lazy(256 << 20).max_blocks(4).spill();
+static HEAP: Heap = Heap::lazy(256 << 20).max_blocks(4).spill();
+
+/// The same, with each commit step faulted in and transparent huge pages.
+static HEAP_PREFAULT: Heap = Heap::lazy_with(256 << 20, BlockOptions::lazy())
+    .max_blocks(4)
+    .spill();
 
 /// The allocators, in the order of the table's columns.
 const ALLOCATORS: [&str; 5] = [
