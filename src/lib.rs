@@ -84,7 +84,7 @@ pub use block::IOSurfaceRef;
 pub use block::{Block, BlockOptions, Export, Pages, Pinning, Region, page_size};
 pub use error::Error;
 pub use grid::{Cell, Grid};
-pub use heap::{Heap, HeapStats, MAX_BLOCKS, MIN_BLOCK, TRIM_KEEP, TRIM_THRESHOLD};
+pub use heap::{Heap, HeapStats, MAX_BLOCKS, MIN_BLOCK, TRIM_KEEP, TRIM_KEEP_MAX, TRIM_THRESHOLD};
 pub use layout::{Layout, Split};
 pub use local::TapeLocal;
 pub use tape::Tape;

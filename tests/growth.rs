@@ -246,3 +246,40 @@ fn free_memory_inside_an_arena_is_given_back_and_taken_back() {
         assert_eq!(vm_lck() - base, block.locked());
     }
 }
+
+/// An arena that has to commit again after an automatic trim gave memory
+/// back keeps more free memory from then on (up to `TRIM_KEEP_MAX`): a
+/// program whose free memory swings up and down stops paying page faults
+/// for the swing. `trim` still gives all of it back.
+#[test]
+fn a_heap_keeps_more_free_memory_once_it_comes_back_for_it() {
+    let _one_at_a_time = LOCKED.lock().unwrap();
+    let heap = Heap::lazy_with(256 << 20, options()).open().unwrap();
+    let mut kept = Vec::new();
+    for round in 0..6u8 {
+        let burst: Vec<Live> = (0..40)
+            .map(|i| Live::new(&heap, 1 << 20, round.wrapping_mul(40).wrapping_add(i)))
+            .collect();
+        for allocation in burst {
+            allocation.check();
+            // SAFETY: allocated above with this layout.
+            unsafe { heap.deallocate(allocation.ptr, allocation.layout) };
+        }
+        kept.push(heap.stats().committed);
+    }
+    assert!(
+        kept[0] <= unimem::TRIM_THRESHOLD,
+        "the first burst is given back: {kept:?}"
+    );
+    assert!(
+        kept[5] >= 32 << 20,
+        "the burst comes back each round, so it stays: {kept:?}"
+    );
+    assert!(
+        kept.iter()
+            .all(|&k| k <= unimem::TRIM_KEEP_MAX + unimem::TRIM_THRESHOLD),
+        "{kept:?}"
+    );
+    heap.trim();
+    assert!(heap.stats().committed <= 2 << 20, "{:?}", heap.stats());
+}

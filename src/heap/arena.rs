@@ -17,7 +17,12 @@
 //! `discarded` flag says so, and taking any of its units recommits it
 //! first). This runs on its own when a free leaves more than
 //! [`TRIM_THRESHOLD`] of free memory in the arena, keeping [`TRIM_KEEP`],
-//! and fully on `Heap::trim`.
+//! and fully on `Heap::trim`. What an automatic trim keeps adapts: each time
+//! the arena has to commit again after one gave memory back, the amount kept
+//! (and the threshold with it) doubles, up to [`TRIM_KEEP_MAX`], so that a
+//! program whose free memory swings back and forth stops paying a page
+//! fault for every page of the swing (glibc's trim threshold adapts the
+//! same way).
 //!
 //! Growing and trimming run under the arena's grow lock, with the run lock
 //! taken only to read or change the runs: requests the committed part can
@@ -39,8 +44,13 @@ use crate::{Block, BlockOptions, Error, Pages, Pinning, Region};
 /// `Heap::trim`.
 pub const TRIM_THRESHOLD: usize = 16 << 20;
 /// The free memory an automatic trim leaves in memory, so that the next
-/// burst does not start by committing again.
+/// burst does not start by committing again: what an arena starts with.
+/// It doubles, up to [`TRIM_KEEP_MAX`], each time the arena commits again
+/// after an automatic trim gave memory back, and the threshold with it (the
+/// threshold stays [`TRIM_THRESHOLD`] `- TRIM_KEEP` above it).
 pub const TRIM_KEEP: usize = 4 << 20;
+/// The most free memory an automatic trim keeps in memory.
+pub const TRIM_KEEP_MAX: usize = 64 << 20;
 
 /// The metadata of one 64 KiB group of data.
 #[repr(C, align(64))]
@@ -84,6 +94,12 @@ pub(super) struct Arena {
     groups_offset: usize,
     /// Groups discarded now (their flags set).
     discarded: AtomicUsize,
+    /// The free bytes an automatic trim keeps in memory: [`TRIM_KEEP`] and
+    /// up, doubled by `note_taken_back`. Changed under the grow lock.
+    keep: AtomicUsize,
+    /// Whether an automatic trim gave memory back and the arena has not
+    /// committed or recommitted since. Changed under the grow lock.
+    trimmed: AtomicBool,
     /// The heap's core, which counts what arenas commit; it outlives them.
     core: NonNull<HeapCore>,
 }
@@ -144,6 +160,8 @@ impl Arena {
                 groups: groups_ptr,
                 groups_offset,
                 discarded: AtomicUsize::new(0),
+                keep: AtomicUsize::new(TRIM_KEEP),
+                trimmed: AtomicBool::new(false),
                 core,
             });
             Ok(NonNull::new_unchecked(arena))
@@ -307,6 +325,9 @@ impl Arena {
         }
         self.discarded.fetch_sub(taken, Ordering::Relaxed);
         self.core().note_committed((taken * GROUP) as isize);
+        if taken > 0 {
+            self.note_taken_back();
+        }
         at >= groups.end
     }
 
@@ -342,8 +363,9 @@ impl Arena {
     }
 
     /// Frees the run at `unit` (calling `before` with the runs locked, first);
-    /// returns its length, or `None` if no used run starts there. A free run
-    /// past [`TRIM_THRESHOLD`] at the end is then trimmed.
+    /// returns its length, or `None` if no used run starts there. If the
+    /// free memory in memory is then past the threshold, the arena is
+    /// trimmed to what it keeps.
     pub(super) fn free_run(&self, unit: u32, before: impl FnOnce(&mut Runs)) -> Option<u32> {
         let (len, resident) = {
             let mut runs = self.runs.lock();
@@ -352,10 +374,36 @@ impl Arena {
             runs.free(unit);
             (len, self.resident_free(&runs))
         };
-        if resident >= TRIM_THRESHOLD {
-            self.trim(TRIM_KEEP);
+        // Relaxed: a threshold; the trim reads it again under the grow lock.
+        let keep = self.keep.load(Ordering::Relaxed);
+        if resident >= keep + (TRIM_THRESHOLD - TRIM_KEEP) {
+            self.trim_auto();
         }
         Some(len)
+    }
+
+    /// The automatic trim: down to what the arena keeps.
+    #[cold]
+    fn trim_auto(&self) {
+        let _grow = self.grow.lock();
+        // Relaxed, both: changed under the grow lock, which we hold.
+        let keep = self.keep.load(Ordering::Relaxed);
+        let given = self.trim_top(keep) + self.discard_free(keep);
+        if given > 0 {
+            self.trimmed.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// The arena commits (or recommits) memory: if an automatic trim gave
+    /// memory back since it last did, that memory was needed after all, and
+    /// automatic trims keep twice as much from now on. Under the grow lock.
+    fn note_taken_back(&self) {
+        // Relaxed, all: changed under the grow lock, which the caller holds.
+        if self.trimmed.swap(false, Ordering::Relaxed) {
+            let keep = self.keep.load(Ordering::Relaxed);
+            self.keep
+                .store((keep * 2).min(TRIM_KEEP_MAX), Ordering::Relaxed);
+        }
     }
 
     /// Grows or shrinks the used run at `unit` to `units` in place, committing
@@ -420,6 +468,7 @@ impl Arena {
         };
         self.runs.lock().extend(units);
         self.core().note_committed(after as isize - before as isize);
+        self.note_taken_back();
         true
     }
 
@@ -427,7 +476,7 @@ impl Arena {
     /// it in memory: first the free run at the arena's end is decommitted,
     /// then whole free groups inside are discarded. Returns the bytes given
     /// back. A data Block registered with a device, or shared, keeps its
-    /// pages.
+    /// pages. (`Heap::trim`; what an automatic trim keeps does not change.)
     pub(super) fn trim(&self, keep: usize) -> usize {
         let _grow = self.grow.lock();
         let top = self.trim_top(keep);

@@ -69,7 +69,7 @@ use crate::thread::{self, SHARED, SLOTS};
 use crate::{BlockOptions, Error, Region};
 use slab::{GROUP, SlabHeader, ThreadCache};
 
-pub use arena::{TRIM_KEEP, TRIM_THRESHOLD};
+pub use arena::{TRIM_KEEP, TRIM_KEEP_MAX, TRIM_THRESHOLD};
 pub(crate) use registry::{lock_for_fork, unlock_after_fork};
 
 /// The most Blocks (arenas) one Heap opens.
@@ -89,9 +89,12 @@ pub const MIN_BLOCK: usize = 512 << 10;
 ///
 /// Each arena reserves `block_bytes` of address space and commits it in
 /// steps of 2 MiB as it is used, so a Heap of any size starts in constant
-/// time and memory. A free run of [`TRIM_THRESHOLD`] or more at an arena's
-/// end is decommitted (all but [`TRIM_KEEP`]) at once, and
-/// [`trim`](Heap::trim) gives back every free run at the arenas' ends.
+/// time and memory. When a free leaves [`TRIM_THRESHOLD`] or more of free
+/// memory in an arena, all but [`TRIM_KEEP`] of it is given back at once;
+/// an arena that has to commit again after such a trim keeps twice as much
+/// from then on (up to [`TRIM_KEEP_MAX`]), so memory that a program keeps
+/// coming back for stays. [`trim`](Heap::trim) gives back every free run at
+/// the arenas' ends and every free group inside them.
 ///
 /// Freeing an object twice, or freeing a pointer that is not the start of
 /// an allocation, aborts the process with a message, as glibc's
