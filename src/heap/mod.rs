@@ -513,32 +513,11 @@ impl Heap {
             return false;
         }
         // SAFETY: the slab is this thread's, and `ptr` a live object of it.
-        let Some(used) = (unsafe { slab.try_push_local(ptr) }) else {
-            // SAFETY: as above. Nothing follows the call but `true`, so it
-            // compiles to a tail jump and the fast path saves no registers.
-            unsafe { self.give_checked(tag, slab, ptr) };
-            return true;
-        };
-        if used <= 0 {
+        if unsafe { slab.push_local(ptr) } {
             // SAFETY: as above.
             unsafe { self.after_local_free(tag, slab) };
         }
         true
-    }
-
-    /// The rest of `give_fast` for an object that failed a cheap check:
-    /// aborts on misuse, else frees it.
-    ///
-    /// # Safety
-    /// As `HeapCore::free_local`.
-    #[cold]
-    #[inline(never)]
-    unsafe fn give_checked(&self, tag: usize, slab: &SlabHeader, ptr: NonNull<u8>) {
-        // SAFETY: the caller's contract.
-        if unsafe { slab.push_local_checked(ptr) } <= 0 {
-            // SAFETY: as above.
-            unsafe { self.after_local_free(tag, slab) };
-        }
     }
 
     /// `HeapCore::after_local_free`, out of line.

@@ -84,12 +84,16 @@ pub(crate) struct SlabHeader {
     /// if none), the `FULL` bit (32), and how many objects are on the list
     /// (bits 33-63).
     thread_free: AtomicU64,
-    /// Objects handed out and not yet back on the owner's list (bits 0-29),
-    /// plus `IS_CURRENT` and `IS_RETIRED`, which mirror `Local::list`. Written
-    /// only by the owner (a load and a store), read by `stats`. The flags
-    /// make the one check after a free cheap: as an `i32` the word is
-    /// positive for the current slab, negative for a retired one, and zero
-    /// only for an empty slab that is neither.
+    /// Objects handed out and not yet back on the owner's list, in units of
+    /// `ONE` (bits 2-31), with `CURRENT_BIT` and `RETIRED_BIT`, which mirror
+    /// `Local::list`, in bits 0-1; a retired slab counts from its
+    /// `retire_base` (`encode`). Written only by the owner (a load and a
+    /// store), read by `stats`. The one check after a free is then a
+    /// compare: as an `i32` the word is below `ATTENTION` only for an empty
+    /// slab that is neither current nor retired, and for a retired slab that
+    /// has had a `RETIRE_SHARE`th of its objects freed, which goes back into
+    /// use (a slab moved back on its first free would be current for one
+    /// allocation, then retired again).
     used: AtomicU32,
     /// `ceil(2^32 / size)`: `offset * magic >> 32` is `offset / size` for
     /// every offset in a group. Written with `class`, before any object of
@@ -135,7 +139,7 @@ fn secret_seed() -> u64 {
 
 /// The mark a freed `object` carries in its second word.
 #[inline(always)]
-pub(super) fn mark(object: NonNull<u8>) -> u64 {
+fn mark(object: NonNull<u8>) -> u64 {
     // Relaxed: see `init_secret`.
     object.as_ptr().addr() as u64 ^ SECRET.load(Ordering::Relaxed)
 }
@@ -163,11 +167,48 @@ pub(crate) struct Local {
 }
 
 /// `SlabHeader::used`: the slab is its class's current one.
-const IS_CURRENT: u32 = 1 << 30;
+const CURRENT_BIT: u32 = 2;
 /// `SlabHeader::used`: the slab is on its owner's retired list.
-const IS_RETIRED: u32 = 1 << 31;
-/// `SlabHeader::used`: the count.
-const COUNT: u32 = IS_CURRENT - 1;
+const RETIRED_BIT: u32 = 1;
+/// `SlabHeader::used`: one object handed out.
+const ONE: u32 = 4;
+/// `push_local` words (as `i32`) below this need the owner's attention.
+const ATTENTION: i32 = 2;
+/// A retired slab goes back into use once this share of its objects (at
+/// least one) has been freed.
+const RETIRE_SHARE: u32 = 8;
+
+/// The count from which a retired slab of `size`-byte objects counts in
+/// `used`: it needs attention when its count falls to this.
+#[inline]
+fn retire_base(size: u32) -> u32 {
+    let capacity = GROUP as u32 / size;
+    capacity - (capacity / RETIRE_SHARE).max(1)
+}
+
+/// The `used` word of a slab on `list` with `count` objects handed out.
+#[inline]
+fn encode(count: u32, list: u8, size: u32) -> u32 {
+    match list {
+        CURRENT => (count * ONE) | CURRENT_BIT,
+        // Wrapping: collecting remote frees into a retired slab may take it
+        // below its base (`decode` reads the word as signed).
+        RETIRED => count.wrapping_sub(retire_base(size)).wrapping_mul(ONE) | RETIRED_BIT,
+        _ => count * ONE,
+    }
+}
+
+/// The count of objects handed out that a `used` word holds.
+#[inline]
+fn decode(word: u32, size: u32) -> u32 {
+    let count = ((word as i32) >> 2) as u32;
+    if word & RETIRED_BIT != 0 {
+        count.wrapping_add(retire_base(size))
+    } else {
+        count
+    }
+}
+
 /// `thread_free`: one more object on the list.
 const ONE_PENDING: u64 = 1 << 33;
 
@@ -207,21 +248,15 @@ impl SlabHeader {
         self.kind.store(SLAB, Ordering::Relaxed);
     }
 
-    /// Whether `offset` (inside the group) starts an object of this slab,
-    /// `size` bytes each: a multiply by the class's reciprocal, no division.
+    /// Checks that `offset` (inside the group) starts an object of this
+    /// slab, `size` bytes each; aborts if not.
     #[inline(always)]
-    fn starts_object(&self, offset: u32, size: u32) -> bool {
+    fn check_start(&self, object: NonNull<u8>, offset: u32, size: u32) {
         // Relaxed: written before any object of the slab was handed out,
         // which happened-before this free.
         let magic = self.magic.load(Ordering::Relaxed);
         let index = ((u64::from(offset) * u64::from(magic)) >> 32) as u32;
-        index.wrapping_mul(size) == offset
-    }
-
-    /// Aborts unless `offset` starts an object (`starts_object`).
-    #[inline(always)]
-    fn check_start(&self, object: NonNull<u8>, offset: u32, size: u32) {
-        if !self.starts_object(offset, size) {
+        if index * size != offset {
             not_an_object(object);
         }
     }
@@ -277,11 +312,15 @@ impl SlabHeader {
         None
     }
 
-    /// Adds to the count of objects handed out (the owner only).
+    /// Adds `delta` (wrapping) to the count of objects handed out (the owner
+    /// only); returns the new `used` word.
     #[inline]
     fn add_used(&self, delta: u32) -> u32 {
         // Relaxed load and store: only the owner writes; `stats` reads.
-        let used = self.used.load(Ordering::Relaxed).wrapping_add(delta);
+        let used = self
+            .used
+            .load(Ordering::Relaxed)
+            .wrapping_add(delta.wrapping_mul(ONE));
         self.used.store(used, Ordering::Relaxed);
         used
     }
@@ -289,8 +328,9 @@ impl SlabHeader {
     /// Objects handed out and not yet given back (remote frees still on
     /// `thread_free` count as given back). A snapshot when not the owner.
     pub(crate) fn live(&self) -> u32 {
-        // Relaxed: a statistic.
-        let used = self.used.load(Ordering::Relaxed) & COUNT;
+        // Relaxed: a statistic; `class` is fixed while the group is a slab.
+        let size = class::size(self.class.load(Ordering::Relaxed) as usize) as u32;
+        let used = decode(self.used.load(Ordering::Relaxed), size);
         let pending = (self.thread_free.load(Ordering::Relaxed) >> 33) as u32;
         used.saturating_sub(pending)
     }
@@ -300,12 +340,15 @@ impl SlabHeader {
     /// # Safety
     /// The caller owns the slab.
     pub(crate) unsafe fn is_empty(&self) -> bool {
-        self.used.load(Ordering::Relaxed) & COUNT == 0
+        // SAFETY: the caller owns the slab.
+        let size = unsafe { self.local().size };
+        decode(self.used.load(Ordering::Relaxed), size) == 0
     }
 
-    /// Takes back an object on the owner's free list. Returns the `used`
-    /// word: `<= 0` as an `i32` when the slab needs attention (it emptied and
-    /// is not current, or it was retired).
+    /// Takes back an object on the owner's free list. Returns whether the
+    /// slab needs attention: it emptied and is neither current nor retired,
+    /// or it is retired and has had enough of its objects freed to go back
+    /// into use (`SlabHeader::used`).
     ///
     /// # Safety
     /// The caller owns the slab; `object` was handed out by it and is not used
@@ -313,97 +356,32 @@ impl SlabHeader {
     /// Aborts, with a message, if `object` is not the start of an object
     /// this slab handed out, or was freed already.
     #[inline]
-    pub(crate) unsafe fn push_local(&self, object: NonNull<u8>) -> i32 {
-        // SAFETY: the caller's contract.
-        match unsafe { self.try_push_local(object) } {
-            Some(used) => used,
-            // SAFETY: the caller's contract.
-            None => unsafe { self.push_local_checked(object) },
-        }
-    }
-
-    /// `push_local` when `object` passes every check at once (it starts an
-    /// object below the bump offset and carries no freed mark): the free
-    /// fast path. `None`, with nothing done, when a check needs a closer
-    /// look: then [`push_local_checked`](Self::push_local_checked).
-    ///
-    /// The checks are one combined branch, and the closer look lives out of
-    /// line, so the fast path that inlines this makes no call that returns
-    /// to it (and saves no registers).
-    ///
-    /// # Safety
-    /// As `push_local`.
-    #[inline(always)]
-    pub(crate) unsafe fn try_push_local(&self, object: NonNull<u8>) -> Option<i32> {
+    pub(crate) unsafe fn push_local(&self, object: NonNull<u8>) -> bool {
         let offset = (object.as_ptr().addr() & (GROUP - 1)) as u32;
         // SAFETY: the caller owns the slab.
         let (size, bump) = unsafe {
             let local = self.local();
             (local.size, local.bump)
         };
-        let mark = mark(object);
-        // SAFETY: read only once `offset` is known to start an object below
-        // the bump offset (`&&` short-circuits), so the object's 16 bytes
-        // are the caller's (or, freed twice, one of ours); its second word
-        // is only 4-aligned in some classes, hence unaligned.
-        let suspect = !self.starts_object(offset, size)
-            || offset >= bump
-            || unsafe { mark_word(object).read_unaligned() } == mark;
-        if suspect {
-            return None;
-        }
-        // SAFETY: as `link_local`.
-        Some(unsafe { self.link_local(object, offset, mark) })
-    }
-
-    /// `push_local` for an object that failed a check of `try_push_local`:
-    /// aborts for a pointer that starts no object or a double free, and
-    /// otherwise (an object whose live data happened to look like the mark)
-    /// frees it.
-    ///
-    /// # Safety
-    /// As `push_local`.
-    #[cold]
-    #[inline(never)]
-    pub(crate) unsafe fn push_local_checked(&self, object: NonNull<u8>) -> i32 {
-        let offset = (object.as_ptr().addr() & (GROUP - 1)) as u32;
-        // SAFETY: the caller owns the slab.
-        let (size, bump) = unsafe {
-            let local = self.local();
-            (local.size, local.bump)
-        };
-        if !self.starts_object(offset, size) || offset >= bump {
+        self.check_start(object, offset, size);
+        if offset >= bump {
             not_an_object(object);
         }
         let mark = mark(object);
-        // SAFETY: `offset` starts an object of the slab (checked above);
-        // unaligned as in `try_push_local`. The caller owns the slab.
+        // SAFETY: the object is the caller's to overwrite (or, freed twice,
+        // one of ours: either way inside the group); its first word is
+        // u32-aligned, its second read and written unaligned. The caller owns
+        // the slab, and no other borrow of its `Local` is alive.
         unsafe {
             if mark_word(object).read_unaligned() == mark {
                 self.confirm_double_free(object, offset);
             }
-            self.link_local(object, offset, mark)
-        }
-    }
-
-    /// Marks `object` freed and puts it at the head of the owner's list;
-    /// returns the new `used` word.
-    ///
-    /// # Safety
-    /// The caller owns the slab, and `object` (at `offset` in the group) is
-    /// a live object of it, checked, not used again.
-    #[inline(always)]
-    unsafe fn link_local(&self, object: NonNull<u8>, offset: u32, mark: u64) -> i32 {
-        // SAFETY: the object is the caller's to overwrite: its first word is
-        // u32-aligned, its second written unaligned. The caller owns the
-        // slab, and no other borrow of its `Local` is alive.
-        unsafe {
             mark_word(object).write_unaligned(mark);
             let local = self.local();
             object.cast::<u32>().write(local.free);
             local.free = offset;
         }
-        self.add_used(u32::MAX) as i32
+        (self.add_used(u32::MAX) as i32) < ATTENTION
     }
 
     /// `object` carries a freed object's mark: a double free if the object
@@ -447,15 +425,12 @@ impl SlabHeader {
     /// The caller owns the slab.
     pub(crate) unsafe fn set_list(&self, list: u8) {
         // SAFETY: the caller's contract.
-        unsafe { self.local().list = list };
-        let flags = match list {
-            CURRENT => IS_CURRENT,
-            RETIRED => IS_RETIRED,
-            _ => 0,
-        };
+        let local = unsafe { self.local() };
+        local.list = list;
         // Relaxed: as in `add_used`.
-        let used = self.used.load(Ordering::Relaxed) & COUNT;
-        self.used.store(used | flags, Ordering::Relaxed);
+        let count = decode(self.used.load(Ordering::Relaxed), local.size);
+        self.used
+            .store(encode(count, list, local.size), Ordering::Relaxed);
     }
 
     /// Takes back an object from a thread that does not own the slab.

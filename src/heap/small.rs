@@ -299,7 +299,7 @@ impl HeapCore {
     #[inline]
     unsafe fn free_local(&self, tag: usize, slab: &SlabHeader, object: NonNull<u8>) {
         // SAFETY: the caller's contract.
-        if unsafe { slab.push_local(object) } <= 0 {
+        if unsafe { slab.push_local(object) } {
             let Some(cache) = self.cache_of(tag) else {
                 unreachable!("a tag that owns a slab has a cache")
             };

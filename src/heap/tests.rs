@@ -148,6 +148,56 @@ fn freed_memory_is_reused() {
     assert_eq!(alloc(&heap, big), Some(q), "the run is reused");
 }
 
+/// A full slab that is retired comes back into use once an eighth of its
+/// objects is free, not on its first free: until then fresh slabs serve,
+/// and the counts stay exact throughout.
+#[test]
+fn a_retired_slab_comes_back_once_an_eighth_of_it_is_free() {
+    let heap = heap(1 << 20, 1);
+    let l = layout(1024, 8);
+    let per_slab = slab::GROUP / 1024;
+    let eighth = per_slab / 8;
+    let group = |p: NonNull<u8>| p.as_ptr().addr() / slab::GROUP;
+    let in_use = |heap: &Heap| heap.stats().in_use / 1024;
+    let retired: Vec<NonNull<u8>> = (0..per_slab).map(|_| alloc(&heap, l).unwrap()).collect();
+    let a = group(retired[0]);
+    assert!(retired.iter().all(|&p| group(p) == a), "one slab");
+    // The next slab fills up, and the first is retired on the way.
+    let mut live: Vec<NonNull<u8>> = (0..per_slab).map(|_| alloc(&heap, l).unwrap()).collect();
+    assert!(live.iter().all(|&p| group(p) != a));
+    for &p in &retired[..eighth - 1] {
+        // SAFETY: allocated above, freed once.
+        unsafe { free(&heap, p, l) };
+    }
+    assert_eq!(in_use(&heap), 2 * per_slab - (eighth - 1));
+    live.push(alloc(&heap, l).unwrap());
+    assert_ne!(
+        group(live[per_slab]),
+        a,
+        "a fresh slab, not the retired one"
+    );
+    // SAFETY: as above.
+    unsafe { free(&heap, retired[eighth - 1], l) };
+    assert_eq!(in_use(&heap), 2 * per_slab - eighth + 1);
+    // Once the current slab runs out, the freed objects are reused.
+    let mut reused = 0;
+    for _ in 0..per_slab {
+        let p = alloc(&heap, l).unwrap();
+        if group(p) == a {
+            assert!(retired[..eighth].contains(&p));
+            reused += 1;
+        }
+        live.push(p);
+    }
+    assert!(reused > 0, "the slab came back into use");
+    assert_eq!(in_use(&heap), per_slab - eighth + live.len());
+    for p in live.into_iter().chain(retired[eighth..].iter().copied()) {
+        // SAFETY: allocated above, freed once.
+        unsafe { free(&heap, p, l) };
+    }
+    assert_eq!(heap.stats().in_use, 0);
+}
+
 #[test]
 fn churn_of_ten_times_the_capacity_never_exhausts() {
     // Room for the live set: up to 64 allocations of up to 70 KB, spread over
