@@ -25,7 +25,9 @@
 //! a slab with nothing left to hand out. The remote free that clears it (with
 //! the same compare-exchange that pushes the object) tells the owner through
 //! its cache's `revived` counter for that class, and the owner moves the slab
-//! back into use the next time it runs short.
+//! back into use the next time it runs short, once at most a quarter of its
+//! objects are still live (else it sets the bit again, `rearm`, and waits
+//! for the next remote free).
 //!
 //! # Catching misuse
 //!
@@ -543,6 +545,22 @@ impl SlabHeader {
     pub(crate) unsafe fn unretire(&self) {
         // Relaxed: as in `try_retire`.
         self.thread_free.fetch_and(!FULL, Ordering::Relaxed);
+    }
+
+    /// Sets the `FULL` bit again on a retired slab that remote frees
+    /// revived, so that the next remote free tells the owner again.
+    ///
+    /// # Safety
+    /// The caller owns the slab, which is on its retired list.
+    pub(crate) unsafe fn rearm(&self) {
+        // Relaxed: as in `try_retire`.
+        self.thread_free.fetch_or(FULL, Ordering::Relaxed);
+    }
+
+    /// Objects the slab holds (`class` is fixed while the group is a slab).
+    pub(crate) fn capacity(&self) -> u32 {
+        // Relaxed: written before any object of the slab was handed out.
+        GROUP as u32 / class::size(self.class.load(Ordering::Relaxed) as usize) as u32
     }
 }
 

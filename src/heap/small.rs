@@ -98,7 +98,7 @@ impl HeapCore {
                 let revived = cache.revived[class].load(Ordering::Acquire);
                 if revived != cc.seen {
                     cc.seen = revived;
-                    Self::revive(cc);
+                    self.revive(cc);
                     if !cc.partial.is_null() {
                         continue;
                     }
@@ -151,20 +151,48 @@ impl HeapCore {
         }
     }
 
-    /// Moves retired slabs that remote frees revived to the partial list.
+    /// Moves retired slabs that remote frees revived back into use: those
+    /// with at most a quarter of their objects still live go to the partial
+    /// list, except that of the entirely free ones only one is kept and the
+    /// others go back to the arena; the rest are retired again (the next
+    /// remote free tells the owner again).
+    ///
+    /// A thread whose objects other threads free (a producer) would
+    /// otherwise take back a slab on its first remote free and allocate
+    /// from it while the other thread is still freeing into it, the two
+    /// passing its lines and its remote-free word back and forth; and after
+    /// a pause it finds many slabs entirely free at once, which it would
+    /// keep while other threads take fresh ones.
     ///
     /// # Safety
     /// The caller owns `cc` and its slabs.
-    unsafe fn revive(cc: &mut slab::ClassCache) {
+    unsafe fn revive(&self, cc: &mut slab::ClassCache) {
+        let mut spare = false;
         let mut at = cc.retired;
         // SAFETY: the caller owns every slab on the list.
         unsafe {
             while let Some(slab) = at.as_ref() {
                 at = slab.local().next;
-                if !slab.is_retired() {
-                    slab::unlink(&mut cc.retired, slab);
-                    slab::push(&mut cc.partial, slab, slab::PARTIAL);
+                if slab.is_retired() {
+                    continue;
                 }
+                let live = slab.live();
+                if live > slab.capacity() / 4 {
+                    slab.rearm();
+                    continue;
+                }
+                slab::unlink(&mut cc.retired, slab);
+                if live == 0 {
+                    slab.collect();
+                    if slab.is_empty() {
+                        if spare {
+                            self.release_slab(slab);
+                            continue;
+                        }
+                        spare = true;
+                    }
+                }
+                slab::push(&mut cc.partial, slab, slab::PARTIAL);
             }
         }
     }

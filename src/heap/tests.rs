@@ -275,6 +275,65 @@ fn more_blocks_open_up_to_the_limit_then_the_policy_applies() {
     assert_eq!(spilling.stats().spilled, 0);
 }
 
+/// A thread whose objects another thread frees takes its slabs back once
+/// they are mostly free, not on their first remote free, and of those
+/// entirely free keeps one and gives the others back to the arena.
+#[test]
+fn slabs_freed_by_another_thread_come_back_mostly_free_and_go_back() {
+    let heap = heap(4 << 20, 1);
+    let l = layout(1024, 8);
+    let per_slab = slab::GROUP / 1024;
+    let slabs = 8;
+    let group = |p: NonNull<u8>| p.as_ptr().addr() / slab::GROUP;
+    let free_elsewhere = |objects: Vec<Sent>| {
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                for Sent(p) in objects {
+                    // SAFETY: allocated with `l` by the main thread, handed
+                    // over, freed once.
+                    unsafe { free(&heap, p, l) };
+                }
+            });
+        });
+    };
+    let mut first: Vec<NonNull<u8>> = (0..slabs * per_slab)
+        .map(|_| alloc(&heap, l).unwrap())
+        .collect();
+    let groups: Vec<usize> = first.iter().map(|&p| group(p)).collect();
+    // Another thread frees half of each slab: they stay retired.
+    let (kept, handed): (Vec<_>, Vec<_>) =
+        first.drain(..).enumerate().partition(|(i, _)| i % 2 == 0);
+    free_elsewhere(handed.into_iter().map(|(_, p)| Sent(p)).collect());
+    let second: Vec<NonNull<u8>> = (0..2 * per_slab)
+        .map(|_| alloc(&heap, l).unwrap())
+        .collect();
+    let reused = second
+        .iter()
+        .filter(|&&p| groups.contains(&group(p)))
+        .count();
+    assert!(
+        reused <= per_slab / 2,
+        "half-live slabs wait: {reused} reused"
+    );
+    // Then the rest: of the slabs now entirely free, one is kept.
+    free_elsewhere(kept.into_iter().map(|(_, p)| Sent(p)).collect());
+    let third: Vec<NonNull<u8>> = (0..2 * per_slab)
+        .map(|_| alloc(&heap, l).unwrap())
+        .collect();
+    let live = second.len() + third.len();
+    assert_eq!(heap.stats().in_use, live * 1024);
+    assert!(
+        heap.stats().held <= (live / per_slab + 3) * slab::GROUP,
+        "{:?}",
+        heap.stats()
+    );
+    for p in second.into_iter().chain(third) {
+        // SAFETY: allocated above, freed once.
+        unsafe { free(&heap, p, l) };
+    }
+    assert_eq!(heap.stats().in_use, 0);
+}
+
 #[test]
 fn large_allocations_grow_and_shrink_in_place() {
     let heap = heap(4 << 20, 1);
