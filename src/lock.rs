@@ -1,11 +1,14 @@
-//! The crate's locks: a test-and-test-and-set spin lock for short sections,
-//! and a re-entrant one for first-use setup.
+//! The crate's locks: a lock for short sections that spins briefly and then
+//! sleeps, and a re-entrant one for first-use setup.
 //!
 //! Written by hand because an allocator's own lock cannot allocate: std's
 //! `Mutex` boxes a pthread mutex on some platforms and parking_lot allocates
 //! its hash table. The sections guarded here are short (taking a run,
-//! adopting a slab, committing pages), so spinning briefly and then yielding
-//! the CPU is enough.
+//! adopting a slab), so a waiter first spins; but some make system calls
+//! (committing pages) and a holder can be preempted, so a waiter that is
+//! still waiting then sleeps on a futex (Linux) until the holder wakes it.
+//! Yielding instead, as this lock once did, let a thousand waiting threads
+//! take turns on two cores while the holder waited for one of them.
 //!
 //! Every lock an allocation path can hold is also taken around `fork` (see
 //! `fork.rs`): `lock_for_fork` and `unlock_after_fork` do that without a
@@ -13,12 +16,22 @@
 
 use core::cell::UnsafeCell;
 use core::ops::{Deref, DerefMut};
-use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 
+/// A lock for short sections: spins while the holder is likely to be
+/// quick, then sleeps until woken (see the module docs).
 pub(crate) struct SpinLock<T> {
-    locked: AtomicBool,
+    /// `UNLOCKED`, `LOCKED`, or `CONTENDED`: locked, and a thread may be
+    /// asleep waiting for it (the release then wakes one).
+    state: AtomicU32,
     value: UnsafeCell<T>,
 }
+
+const UNLOCKED: u32 = 0;
+const LOCKED: u32 = 1;
+const CONTENDED: u32 = 2;
+/// Looks at a held lock before a waiter goes to sleep.
+const SPINS: u32 = 100;
 
 // SAFETY: the lock hands out the value to one thread at a time.
 unsafe impl<T: Send> Sync for SpinLock<T> {}
@@ -43,7 +56,7 @@ fn wait_while(held: impl Fn() -> bool) {
 impl<T> SpinLock<T> {
     pub(crate) const fn new(value: T) -> SpinLock<T> {
         SpinLock {
-            locked: AtomicBool::new(false),
+            state: AtomicU32::new(UNLOCKED),
             value: UnsafeCell::new(value),
         }
     }
@@ -53,18 +66,52 @@ impl<T> SpinLock<T> {
         Guard { lock: self }
     }
 
+    #[inline]
     fn acquire(&self) {
-        // Acquire pairs with the Release store in `release`, so the previous
-        // holder's writes to the value happen-before ours.
-        while self.locked.swap(true, Ordering::Acquire) {
-            // Wait on a plain load so the line stays shared while it is held.
-            wait_while(|| self.locked.load(Ordering::Relaxed));
+        // Acquire, here and below: pairs with the Release swap in `release`,
+        // so the previous holder's writes to the value happen-before ours.
+        if self
+            .state
+            .compare_exchange(UNLOCKED, LOCKED, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            self.acquire_contended();
         }
     }
 
+    #[cold]
+    fn acquire_contended(&self) {
+        // Spin on a plain load, so the line stays shared while it is held,
+        // unless others are asleep already.
+        for _ in 0..SPINS {
+            match self.state.load(Ordering::Relaxed) {
+                UNLOCKED
+                    if self
+                        .state
+                        .compare_exchange(UNLOCKED, LOCKED, Ordering::Acquire, Ordering::Relaxed)
+                        .is_ok() =>
+                {
+                    return;
+                }
+                CONTENDED => break,
+                _ => {}
+            }
+            core::hint::spin_loop();
+        }
+        // Mark it contended (the holder's release will wake a sleeper) and
+        // sleep while it is held. Taking it this way leaves it marked, which
+        // costs at most a wake-up nobody needed.
+        while self.state.swap(CONTENDED, Ordering::Acquire) != UNLOCKED {
+            park::wait(&self.state, CONTENDED);
+        }
+    }
+
+    #[inline]
     fn release(&self) {
         // Release: publishes our writes to the next holder's Acquire.
-        self.locked.store(false, Ordering::Release);
+        if self.state.swap(UNLOCKED, Ordering::Release) == CONTENDED {
+            park::wake_one(&self.state);
+        }
     }
 
     /// Takes the lock with no guard, for the `fork` handlers.
@@ -120,6 +167,53 @@ impl<T> Drop for Guard<'_, T> {
     fn drop(&mut self) {
         self.lock.release();
     }
+}
+
+/// Sleeping until a lock's state word changes.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+mod park {
+    use core::sync::atomic::AtomicU32;
+
+    /// Sleeps while `state` holds `expected` (or until a spurious wake-up:
+    /// callers check again).
+    pub(super) fn wait(state: &AtomicU32, expected: u32) {
+        // SAFETY: a futex wait on a live, aligned u32 of this process, with
+        // no timeout; it only reads the word.
+        unsafe {
+            libc::syscall(
+                libc::SYS_futex,
+                state.as_ptr(),
+                libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG,
+                expected,
+                core::ptr::null::<libc::timespec>(),
+            )
+        };
+    }
+
+    /// Wakes one thread sleeping in `wait` on `state`, if any.
+    pub(super) fn wake_one(state: &AtomicU32) {
+        // SAFETY: a futex wake on a live, aligned u32 of this process.
+        unsafe {
+            libc::syscall(
+                libc::SYS_futex,
+                state.as_ptr(),
+                libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG,
+                1,
+            )
+        };
+    }
+}
+
+/// Without a futex: yield the CPU instead of sleeping.
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+mod park {
+    use core::sync::atomic::AtomicU32;
+
+    pub(super) fn wait(_state: &AtomicU32, _expected: u32) {
+        std::thread::yield_now();
+    }
+
+    pub(super) fn wake_one(_state: &AtomicU32) {}
 }
 
 /// A lock that the thread holding it may take again: the crate's one lock
@@ -234,6 +328,33 @@ mod tests {
             }
         });
         assert_eq!(*lock.lock(), 4 * rounds);
+    }
+
+    /// Waiters that find the lock held for long go to sleep, and every one
+    /// of them is woken: a holder that sleeps while holding it parks the
+    /// others, and the count comes out whole.
+    #[test]
+    fn waiters_sleep_and_are_all_woken() {
+        let lock = SpinLock::new(0u64);
+        let rounds = if cfg!(miri) { 5 } else { 200 };
+        let threads = 8;
+        std::thread::scope(|s| {
+            for t in 0..threads {
+                let lock = &lock;
+                s.spawn(move || {
+                    for i in 0..rounds {
+                        let mut g = lock.lock();
+                        if (i + t) % 16 == 0 {
+                            std::thread::sleep(std::time::Duration::from_micros(200));
+                        }
+                        let v = *g;
+                        *g = v + 1;
+                    }
+                });
+            }
+        });
+        assert_eq!(*lock.lock(), threads * rounds);
+        assert_eq!(lock.state.load(Ordering::Relaxed), UNLOCKED);
     }
 
     #[test]
