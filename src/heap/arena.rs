@@ -18,8 +18,9 @@
 //! first). This runs on its own when a free leaves more than
 //! [`TRIM_THRESHOLD`] of free memory in the arena, keeping [`TRIM_KEEP`],
 //! and fully on `Heap::trim`. What an automatic trim keeps adapts: each time
-//! the arena has to commit again after one gave memory back, the amount kept
-//! (and the threshold with it) doubles, up to [`TRIM_KEEP_MAX`], so that a
+//! the arena has to commit again after trims gave memory back, the amount
+//! kept (and the threshold with it) doubles, and grows to at least what they
+//! gave back, up to [`TRIM_KEEP_MAX`], so that a
 //! program whose free memory swings back and forth stops paying a page
 //! fault for every page of the swing (glibc's trim threshold adapts the
 //! same way).
@@ -45,9 +46,10 @@ use crate::{Block, BlockOptions, Error, Pages, Pinning, Region};
 pub const TRIM_THRESHOLD: usize = 16 << 20;
 /// The free memory an automatic trim leaves in memory, so that the next
 /// burst does not start by committing again: what an arena starts with.
-/// It doubles, up to [`TRIM_KEEP_MAX`], each time the arena commits again
-/// after an automatic trim gave memory back, and the threshold with it (the
-/// threshold stays [`TRIM_THRESHOLD`] `- TRIM_KEEP` above it).
+/// It doubles (and grows to at least what the trims gave back), up to
+/// [`TRIM_KEEP_MAX`], each time the arena commits again after automatic
+/// trims gave memory back, and the threshold with it (the threshold stays
+/// [`TRIM_THRESHOLD`] `- TRIM_KEEP` above it).
 pub const TRIM_KEEP: usize = 4 << 20;
 /// The most free memory an automatic trim keeps in memory.
 pub const TRIM_KEEP_MAX: usize = 64 << 20;
@@ -97,9 +99,9 @@ pub(super) struct Arena {
     /// The free bytes an automatic trim keeps in memory: [`TRIM_KEEP`] and
     /// up, doubled by `note_taken_back`. Changed under the grow lock.
     keep: AtomicUsize,
-    /// Whether an automatic trim gave memory back and the arena has not
-    /// committed or recommitted since. Changed under the grow lock.
-    trimmed: AtomicBool,
+    /// Bytes automatic trims gave back since the arena last committed or
+    /// recommitted. Changed under the grow lock.
+    given_back: AtomicUsize,
     /// The heap's core, which counts what arenas commit; it outlives them.
     core: NonNull<HeapCore>,
 }
@@ -161,7 +163,7 @@ impl Arena {
                 groups_offset,
                 discarded: AtomicUsize::new(0),
                 keep: AtomicUsize::new(TRIM_KEEP),
-                trimmed: AtomicBool::new(false),
+                given_back: AtomicUsize::new(0),
                 core,
             });
             Ok(NonNull::new_unchecked(arena))
@@ -389,20 +391,21 @@ impl Arena {
         // Relaxed, both: changed under the grow lock, which we hold.
         let keep = self.keep.load(Ordering::Relaxed);
         let given = self.trim_top(keep) + self.discard_free(keep);
-        if given > 0 {
-            self.trimmed.store(true, Ordering::Relaxed);
-        }
+        self.given_back.fetch_add(given, Ordering::Relaxed);
     }
 
-    /// The arena commits (or recommits) memory: if an automatic trim gave
+    /// The arena commits (or recommits) memory: if automatic trims gave
     /// memory back since it last did, that memory was needed after all, and
-    /// automatic trims keep twice as much from now on. Under the grow lock.
+    /// automatic trims keep twice as much from now on, and at least what
+    /// they gave back (a program that frees in several steps is trimmed
+    /// several times before it comes back). Under the grow lock.
     fn note_taken_back(&self) {
         // Relaxed, all: changed under the grow lock, which the caller holds.
-        if self.trimmed.swap(false, Ordering::Relaxed) {
+        let given = self.given_back.swap(0, Ordering::Relaxed);
+        if given > 0 {
             let keep = self.keep.load(Ordering::Relaxed);
             self.keep
-                .store((keep * 2).min(TRIM_KEEP_MAX), Ordering::Relaxed);
+                .store((keep * 2).max(given).min(TRIM_KEEP_MAX), Ordering::Relaxed);
         }
     }
 

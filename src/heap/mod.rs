@@ -91,9 +91,10 @@ pub const MIN_BLOCK: usize = 512 << 10;
 /// steps of 2 MiB as it is used, so a Heap of any size starts in constant
 /// time and memory. When a free leaves [`TRIM_THRESHOLD`] or more of free
 /// memory in an arena, all but [`TRIM_KEEP`] of it is given back at once;
-/// an arena that has to commit again after such a trim keeps twice as much
-/// from then on (up to [`TRIM_KEEP_MAX`]), so memory that a program keeps
-/// coming back for stays. [`trim`](Heap::trim) gives back every free run at
+/// an arena that has to commit again after such trims keeps twice as much
+/// from then on, and at least what they gave back (up to
+/// [`TRIM_KEEP_MAX`]), so memory that a program keeps coming back for
+/// stays. [`trim`](Heap::trim) gives back every free run at
 /// the arenas' ends and every free group inside them.
 ///
 /// Freeing an object twice, or freeing a pointer that is not the start of
