@@ -18,7 +18,14 @@
 //! cargo bench --bench workloads -- --quick       # 1 round, about a quarter of the work
 //! cargo bench --bench workloads -- --only larson,rptest --threads 1,4 --rounds 5
 //! cargo bench --bench workloads -- --allocators unimem,unimem-prefault,mimalloc
+//! cargo bench --bench workloads -- --build before=/tmp/workloads-before --only mstress
 //! ```
+//!
+//! `--build LABEL=PATH` adds a column `unimem@LABEL`: the Heap of another
+//! build of this bench (a copy of its binary, say from the commit before a
+//! change), run interleaved with this one's, so that a change is measured
+//! side by side in one run (any allocator can be named that way in
+//! `--allocators`, `mimalloc@LABEL`).
 //!
 //! The `unimem` column is the README's global Heap line exactly,
 //! `Heap::lazy(256 MiB).max_blocks(4).spill()`: Blocks reserved, committed
@@ -34,6 +41,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::HashMap;
 use std::ffi::CStr;
 use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant};
@@ -338,9 +346,14 @@ impl Cell {
 
 const CHILD_TIMEOUT: Duration = Duration::from_secs(180);
 
-/// Runs one child; `None` if it failed or timed out.
-fn run_child(allocator: &str, w: &Workload, threads: usize, scale: f64) -> Option<Sample> {
-    let exe = std::env::current_exe().expect("the running binary");
+/// Runs one child of `exe` on `allocator`; `None` if it failed or timed out.
+fn run_child(
+    exe: &Path,
+    allocator: &str,
+    w: &Workload,
+    threads: usize,
+    scale: f64,
+) -> Option<Sample> {
     let start = Instant::now();
     #[expect(
         clippy::zombie_processes,
@@ -413,6 +426,26 @@ struct Options {
     threads: Vec<usize>,
     only: Option<Vec<String>>,
     allocators: Vec<String>,
+    /// Other builds of this bench, by label (`--build`).
+    builds: Vec<(String, PathBuf)>,
+}
+
+impl Options {
+    /// The binary and the allocator a column names: `A` is allocator `A` of
+    /// this binary, `A@LABEL` allocator `A` of the build labelled `LABEL`.
+    fn resolve<'a>(&'a self, column: &'a str, this: &'a Path) -> (&'a Path, &'a str) {
+        match column.split_once('@') {
+            Some((allocator, label)) => {
+                let (_, path) = self
+                    .builds
+                    .iter()
+                    .find(|(l, _)| l == label)
+                    .expect("checked by parse_options");
+                (path, allocator)
+            }
+            None => (this, column),
+        }
+    }
 }
 
 fn parse_options(args: &[String]) -> Options {
@@ -422,8 +455,10 @@ fn parse_options(args: &[String]) -> Options {
         threads: vec![1, 2, 4, 8, 16],
         only: None,
         allocators: DEFAULT_ALLOCATORS.iter().map(|s| s.to_string()).collect(),
+        builds: Vec::new(),
     };
     let mut rounds = None;
+    let mut allocators_given = false;
     let mut it = args.iter();
     let list = |v: Option<&String>, flag: &str| -> Vec<String> {
         v.unwrap_or_else(|| panic!("{flag} needs a value"))
@@ -458,21 +493,50 @@ fn parse_options(args: &[String]) -> Options {
                 o.only = Some(names);
             }
             "--allocators" => {
-                let names = list(it.next(), a);
-                for n in &names {
-                    assert!(
-                        ALLOCATORS.contains(&n.as_str()),
-                        "no allocator {n}; there are: {}",
-                        ALLOCATORS.join(", ")
-                    );
-                }
-                o.allocators = names;
+                o.allocators = list(it.next(), a);
+                allocators_given = true;
+            }
+            "--build" => {
+                let value = it.next().expect("--build LABEL=PATH");
+                let (label, path) = value.split_once('=').expect("--build LABEL=PATH");
+                assert!(
+                    std::fs::metadata(path).is_ok_and(|m| m.is_file()),
+                    "--build {label}: no file {path}"
+                );
+                o.builds.push((label.to_string(), PathBuf::from(path)));
             }
             // What cargo passes to a bench binary.
             "--bench" => {}
             other => panic!(
-                "unknown argument {other}; flags: --quick, --only W[,W], --threads N[,N], --rounds N, --allocators A[,A]"
+                "unknown argument {other}; flags: --quick, --only W[,W], --threads N[,N], --rounds N, --allocators A[,A], --build LABEL=PATH"
             ),
+        }
+    }
+    if !allocators_given {
+        // Each other build's Heap, next to this one's.
+        let at = o
+            .allocators
+            .iter()
+            .position(|a| a == "unimem")
+            .map_or(0, |i| i + 1);
+        for (k, (label, _)) in o.builds.iter().enumerate() {
+            o.allocators.insert(at + k, format!("unimem@{label}"));
+        }
+    }
+    for n in &o.allocators {
+        let (allocator, label) = n
+            .split_once('@')
+            .map_or((n.as_str(), None), |(a, l)| (a, Some(l)));
+        assert!(
+            ALLOCATORS.contains(&allocator),
+            "no allocator {allocator}; there are: {}",
+            ALLOCATORS.join(", ")
+        );
+        if let Some(label) = label {
+            assert!(
+                o.builds.iter().any(|(l, _)| l == label),
+                "{n}: no --build {label}=PATH"
+            );
         }
     }
     o.rounds = rounds.unwrap_or(if o.quick { 1 } else { 3 });
@@ -534,6 +598,7 @@ fn main() {
         }
     }
     let allocators = &o.allocators;
+    let this = std::env::current_exe().expect("the running binary");
     eprintln!(
         "{} rows × {} allocators × {} rounds; {cores} cores",
         rows.len(),
@@ -548,7 +613,8 @@ fn main() {
             // along each round.
             for k in 0..allocators.len() {
                 let a = &allocators[(k + round + i) % allocators.len()];
-                let sample = run_child(a, w, threads, scale);
+                let (exe, allocator) = o.resolve(a, &this);
+                let sample = run_child(exe, allocator, w, threads, scale);
                 if let Some(s) = sample {
                     eprintln!(
                         "round {} {:>13} {:>5} {:>15}: {:>9} {} peak {} ({:.2} s)",
@@ -582,12 +648,15 @@ fn table(
     scale: f64,
 ) -> String {
     let is_heap = |a: &str| a.starts_with("unimem");
+    let heaps: Vec<&String> = allocators.iter().filter(|a| is_heap(a)).collect();
+    let mimalloc = allocators.iter().any(|a| a == "mimalloc");
     let mut out = String::new();
     let _ = writeln!(
         out,
         "\n{cores} cores; best of {} round{} per cell{}; peak RSS is the child's ru_maxrss (largest over the rounds). \
-         unimem/best: the Heap's throughput over the best peer's (above 1: the Heap is faster); \
-         RSS ratio: the Heap's peak RSS over mimalloc's.\n",
+         unimem/best: the Heap's throughput over the best peer's (above 1: the Heap is faster; \
+         the peers are the columns that are not a Heap); \
+         RSS unimem/mimalloc: the Heap's peak RSS over mimalloc's.\n",
         o.rounds,
         if o.rounds == 1 { "" } else { "s" },
         if scale < 1.0 {
@@ -602,20 +671,22 @@ fn table(
         let _ = write!(header, " {a} |");
         rule.push_str("---|");
     }
-    if allocators.iter().any(|a| a == "unimem") {
-        header.push_str(" unimem/best |");
+    for a in &heaps {
+        let _ = write!(header, " {a}/best |");
         rule.push_str("---|");
     }
     for a in allocators {
         let _ = write!(header, " RSS {a} |");
         rule.push_str("---|");
     }
-    if allocators.iter().any(|a| a == "unimem") && allocators.iter().any(|a| a == "mimalloc") {
-        header.push_str(" RSS unimem/mimalloc |");
-        rule.push_str("---|");
+    if mimalloc {
+        for a in &heaps {
+            let _ = write!(header, " RSS {a}/mimalloc |");
+            rule.push_str("---|");
+        }
     }
-    if allocators.iter().any(|a| is_heap(a)) {
-        header.push_str(" Heap committed peak |");
+    if let Some(a) = heaps.first() {
+        let _ = write!(header, " {a} committed peak |");
         rule.push_str("---|");
     }
     let _ = writeln!(out, "{header}\n{rule}");
@@ -644,16 +715,15 @@ fn table(
                 None => out.push_str(" failed |"),
             }
         }
-        if allocators.iter().any(|a| a == "unimem") {
-            let heap = cell("unimem").best.map(|s| s.throughput);
-            let best_peer = allocators
-                .iter()
-                .filter(|a| !is_heap(a))
-                .filter_map(|a| cell(a).best.map(|s| (s.throughput, a)))
-                .max_by(|x, y| x.0.total_cmp(&y.0));
-            match (heap, best_peer) {
+        let best_peer = allocators
+            .iter()
+            .filter(|a| !is_heap(a))
+            .filter_map(|a| cell(a).best.map(|s| (s.throughput, a)))
+            .max_by(|x, y| x.0.total_cmp(&y.0));
+        for a in &heaps {
+            match (cell(a).best, best_peer) {
                 (Some(h), Some((p, name))) => {
-                    let _ = write!(out, " {:.2} ({name}) |", h / p);
+                    let _ = write!(out, " {:.2} ({name}) |", h.throughput / p);
                 }
                 _ => out.push_str(" - |"),
             }
@@ -666,15 +736,18 @@ fn table(
                 out.push_str(" - |");
             }
         }
-        if allocators.iter().any(|a| a == "unimem") && allocators.iter().any(|a| a == "mimalloc") {
-            let (h, m) = (cell("unimem"), cell("mimalloc"));
-            if h.best.is_some() && m.best.is_some() && m.peak_kib > 0 {
-                let _ = write!(out, " {:.2} |", h.peak_kib as f64 / m.peak_kib as f64);
-            } else {
-                out.push_str(" - |");
+        if mimalloc {
+            let m = cell("mimalloc");
+            for a in &heaps {
+                let h = cell(a);
+                if h.best.is_some() && m.best.is_some() && m.peak_kib > 0 {
+                    let _ = write!(out, " {:.2} |", h.peak_kib as f64 / m.peak_kib as f64);
+                } else {
+                    out.push_str(" - |");
+                }
             }
         }
-        if let Some(a) = allocators.iter().find(|a| is_heap(a)) {
+        if let Some(a) = heaps.first() {
             match cell(a).best {
                 Some(s) => {
                     let _ = write!(out, " {} |", mib((s.heap_high_water >> 10) as u64));
