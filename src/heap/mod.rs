@@ -59,7 +59,7 @@ mod small;
 use core::alloc::Layout;
 use core::fmt;
 use core::ptr::{self, NonNull};
-use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 
 use self::arena::GroupMeta;
 use self::shared::{Core, HeapCore};
@@ -153,6 +153,8 @@ struct Fast {
     base: AtomicUsize,
     len: AtomicUsize,
     groups: AtomicPtr<GroupMeta>,
+    /// The freed objects' secret (`slab::secret`), stored with the above.
+    secret: AtomicU64,
     /// Per thread tag, that thread's cache: the core's `caches` entry, copied
     /// by the owning thread on its slow path; null until then.
     caches: [AtomicPtr<ThreadCache>; SLOTS],
@@ -165,6 +167,7 @@ impl Fast {
             base: AtomicUsize::new(0),
             len: AtomicUsize::new(0),
             groups: AtomicPtr::new(ptr::null_mut()),
+            secret: AtomicU64::new(0),
         }
     }
 }
@@ -330,6 +333,8 @@ impl Heap {
             .base
             .store(first.base().as_ptr().addr(), Ordering::Relaxed);
         self.fast.len.store(first.len(), Ordering::Relaxed);
+        // Set before the core was built (`HeapCore::create`), never changed.
+        self.fast.secret.store(slab::secret(), Ordering::Relaxed);
         // Release: see `opened`.
         self.open.store(core.as_ptr(), Ordering::Release);
         // SAFETY: as in `opened`.
@@ -513,12 +518,35 @@ impl Heap {
         if slab.owner.load(Ordering::Relaxed) != tag as u32 {
             return false;
         }
+        // Relaxed: as `base` above.
+        let secret = self.fast.secret.load(Ordering::Relaxed);
         // SAFETY: the slab is this thread's, and `ptr` a live object of it.
-        if unsafe { slab.push_local(ptr) } {
+        // Each call below is the last thing done but the `true` (see
+        // `try_push_local`).
+        match unsafe { slab.try_push_local(ptr, secret) } {
+            Some(false) => {}
             // SAFETY: as above.
-            unsafe { self.after_local_free(tag, slab) };
+            Some(true) => unsafe { self.after_local_free(tag, slab) },
+            // SAFETY: as above; `try_push_local` did nothing.
+            None => unsafe { self.give_marked(tag, slab, ptr) },
         }
         true
+    }
+
+    /// The rest of `give_fast` for an object that carries a freed object's
+    /// mark (`SlabHeader::push_local_marked`).
+    ///
+    /// # Safety
+    /// As `HeapCore::free_local`.
+    #[cold]
+    #[inline(never)]
+    unsafe fn give_marked(&self, tag: usize, slab: &SlabHeader, ptr: NonNull<u8>) {
+        // SAFETY: the caller's contract.
+        unsafe {
+            if slab.push_local_marked(ptr) {
+                self.after_local_free(tag, slab);
+            }
+        }
     }
 
     /// `HeapCore::after_local_free`, out of line.

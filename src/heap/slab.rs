@@ -97,9 +97,11 @@ pub(crate) struct SlabHeader {
     /// use (a slab moved back on its first free would be current for one
     /// allocation, then retired again).
     used: AtomicU32,
-    /// `ceil(2^32 / size)`: `offset * magic >> 32` is `offset / size` for
-    /// every offset in a group. Written with `class`, before any object of
-    /// the slab exists.
+    /// `ceil(2^32 / size)`: `offset * magic` (wrapping, in 32 bits) is
+    /// below `magic` exactly when `offset` is a multiple of `size`, for
+    /// every offset in a group (Lemire, Kaser and Kurz's divisibility test:
+    /// offsets below 2^16, sizes up to 2^15; a test checks every case).
+    /// Written with `class`, before any object of the slab exists.
     magic: AtomicU32,
     local: UnsafeCell<Local>,
 }
@@ -139,11 +141,18 @@ fn secret_seed() -> u64 {
     (here.rotate_left(29) ^ 0x9E37_79B9_7F4A_7C15).max(1)
 }
 
+/// The secret, once set (`init_secret`): what `push_local` takes. The
+/// `Heap` keeps a copy for its free path, which saves it a load.
+#[inline]
+pub(crate) fn secret() -> u64 {
+    // Relaxed: see `init_secret`.
+    SECRET.load(Ordering::Relaxed)
+}
+
 /// The mark a freed `object` carries in its second word.
 #[inline(always)]
 fn mark(object: NonNull<u8>) -> u64 {
-    // Relaxed: see `init_secret`.
-    object.as_ptr().addr() as u64 ^ SECRET.load(Ordering::Relaxed)
+    object.as_ptr().addr() as u64 ^ secret()
 }
 
 /// The second word of `object` (objects are at least 16 bytes; classes of
@@ -251,14 +260,13 @@ impl SlabHeader {
     }
 
     /// Checks that `offset` (inside the group) starts an object of this
-    /// slab, `size` bytes each; aborts if not.
+    /// slab; aborts if not.
     #[inline(always)]
-    fn check_start(&self, object: NonNull<u8>, offset: u32, size: u32) {
+    fn check_start(&self, object: NonNull<u8>, offset: u32) {
         // Relaxed: written before any object of the slab was handed out,
         // which happened-before this free.
         let magic = self.magic.load(Ordering::Relaxed);
-        let index = ((u64::from(offset) * u64::from(magic)) >> 32) as u32;
-        if index * size != offset {
+        if !starts_object(offset, magic) {
             not_an_object(object);
         }
     }
@@ -359,25 +367,68 @@ impl SlabHeader {
     /// this slab handed out, or was freed already.
     #[inline]
     pub(crate) unsafe fn push_local(&self, object: NonNull<u8>) -> bool {
+        // SAFETY: the caller's contract.
+        unsafe {
+            match self.try_push_local(object, secret()) {
+                Some(attention) => attention,
+                None => self.push_local_marked(object),
+            }
+        }
+    }
+
+    /// `push_local` for the fast path: `None` (and nothing done) when the
+    /// object carries a freed object's mark, for the caller to finish with
+    /// `push_local_marked` out of line. Split so that every call the free
+    /// fast path makes is its last act, and it keeps nothing in registers
+    /// that a call must preserve.
+    ///
+    /// # Safety
+    /// As `push_local`; `secret` is [`secret()`] (callers keep a copy).
+    #[inline(always)]
+    pub(crate) unsafe fn try_push_local(&self, object: NonNull<u8>, secret: u64) -> Option<bool> {
+        debug_assert_eq!(secret, self::secret());
         let offset = (object.as_ptr().addr() & (GROUP - 1)) as u32;
+        self.check_start(object, offset);
         // SAFETY: the caller owns the slab.
-        let (size, bump) = unsafe {
-            let local = self.local();
-            (local.size, local.bump)
-        };
-        self.check_start(object, offset, size);
-        if offset >= bump {
+        if offset >= unsafe { self.local().bump } {
             not_an_object(object);
         }
-        let mark = mark(object);
-        // SAFETY: the object is the caller's to overwrite (or, freed twice,
-        // one of ours: either way inside the group); its first word is
-        // u32-aligned, its second read and written unaligned. The caller owns
-        // the slab, and no other borrow of its `Local` is alive.
+        let mark = object.as_ptr().addr() as u64 ^ secret;
+        // SAFETY: the object is inside the group, at an object's start: its
+        // second word is read unaligned.
+        if unsafe { mark_word(object).read_unaligned() } == mark {
+            return None;
+        }
+        // SAFETY: the caller's contract; `offset` starts an object.
+        Some(unsafe { self.push_checked(object, offset, mark) })
+    }
+
+    /// The rest of `push_local` for an object that carries a freed object's
+    /// mark: aborts if it is a double free, else pushes it.
+    ///
+    /// # Safety
+    /// As `push_local`, for an object `try_push_local` returned `None` for.
+    #[cold]
+    #[inline(never)]
+    pub(crate) unsafe fn push_local_marked(&self, object: NonNull<u8>) -> bool {
+        let offset = (object.as_ptr().addr() & (GROUP - 1)) as u32;
+        // SAFETY: the caller's contract.
         unsafe {
-            if mark_word(object).read_unaligned() == mark {
-                self.confirm_double_free(object, offset);
-            }
+            self.confirm_double_free(object, offset);
+            self.push_checked(object, offset, mark(object))
+        }
+    }
+
+    /// Pushes `object`, at `offset`, checked, marking it with `mark`.
+    ///
+    /// # Safety
+    /// As `push_local`; the checks passed.
+    #[inline(always)]
+    unsafe fn push_checked(&self, object: NonNull<u8>, offset: u32, mark: u64) -> bool {
+        // SAFETY: the object is the caller's to overwrite; its first word is
+        // u32-aligned, its second written unaligned. The caller owns the
+        // slab, and no other borrow of its `Local` is alive.
+        unsafe {
             mark_word(object).write_unaligned(mark);
             let local = self.local();
             object.cast::<u32>().write(local.free);
@@ -448,10 +499,7 @@ impl SlabHeader {
     #[inline]
     pub(crate) unsafe fn push_remote(&self, object: NonNull<u8>) -> bool {
         let offset = (object.as_ptr().addr() & (GROUP - 1)) as u64;
-        // Relaxed: fixed while the slab lives, which it does while the
-        // caller holds one of its objects.
-        let size = class::size(self.class.load(Ordering::Relaxed) as usize) as u32;
-        self.check_start(object, offset as u32, size);
+        self.check_start(object, offset as u32);
         let mark = mark(object);
         // SAFETY: the object is the caller's to read and overwrite.
         unsafe {
@@ -562,6 +610,13 @@ impl SlabHeader {
         // Relaxed: written before any object of the slab was handed out.
         GROUP as u32 / class::size(self.class.load(Ordering::Relaxed) as usize) as u32
     }
+}
+
+/// Whether `offset` (below `GROUP`) is a multiple of the size whose
+/// `SlabHeader::magic` is `magic`.
+#[inline(always)]
+fn starts_object(offset: u32, magic: u32) -> bool {
+    offset.wrapping_mul(magic) < magic
 }
 
 /// A free of an address that starts no object of its slab.
@@ -679,5 +734,28 @@ pub(crate) unsafe fn unlink(head: &mut *mut SlabHeader, slab: &SlabHeader) {
         local.next = ptr::null_mut();
         local.prev = ptr::null_mut();
         slab.set_list(NONE);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The divisibility test `check_start` relies on holds for every class
+    /// and every offset in a group.
+    #[test]
+    fn the_magic_test_finds_exactly_the_object_starts() {
+        let step = if cfg!(miri) { 61 } else { 1 };
+        for class in 0..CLASSES {
+            let size = class::size(class) as u32;
+            let magic = (1u64 << 32).div_ceil(u64::from(size)) as u32;
+            for offset in (0..GROUP as u32).step_by(step) {
+                assert_eq!(
+                    starts_object(offset, magic),
+                    offset % size == 0,
+                    "size {size}, offset {offset}"
+                );
+            }
+        }
     }
 }
