@@ -151,7 +151,7 @@ pub(crate) fn secret() -> u64 {
 
 /// The mark a freed `object` carries in its second word.
 #[inline(always)]
-fn mark(object: NonNull<u8>) -> u64 {
+pub(super) fn mark(object: NonNull<u8>) -> u64 {
     object.as_ptr().addr() as u64 ^ secret()
 }
 
