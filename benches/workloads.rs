@@ -772,6 +772,8 @@ fn table(
         let _ = writeln!(out, "\n{failures} child run(s) failed (see above).");
     }
 
+    out.push_str(&scaling(rows, allocators, cells, cores));
+
     // The resident set after the run, where the workload measures it
     // (many-threads: once every thread has exited).
     for &(w, threads) in rows.iter().filter(|(w, _)| w.rss_after) {
@@ -797,6 +799,68 @@ fn table(
             }
         }
         let _ = writeln!(out, "{header}\n{rule}\n{line}");
+    }
+    out
+}
+
+/// The scaling table: for each workload run at more than one thread count,
+/// each allocator's throughput at every count over its own at the smallest.
+/// Counts with more threads than cores are marked.
+fn scaling(
+    rows: &[(&Workload, usize)],
+    allocators: &[String],
+    cells: &HashMap<(&str, usize, &str), Cell>,
+    cores: usize,
+) -> String {
+    let mut out = String::new();
+    let mut names: Vec<&str> = rows.iter().map(|(w, _)| w.name).collect();
+    names.dedup();
+    for name in names {
+        let counts: Vec<(&Workload, usize)> = rows
+            .iter()
+            .filter(|(w, _)| w.name == name)
+            .copied()
+            .collect();
+        let Some(&(w, base)) = counts.first() else {
+            continue;
+        };
+        if counts.len() < 2 {
+            continue;
+        }
+        if out.is_empty() {
+            let _ = writeln!(
+                out,
+                "\nScaling: each allocator's throughput over its own at the fewest threads \
+                 (rptest's unit is per thread, so flat is ideal there; * more threads than cores: oversubscribed)\n"
+            );
+        }
+        let mut header = String::from("| workload | allocator |");
+        let mut rule = String::from("|---|---|");
+        for &(w, t) in &counts {
+            let mark = if (w.real_threads)(t) > cores { "*" } else { "" };
+            let _ = write!(header, " {t}{mark} |");
+            rule.push_str("---|");
+        }
+        let _ = writeln!(out, "{header}\n{rule}");
+        for a in allocators {
+            let at = |t: usize| {
+                cells
+                    .get(&(w.name, t, a.as_str()))
+                    .and_then(|c| c.best)
+                    .map(|s| s.throughput)
+            };
+            let _ = write!(out, "| {name} | {a} |");
+            for &(_, t) in &counts {
+                match (at(t), at(base)) {
+                    (Some(x), Some(b)) if b > 0.0 => {
+                        let _ = write!(out, " {:.2} |", x / b);
+                    }
+                    _ => out.push_str(" - |"),
+                }
+            }
+            out.push('\n');
+        }
+        out.push('\n');
     }
     out
 }
