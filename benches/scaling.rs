@@ -3,7 +3,10 @@
 //! churning one Heap, with mimalloc and the system allocator on the same
 //! churn. Prints millions of operations per second for each thread count.
 //! Builds and runs on any Linux machine; it says something about contention
-//! only on one with 16 cores or more.
+//! only on one with 16 cores or more; rows with more threads than cores are
+//! marked oversubscribed. The allocator workloads at the same thread counts,
+//! each allocator the global one of its own process, are the `workloads`
+//! bench (its scaling table).
 //!
 //! Run with `cargo bench --bench scaling` (`-- --quick` for fewer operations).
 
@@ -79,9 +82,10 @@ fn main() {
     let ops: usize = if quick { 200_000 } else { 2_000_000 };
     // Open the Heap's Block before any timing.
     churn(&HEAP, 1, 0);
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     println!(
-        "{} hardware threads available; {ops} operations per thread; millions of operations per second (all threads together)\n",
-        std::thread::available_parallelism().map_or(0, |n| n.get())
+        "{cores} hardware threads available; {ops} operations per thread; millions of operations per second (all threads together); \
+         rows with more threads than that are marked oversubscribed\n"
     );
     println!(
         "| threads | Tape take 16 B (shared cursor) | TapeLocal take 16 B | Grid take+give | Heap churn | mimalloc churn | system churn |"
@@ -126,8 +130,13 @@ fn main() {
         let heap = race(threads, |t| churn(&HEAP, ops, t));
         let mi = race(threads, |t| churn(&MiMalloc, ops, t));
         let system = race(threads, |t| churn(&System, ops, t));
+        let label = if threads > cores {
+            format!("{threads} (oversubscribed)")
+        } else {
+            threads.to_string()
+        };
         println!(
-            "| {threads} | {} | {} | {} | {} | {} | {} |",
+            "| {label} | {} | {} | {} | {} | {} | {} |",
             rate(shared),
             rate(local),
             rate(cycle),
@@ -136,4 +145,8 @@ fn main() {
             rate(system)
         );
     }
+    println!(
+        "\nThe same thread counts on mimalloc-bench's workloads, one process per allocator: \
+         `cargo bench --bench workloads` (its scaling table)."
+    );
 }
