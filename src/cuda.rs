@@ -38,7 +38,7 @@ pub use cudarc;
 pub use cudarc::driver::CudaContext;
 use cudarc::driver::{DriverError, sys};
 
-use crate::{Error, page_size};
+use crate::Error;
 
 /// What went wrong with CUDA.
 #[derive(Debug)]
@@ -229,14 +229,7 @@ impl<A: Regions> crate::register::Registered<A, Cuda> {
         inner: A,
         chunk_bytes: usize,
     ) -> Result<Self, Error> {
-        if chunk_bytes == 0 {
-            return Err(Error::ZeroSize);
-        }
-        let chunk = chunk_bytes
-            .checked_next_multiple_of(page_size())
-            .ok_or(Error::Overflow {
-                requested: chunk_bytes,
-            })?;
+        let chunk = crate::register::chunk_size(chunk_bytes)?;
         let backend = Cuda {
             ctx: ctx.clone(),
             chunk,

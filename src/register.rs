@@ -53,6 +53,21 @@ pub trait Backend: Send + Sync + 'static {
     fn continues(&self, prev: &Range<Self::Chunk>, next: &Range<Self::Chunk>) -> bool;
 }
 
+/// `chunk_bytes` rounded up to whole pages: a backend's
+/// [`max_chunk`](Backend::max_chunk) from what a caller asked for, as the
+/// crate's backends take it. Zero is [`Error::ZeroSize`], a size that
+/// overflows when rounded [`Error::Overflow`].
+pub fn chunk_size(chunk_bytes: usize) -> Result<usize, Error> {
+    if chunk_bytes == 0 {
+        return Err(Error::ZeroSize);
+    }
+    chunk_bytes
+        .checked_next_multiple_of(crate::page_size())
+        .ok_or(Error::Overflow {
+            requested: chunk_bytes,
+        })
+}
+
 /// One registered range of host memory and what its registration gave.
 #[derive(Clone, Copy, Debug)]
 pub struct Range<C> {
@@ -609,5 +624,20 @@ mod tests {
             "past the end"
         );
         assert!(registered.lookup(base - 1, 2).is_none(), "before the start");
+    }
+
+    #[test]
+    fn chunk_sizes_round_to_pages() {
+        let page = crate::page_size();
+        assert_eq!(chunk_size(1).unwrap(), page);
+        assert_eq!(chunk_size(page).unwrap(), page);
+        assert_eq!(chunk_size(page + 1).unwrap(), 2 * page);
+        assert!(matches!(chunk_size(0), Err(Error::ZeroSize)));
+        assert!(matches!(
+            chunk_size(usize::MAX),
+            Err(Error::Overflow {
+                requested: usize::MAX
+            })
+        ));
     }
 }

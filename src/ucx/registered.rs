@@ -8,8 +8,8 @@ use core::ptr::{self, NonNull};
 use super::descriptor::Descriptor;
 use super::error::{UcxError, check};
 use super::{Context, sys};
+use crate::Error;
 use crate::register::{Backend, Range, Regions};
-use crate::{Error, page_size};
 
 /// Ranges larger than this are mapped in parts, each its own memory handle
 /// and key: 64 GiB, far above what one commit adds.
@@ -112,14 +112,7 @@ impl<A: Regions> crate::register::Registered<A, Ucx> {
     /// As [`Registered::new`], mapping in parts of at most `chunk_bytes`
     /// (rounded up to whole pages).
     pub fn with_chunk_size(context: &Context, inner: A, chunk_bytes: usize) -> Result<Self, Error> {
-        if chunk_bytes == 0 {
-            return Err(Error::ZeroSize);
-        }
-        let chunk = chunk_bytes
-            .checked_next_multiple_of(page_size())
-            .ok_or(Error::Overflow {
-                requested: chunk_bytes,
-            })?;
+        let chunk = crate::register::chunk_size(chunk_bytes)?;
         let backend = Ucx {
             context: context.clone(),
             chunk,
