@@ -176,10 +176,21 @@ impl HeapCore {
                 if slab.is_retired() {
                     continue;
                 }
-                let live = slab.live();
+                let mut live = slab.live();
                 if live > slab.capacity() / 4 {
                     slab.rearm();
-                    continue;
+                    // A remote free between the count and the rearm saw no
+                    // FULL bit and told no one: count again (the load comes
+                    // after the rearm's read-modify-write of the same word,
+                    // so it sees every push before it; later pushes clear
+                    // the bit and tell the owner). Without this, a slab
+                    // whose last objects came back in that window would
+                    // stay retired, empty, until its owner exits.
+                    live = slab.live();
+                    if live > slab.capacity() / 4 {
+                        continue;
+                    }
+                    slab.unretire();
                 }
                 slab::unlink(&mut cc.retired, slab);
                 if live == 0 {
