@@ -527,18 +527,10 @@ pub struct Import {
 }
 
 /// Vulkan as a registration backend: each part is one host-pointer import.
+#[derive(Debug)]
 pub struct Vulkan {
     device: Arc<Device>,
     chunk: usize,
-}
-
-impl fmt::Debug for Vulkan {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Vulkan")
-            .field("device", &self.device)
-            .field("chunk", &self.chunk)
-            .finish()
-    }
 }
 
 impl Backend for Vulkan {

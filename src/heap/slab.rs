@@ -352,6 +352,7 @@ impl SlabHeader {
     pub(crate) unsafe fn is_empty(&self) -> bool {
         // SAFETY: the caller owns the slab.
         let size = unsafe { self.local().size };
+        // Relaxed: only the owner, the caller, writes `used`.
         decode(self.used.load(Ordering::Relaxed), size) == 0
     }
 

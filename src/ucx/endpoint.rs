@@ -254,6 +254,7 @@ impl fmt::Debug for Endpoint<'_> {
             .field("handle", &self.handle)
             .field("mode", &self.mode)
             .field("timeout", &self.timeout.get())
+            // Relaxed: a snapshot for display.
             .field("failed", &self.failed.load(Ordering::Relaxed))
             .finish()
     }

@@ -2,7 +2,6 @@
 //! allocator gives remote peers ([`Registered::descriptor_of`]).
 
 use core::ffi::c_void;
-use core::fmt;
 use core::ptr::{self, NonNull};
 
 use super::descriptor::Descriptor;
@@ -28,18 +27,10 @@ unsafe impl Sync for MemHandle {}
 
 /// UCX as a registration backend: each part of a Block is mapped with
 /// `ucp_mem_map` for local and remote reading and writing, as host memory.
+#[derive(Debug)]
 pub struct Ucx {
     context: Context,
     chunk: usize,
-}
-
-impl fmt::Debug for Ucx {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Ucx")
-            .field("context", &self.context)
-            .field("chunk", &self.chunk)
-            .finish()
-    }
 }
 
 impl Backend for Ucx {
