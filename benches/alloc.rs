@@ -1,7 +1,7 @@
 //! Criterion benchmarks of every row of the table (`benches/README.md`):
 //! unimem's allocators against the system allocator, mimalloc, bumpalo,
 //! `Vec`, `Box`, `mmap` and `mmap`+`mlock`, and the fast paths against their
-//! baselines. `cargo bench --bench table` prints the same rows as one table.
+//! baselines. `cargo bench -p unimem-benches --bench table` prints the same rows as one table.
 
 mod support;
 

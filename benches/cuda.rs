@@ -10,7 +10,7 @@
 //! - the time to register (and unregister) a committed 1 GiB Block, against
 //!   `cuMemHostAlloc` of 1 GiB.
 //!
-//! Run with `cargo bench --features cuda --bench cuda`. Without a driver or a
+//! Run with `cargo bench -p unimem-benches --features cuda --bench cuda`. Without a driver or a
 //! device it prints why and exits successfully (unless `UNIMEM_REQUIRE_CUDA`
 //! is set, as the GPU runner `tools/gpu-bundle.sh` sets it).
 

@@ -8,7 +8,7 @@
 //! each allocator the global one of its own process, are the `workloads`
 //! bench (its scaling table).
 //!
-//! Run with `cargo bench --bench scaling` (`-- --quick` for fewer operations).
+//! Run with `cargo bench -p unimem-benches --bench scaling` (`-- --quick` for fewer operations).
 
 mod support;
 
@@ -147,6 +147,6 @@ fn main() {
     }
     println!(
         "\nThe same thread counts on mimalloc-bench's workloads, one process per allocator: \
-         `cargo bench --bench workloads` (its scaling table)."
+         `cargo bench -p unimem-benches --bench workloads` (its scaling table)."
     );
 }

@@ -3,7 +3,7 @@
 //! `Heap::lazy` and the system allocator as its global allocator, run as
 //! separate processes in turn; wall time from start to exit, and peak RSS.
 //!
-//! Run with `cargo bench --bench startup` (`-- --runs N`, default 30).
+//! Run with `cargo bench -p unimem-benches --bench startup` (`-- --runs N`, default 30).
 //! The global allocator of this binary dispatches, on an environment
 //! variable read once without allocating, to one of the three: the same code
 //! runs on each.

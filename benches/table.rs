@@ -1,6 +1,6 @@
 //! Prints the benchmark table: every row of the seed's table and the fast
 //! paths, each subject measured in this one run, with unimem's ratio to the
-//! best peer. Run with `cargo bench --bench table` (`-- --quick` for a
+//! best peer. Run with `cargo bench -p unimem-benches --bench table` (`-- --quick` for a
 //! shorter, noisier run).
 
 mod support;

@@ -3,7 +3,7 @@
 //! in the same bench on the same machine, over tcp (loopback) and over
 //! shared memory (`posix,sysv,cma`), printed as a table with the ratios.
 //!
-//! Run with `cargo bench --features ucx --bench ucx` (`-- --quick` for a
+//! Run with `cargo bench -p unimem-benches --features ucx --bench ucx` (`-- --quick` for a
 //! quarter of the iterations). Each unimem row: the bench spawns itself as
 //! the owner, which shares a 64 MiB `Vec<u8>` in a registered Tape and
 //! progresses its worker; this side puts from a `Vec<u8>` in a registered

@@ -14,11 +14,11 @@
 //! markdown table.
 //!
 //! ```text
-//! cargo bench --bench workloads                  # 3 rounds, threads 1 2 4 8 16
-//! cargo bench --bench workloads -- --quick       # 1 round, about a quarter of the work
-//! cargo bench --bench workloads -- --only larson,rptest --threads 1,4 --rounds 5
-//! cargo bench --bench workloads -- --allocators unimem,unimem-prefault,mimalloc
-//! cargo bench --bench workloads -- --build before=/tmp/workloads-before --only mstress
+//! cargo bench -p unimem-benches --bench workloads                  # 3 rounds, threads 1 2 4 8 16
+//! cargo bench -p unimem-benches --bench workloads -- --quick       # 1 round, about a quarter of the work
+//! cargo bench -p unimem-benches --bench workloads -- --only larson,rptest --threads 1,4 --rounds 5
+//! cargo bench -p unimem-benches --bench workloads -- --allocators unimem,unimem-prefault,mimalloc
+//! cargo bench -p unimem-benches --bench workloads -- --build before=/tmp/workloads-before --only mstress
 //! ```
 //!
 //! `--build LABEL=PATH` adds a column `unimem@LABEL`: the Heap of another

@@ -49,7 +49,7 @@ if [ -f benches/workloads.rs ]; then
     benches="$benches --bench workloads"
 fi
 # shellcheck disable=SC2086 # the bench list splits on purpose
-cargo bench --features cuda $benches --no-run \
+cargo bench -p unimem-benches --features cuda $benches --no-run \
     --message-format=json | executables | copy bench
 
 loader=$(ldconfig -p 2>/dev/null | awk '/libvulkan\.so\.1 .*x86-64/ { print $NF; exit }')
