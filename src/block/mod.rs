@@ -747,8 +747,29 @@ impl Region {
     ///
     /// # Safety
     /// Nothing refers to the bytes past `keep`, and no other thread can come
-    /// to (allocators guarantee it for the ranges they give back).
+    /// to (allocators guarantee it for the ranges they give back); none of
+    /// them is discarded (else see [`decommit_discarded_to`](Region::decommit_discarded_to)).
     pub(crate) unsafe fn decommit_to(&self, keep: usize) -> Result<(), Error> {
+        // SAFETY: the caller's contract; nothing past `keep` is discarded.
+        unsafe { self.decommit_discarded_to(keep, |_| {}) }
+    }
+
+    /// [`decommit_to`](Region::decommit_to) where ranges past `keep` may be
+    /// discarded: once the decommit is certain to go ahead (the Block can
+    /// unmap and is not registered), `discarded` is called, under the commit
+    /// lock, with a function the caller calls on each such range (`from`,
+    /// `to`), which counts it out of [`discarded`](Region::discarded) and
+    /// the unlocked bytes. If the decommit is refused, `discarded` is never
+    /// called: the caller's own record of its discarded ranges stays true.
+    ///
+    /// # Safety
+    /// As `decommit_to`; the ranges passed to the function were discarded,
+    /// not recommitted since, lie past `keep`, and are passed once.
+    pub(crate) unsafe fn decommit_discarded_to(
+        &self,
+        keep: usize,
+        discarded: impl FnOnce(&mut dyn FnMut(usize, usize)),
+    ) -> Result<(), Error> {
         if !self.raw.can_unmap() {
             return Err(Error::Unsupported {
                 what: "decommitting a shared Block, whose pages other mappings may use",
@@ -767,6 +788,16 @@ impl Region {
         if keep >= committed {
             return Ok(());
         }
+        // The decommit goes ahead: count the discarded ranges out first, at
+        // the `locked` they were discarded under.
+        discarded(&mut |from, to| {
+            debug_assert!(keep <= from && from < to && to <= committed);
+            // Relaxed, all: under the commit lock.
+            let locked = self.locked.load(Ordering::Relaxed);
+            self.unlocked
+                .fetch_sub(to.min(locked).saturating_sub(from), Ordering::Relaxed);
+            self.discarded.fetch_sub(to - from, Ordering::Relaxed);
+        });
         // Release: no thread may use the range from here (the caller's
         // contract); lower it before the pages go, so that a reader never
         // sees a committed size covering unmapped pages.
@@ -775,8 +806,8 @@ impl Region {
         let result = unsafe { self.raw.unmap(self.ptr, keep, committed) };
         let locked = self.locked.load(Ordering::Relaxed);
         self.locked.store(locked.min(keep), Ordering::Relaxed);
-        // Unlocked bytes past `keep` went with the pages; the caller told us
-        // of discarded ones (`forget_discarded`), so what is left is below.
+        // Unlocked bytes past `keep` were discarded ones, counted out above:
+        // what is left is below `keep`.
         let unlocked = self.unlocked.load(Ordering::Relaxed);
         self.unlocked.store(unlocked.min(keep), Ordering::Relaxed);
         result
@@ -858,20 +889,6 @@ impl Region {
         }
         self.discarded.fetch_sub(to - from, Ordering::Relaxed);
         Ok(())
-    }
-
-    /// Forgets that `from..to` was discarded, because the caller is about to
-    /// decommit it: bookkeeping only.
-    ///
-    /// # Safety
-    /// As `recommit`, and the caller decommits the range next.
-    pub(crate) unsafe fn forget_discarded(&self, from: usize, to: usize) {
-        let _lock = self.commit_lock().lock();
-        // Relaxed, all: under the commit lock.
-        let locked = self.locked.load(Ordering::Relaxed);
-        self.unlocked
-            .fetch_sub(to.min(locked).saturating_sub(from), Ordering::Relaxed);
-        self.discarded.fetch_sub(to - from, Ordering::Relaxed);
     }
 
     /// Maps what another mapping of the same (shared) pages committed since

@@ -251,9 +251,32 @@ impl Arena {
         unsafe { self.base.add(unit as usize * UNIT) }
     }
 
-    /// Units committed and tiled by runs now.
-    pub(super) fn units(&self) -> u32 {
-        self.runs.lock().units()
+    /// Bytes of live objects in the arena's slabs: each slab header's live
+    /// count times its class size. A snapshot, exact when no thread
+    /// allocates or frees in the arena.
+    ///
+    /// This is the one walk over headers that no allocation holds, so it
+    /// takes the grow lock: the headers of every group the runs tile stay
+    /// committed while it reads them (trims decommit metadata, and grow it,
+    /// only under that lock).
+    pub(super) fn slab_in_use(&self) -> usize {
+        let _grow = self.grow.lock();
+        // The runs tile the committed groups; only the grow lock changes
+        // how many (`extend`, `trim_top`).
+        let groups = self.runs.lock().units().div_ceil(GROUP_UNITS) as usize;
+        (0..groups)
+            .map(|group| {
+                let slab = self.header_at(group);
+                // Relaxed, both: a snapshot; a slab's fields are written by
+                // its owner, and a stale value only makes the count stale.
+                if slab.kind.load(Ordering::Relaxed) == super::slab::SLAB {
+                    let class = slab.class.load(Ordering::Relaxed) as usize;
+                    slab.live() as usize * super::class::size(class.min(super::class::CLASSES - 1))
+                } else {
+                    0
+                }
+            })
+            .sum()
     }
 
     /// Takes a run of `units` units aligned to `align`, committing more of
@@ -500,49 +523,52 @@ impl Arena {
         };
         let before = self.data.committed();
         let end = units as usize * UNIT;
-        // Discarded groups past the end go with the decommit: forget them.
+        // Discarded groups past the end go with the decommit: once it is
+        // certain (the Block is not registered), their flags are cleared and
+        // the Block counts them out. A refused decommit leaves them flagged,
+        // so that whoever takes them again recommits (and relocks) them.
         let mut forgotten = 0;
-        for group in end / GROUP..before.min(self.len) / GROUP {
-            let flag = self.discarded_flag(group);
-            // Relaxed: under the grow lock, which every clearing holds.
-            if flag.load(Ordering::Relaxed) {
-                // SAFETY: a discarded group, not taken back, in no run now.
-                unsafe {
-                    self.data
-                        .forget_discarded(group * GROUP, (group + 1) * GROUP)
-                };
-                flag.store(false, Ordering::Relaxed);
-                forgotten += 1;
-            }
-        }
-        self.discarded.fetch_sub(forgotten, Ordering::Relaxed);
+        let groups = end / GROUP..before.min(self.len) / GROUP;
         // SAFETY: the units past `units` are in no run now: nobody holds or
         // can take them until `extend` adds them back, under the grow lock
-        // we hold.
-        match unsafe { self.data.decommit_to(end) } {
-            Ok(()) => {
-                let after = self.data.committed();
-                let groups = (after / UNIT).div_ceil(GROUP_UNITS as usize);
-                let meta_end = self.groups_offset + groups * size_of::<GroupMeta>();
-                // SAFETY: the metadata of groups past `after` describes no
-                // run; the Arena itself is below `meta_end`.
-                let _ = unsafe { self.meta.decommit_to(meta_end) };
-                // The data may have stayed committed past `units` (a granule
-                // larger than a unit): hand that part back to the runs.
-                self.runs.lock().extend((after / UNIT) as u32);
-                // The forgotten groups were counted out when discarded.
-                let given = before - after - forgotten * GROUP;
-                self.core().note_committed(-(given as isize));
-                given
-            }
-            Err(_) => {
-                // Registered or shared: the pages stay, and so do the units.
-                self.runs
-                    .lock()
-                    .extend((before.min(self.len) / UNIT) as u32);
-                0
-            }
+        // we hold. Each range passed on is a group whose flag says it was
+        // discarded and not taken back (flags change under the grow lock),
+        // past `end`, passed once.
+        let result = unsafe {
+            self.data.decommit_discarded_to(end, |forget| {
+                for group in groups {
+                    let flag = self.discarded_flag(group);
+                    // Relaxed: under the grow lock, which every change holds.
+                    if flag.load(Ordering::Relaxed) {
+                        forget(group * GROUP, (group + 1) * GROUP);
+                        flag.store(false, Ordering::Relaxed);
+                        forgotten += 1;
+                    }
+                }
+            })
+        };
+        self.discarded.fetch_sub(forgotten, Ordering::Relaxed);
+        // What is committed now: lower if the decommit went ahead (even if
+        // the system then failed to drop a page), unchanged if refused
+        // (registered or shared: the pages stay, and so do the units).
+        let after = self.data.committed();
+        if result.is_ok() {
+            let groups = (after / UNIT).div_ceil(GROUP_UNITS as usize);
+            let meta_end = self.groups_offset + groups * size_of::<GroupMeta>();
+            // SAFETY: the metadata of groups past `after` describes no run
+            // and is read by nobody: `Arena::slab_in_use`, the one walk over
+            // headers that no allocation holds, takes the grow lock we hold.
+            // The Arena itself is below `meta_end`.
+            let _ = unsafe { self.meta.decommit_to(meta_end) };
         }
+        // The data may have stayed committed past `units` (a granule larger
+        // than a unit, or a refused decommit): hand that part back to the
+        // runs.
+        self.runs.lock().extend((after.min(self.len) / UNIT) as u32);
+        // The forgotten groups were counted out when discarded.
+        let given = before - after - forgotten * GROUP;
+        self.core().note_committed(-(given as isize));
+        given
     }
 
     /// Discards whole free groups until at most `keep` bytes of free memory

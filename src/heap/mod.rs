@@ -363,15 +363,7 @@ impl Heap {
         let mut blocks = 0;
         for arena in core.arenas() {
             blocks += 1;
-            // Only groups the runs tile have committed headers.
-            let groups = arena.units().div_ceil(runs::GROUP_UNITS) as usize;
-            for group in 0..groups {
-                let slab = arena.header_at(group);
-                if slab.kind.load(Ordering::Relaxed) == slab::SLAB {
-                    let class = slab.class.load(Ordering::Relaxed) as usize;
-                    in_use += slab.live() as usize * class::size(class.min(class::CLASSES - 1));
-                }
-            }
+            in_use += arena.slab_in_use();
         }
         let (held, committed, high_water, metadata) = core.counters();
         HeapStats {
