@@ -203,7 +203,7 @@ fn run(ctx: &Arc<CudaContext>) {
     let mut alloc_times = Vec::new();
     let mut free_times = Vec::new();
     for _ in 0..REPEATS {
-        let tape = Tape::start_with(BUFFERS * 4096, &options).unwrap();
+        let tape = Tape::open_with(BUFFERS * 4096, &options).unwrap();
         let mut tape = Registered::new(ctx, tape).unwrap();
         let start = Instant::now();
         for _ in 0..BUFFERS {

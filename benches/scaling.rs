@@ -75,7 +75,7 @@ fn churn(alloc: &dyn GlobalAlloc, ops: usize, thread: usize) {
     }
 }
 
-static HEAP: Heap = Heap::lazy_with(256 << 20, support::OPTIONS).max_blocks(4);
+static HEAP: Heap = Heap::lazy_with(256 << 20, support::OPTIONS);
 
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
@@ -95,7 +95,7 @@ fn main() {
         let total = (threads * ops) as f64;
         let rate = |time: Duration| format!("{:.1}", total / time.as_secs_f64() / 1e6);
 
-        let tape = Tape::start_with(
+        let tape = Tape::open_with(
             threads * ops * 16 + (threads << 20),
             &support::OPTIONS.prefault(false),
         )
@@ -107,7 +107,7 @@ fn main() {
         });
         drop(tape);
 
-        let tape = Tape::start_with(
+        let tape = Tape::open_with(
             threads * ops * 16 + (threads << 20),
             &support::OPTIONS.prefault(false),
         )
@@ -120,7 +120,7 @@ fn main() {
         });
         drop(tape);
 
-        let grid = Grid::<64, 1024>::new_with(&support::OPTIONS).unwrap();
+        let grid = Grid::<64, 1024>::open_with(&support::OPTIONS).unwrap();
         let cycle = race(threads, |_| {
             for _ in 0..ops {
                 drop(black_box(grid.take().unwrap()));

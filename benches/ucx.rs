@@ -109,7 +109,7 @@ fn unimem(tls: &str, quick: bool) -> Result<std::vec::Vec<f64>, Error> {
     let context = Context::with_settings(&[("TLS", tls), ("NET_DEVICES", "lo")])?;
     let worker = context.worker()?;
     let largest = SIZES.iter().map(|s| s.0).max().unwrap();
-    let local = Registered::new(&context, Tape::start_with(largest + (1 << 20), &options())?)?;
+    let local = Registered::new(&context, Tape::open_with(largest + (1 << 20), &options())?)?;
     let mut source: Vec<u8, _> = Vec::with_capacity_in(largest, &*local);
     source.extend((0..largest).map(|i| i as u8));
 
@@ -177,7 +177,7 @@ fn owner(port: u16) -> Result<(), Error> {
     let context = Context::new()?;
     let worker = context.worker()?;
     let largest = SIZES.iter().map(|s| s.0).max().unwrap();
-    let tape = Registered::new(&context, Tape::start_with(largest + (1 << 20), &options())?)?;
+    let tape = Registered::new(&context, Tape::open_with(largest + (1 << 20), &options())?)?;
     let mut target: Vec<u8, _> = Vec::with_capacity_in(largest, &*tape);
     target.resize(largest, 0);
     let mut link = Link::connect(("127.0.0.1", port), WAIT)?;

@@ -28,7 +28,7 @@
 //! `--allocators`, `mimalloc@LABEL`).
 //!
 //! The `unimem` column is the README's global Heap line exactly,
-//! `Heap::lazy(256 MiB).max_blocks(4).spill()`: Blocks reserved, committed
+//! `Heap::lazy(256 MiB)`: Blocks reserved, committed
 //! as used without prefaulting or transparent huge pages, pinned where
 //! `mlock` allows. `unimem-prefault` (not run by default) opens its Blocks
 //! with `BlockOptions::lazy()` instead: each 2 MiB commit step is faulted in
@@ -59,12 +59,10 @@ use workloads::common::{Outcome, proc_status_kib};
 const ENV: &CStr = c"UNIMEM_WORKLOAD_ALLOCATOR";
 
 /// The README's global Heap, exactly.
-static HEAP: Heap = Heap::lazy(256 << 20).max_blocks(4).spill();
+static HEAP: Heap = Heap::lazy(256 << 20);
 
 /// The same, with each commit step faulted in and transparent huge pages.
-static HEAP_PREFAULT: Heap = Heap::lazy_with(256 << 20, BlockOptions::lazy())
-    .max_blocks(4)
-    .spill();
+static HEAP_PREFAULT: Heap = Heap::lazy_with(256 << 20, BlockOptions::lazy());
 
 /// The allocators, in the order of the table's columns.
 const ALLOCATORS: [&str; 5] = [

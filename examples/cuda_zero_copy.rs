@@ -29,7 +29,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let stream = ctx.default_stream();
 
     let started = Instant::now();
-    let tape = Tape::start_with(256 << 20, &BlockOptions::new().pinning(Pinning::BestEffort))?;
+    let tape = Tape::open_with(256 << 20, &BlockOptions::new().pinning(Pinning::BestEffort))?;
     let tape = Registered::new(&ctx, tape)?;
     println!(
         "{}: registered a {} MiB Block in {:?} (pinned: {})",

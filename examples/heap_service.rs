@@ -23,7 +23,6 @@ static HEAP: Heap = Heap::lazy_with(
         .pinning(Pinning::BestEffort)
         .label("unimem-heap-service"),
 )
-.max_blocks(4)
 .spill();
 
 const WORKERS: usize = 4;

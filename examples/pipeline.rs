@@ -1,9 +1,10 @@
 //! A transformer layer stack, token by token, with its tensors placed by
-//! lifetime in a `Layout` (weights once, activations in the scratch Tape
-//! cleared per token, the KV cache in the history Tape cleared per
-//! conversation), against the same computation on standard allocations (a
-//! fresh `Vec` per activation, a `Vec` per cache). Both give bit-identical
-//! outputs; the example prints both times and the ratio.
+//! lifetime in a `Model` (weights loaded once and borrowed by the engine for
+//! its whole life, activations in the scratch Tape cleared as each pass ends,
+//! the KV cache in the history Tape cleared as each conversation ends),
+//! against the same computation on standard allocations (a fresh `Vec` per
+//! activation, a `Vec` per cache). Both give bit-identical outputs; the
+//! example prints both times and the ratio.
 //!
 //! Run with `cargo run --release --example pipeline`.
 
@@ -11,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use allocator_api2::alloc::{Allocator, Global};
 use allocator_api2::vec::Vec;
-use unimem::{BlockOptions, Layout, Pinning};
+use unimem::{Error, Model, Tape};
 
 const D: usize = 128; // model width
 const FF: usize = 512; // feed-forward width
@@ -126,65 +127,88 @@ fn feed(x: &mut [f32], c: usize, t: usize) {
     x[(c + t) % D] += 1.0;
 }
 
-/// Standard allocation: every tensor a fresh `Vec` from the global allocator.
-fn standard() -> (Duration, std::vec::Vec<std::vec::Vec<f32>>) {
+/// Standard allocation: every tensor a fresh `Vec` from the global
+/// allocator (the weights loaded once, as the engine's are).
+fn standard(weights: &[[Vec<f32, Global>; 6]]) -> (Duration, std::vec::Vec<std::vec::Vec<f32>>) {
     let started = Instant::now();
-    let weights = load_weights(Global);
     let mut outputs = std::vec::Vec::new();
     for c in 0..CONVERSATIONS {
         let (mut keys, mut values) = (caches(Global), caches(Global));
         let mut x = vec![0.0f32; D];
         for t in 0..TOKENS {
             feed(&mut x, c, t);
-            forward(&weights, &mut x, &mut keys, &mut values, Global);
+            forward(weights, &mut x, &mut keys, &mut values, Global);
         }
         outputs.push(x);
     }
     (started.elapsed(), outputs)
 }
 
-/// unimem: weights in the weights Tape, caches in the history Tape (cleared
-/// per conversation), activations in the scratch Tape (cleared per token).
-fn placed(layout: &mut Layout) -> (Duration, std::vec::Vec<std::vec::Vec<f32>>) {
-    let started = Instant::now();
-    let split = layout.split();
-    let weights = load_weights(split.weights);
-    let mut outputs = std::vec::Vec::new();
-    for c in 0..CONVERSATIONS {
-        let (mut keys, mut values) = (caches(&*split.history), caches(&*split.history));
+/// An inference engine over a [`Model`]: the weights are loaded once into
+/// its weights Tape and borrowed for the engine's whole life; each
+/// conversation's caches live in the history Tape and each token's
+/// activations in the scratch Tape, cleared by the guards as they end.
+struct Engine<'m> {
+    model: &'m Model,
+    weights: std::vec::Vec<[Vec<f32, &'m Tape>; 6]>,
+}
+
+impl<'m> Engine<'m> {
+    fn load(model: &'m Model) -> Engine<'m> {
+        Engine {
+            model,
+            weights: load_weights(model.weights()),
+        }
+    }
+
+    /// One conversation: its caches borrow the `Talk`, each token's
+    /// activations its `Pass`.
+    fn converse(&self, c: usize) -> Result<std::vec::Vec<f32>, Error> {
+        let talk = self.model.talk()?;
+        let (mut keys, mut values) = (caches(talk.history()), caches(talk.history()));
         let mut x = vec![0.0f32; D];
         for t in 0..TOKENS {
+            let pass = talk.pass()?;
             feed(&mut x, c, t);
-            forward(&weights, &mut x, &mut keys, &mut values, &*split.scratch);
-            split.scratch.clear();
-        }
-        outputs.push(x);
-        drop((keys, values));
-        split.history.clear();
+            forward(
+                &self.weights,
+                &mut x,
+                &mut keys,
+                &mut values,
+                pass.scratch(),
+            );
+        } // the pass ends: the scratch is cleared
+        Ok(x)
+    } // the conversation ends: the history is cleared
+
+    fn run(&self) -> Result<(Duration, std::vec::Vec<std::vec::Vec<f32>>), Error> {
+        let started = Instant::now();
+        let outputs = (0..CONVERSATIONS)
+            .map(|c| self.converse(c))
+            .collect::<Result<_, _>>()?;
+        Ok((started.elapsed(), outputs))
     }
-    (started.elapsed(), outputs)
 }
 
-fn main() -> Result<(), unimem::Error> {
-    // Room for the weights twice: the warm-up run loads them too, and a
-    // weights Tape is never cleared.
-    let weight_bytes = 2 * SHAPES.iter().sum::<usize>() * LAYERS * 4 + (1 << 16);
-    let history_bytes = 2 * LAYERS * TOKENS * D * 4 + (1 << 16);
-    let options = BlockOptions::new().pinning(Pinning::BestEffort);
-    let mut layout = Layout::new_with(weight_bytes, 1 << 20, history_bytes, &options)?;
+fn main() -> Result<(), Error> {
+    // Each Tape reserves its size and commits what is used: generous sizes
+    // cost nothing.
+    let model = Model::open(64 << 20, 16 << 20, 16 << 20)?;
     println!(
         "{LAYERS} layers of width {D} (feed-forward {FF}), {CONVERSATIONS} conversations of {TOKENS} tokens"
     );
-    // Each path runs once to warm up, then is timed.
-    let _ = (standard(), placed(&mut layout));
-    layout.clear_talk();
-    let (std_time, std_out) = standard();
-    let (unimem_time, unimem_out) = placed(&mut layout);
+    let engine = Engine::load(&model);
+    let global_weights = load_weights(Global);
+    // Each path runs once to warm up, then is timed; both keep their
+    // weights across the runs.
+    let _ = (standard(&global_weights), engine.run()?);
+    let (std_time, std_out) = standard(&global_weights);
+    let (unimem_time, unimem_out) = engine.run()?;
     assert_eq!(std_out, unimem_out, "both runs compute the same thing");
     println!("standard allocation: {std_time:?}");
-    println!("unimem Layout:       {unimem_time:?}");
+    println!("unimem Model:        {unimem_time:?}");
     println!(
-        "ratio (Layout ÷ standard): {:.3}",
+        "ratio (Model ÷ standard): {:.3}",
         unimem_time.as_secs_f64() / std_time.as_secs_f64()
     );
     Ok(())

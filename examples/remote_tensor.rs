@@ -1,5 +1,5 @@
 //! A remote process writes a tensor straight into a server's model memory,
-//! and reads it back: the server's tensors live in a `Layout` (weights and
+//! and reads it back: the server's tensors live in a `Model` (weights and
 //! history Tapes) registered with UCX, and the client puts into them and
 //! gets from them with no copy on the server's side.
 //!
@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use allocator_api2::vec::Vec;
 use unimem::ucx::{Context, Descriptor, ErrorMode, Link, Registered, Remote};
-use unimem::{BlockOptions, Error, Layout, Pinning};
+use unimem::{BlockOptions, Error, Model, Pinning};
 
 /// Floats in the weight tensor (32 MiB) and in the history tensor (8 MiB).
 const WEIGHTS: usize = 8 << 20;
@@ -109,20 +109,21 @@ fn both(tls: &str) -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-/// The owner: tensors in a registered Layout, shared with one client.
+/// The owner: tensors in a registered Model, shared with one client.
 fn server(context: &Context, port: u16) -> Result<(), Error> {
     let worker = context.worker()?;
     let options = BlockOptions::new().pinning(Pinning::BestEffort).quiet(true);
-    let layout = Layout::new_with(
+    let model = Model::open_with(
         WEIGHTS * 4 + (1 << 20),
         1 << 20,
         HISTORY * 4 + (1 << 20),
         &options,
     )?;
-    let layout = Registered::new(context, layout)?;
-    let mut weights: Vec<f32, _> = Vec::with_capacity_in(WEIGHTS, layout.weights());
+    let model = Registered::new(context, model)?;
+    let mut weights: Vec<f32, _> = Vec::with_capacity_in(WEIGHTS, model.weights());
     weights.resize(WEIGHTS, 0.0);
-    let mut history: Vec<f32, _> = Vec::with_capacity_in(HISTORY, layout.history());
+    let talk = model.talk()?;
+    let mut history: Vec<f32, _> = Vec::with_capacity_in(HISTORY, talk.history());
     history.resize(HISTORY, 0.0);
 
     let listener = TcpListener::bind(("127.0.0.1", port)).map_err(|source| Error::Os {
@@ -136,8 +137,8 @@ fn server(context: &Context, port: u16) -> Result<(), Error> {
     println!("listening on {address}");
     let mut link = Link::accept(&listener, WAIT)?;
     link.send(&worker.address()?)?;
-    link.send(&layout.descriptor_of(&weights)?.to_bytes())?;
-    link.send(&layout.descriptor_of(&history)?.to_bytes())?;
+    link.send(&model.descriptor_of(&weights)?.to_bytes())?;
+    link.send(&model.descriptor_of(&history)?.to_bytes())?;
 
     // The client writes both tensors; this side serves it meanwhile, then
     // checks every value where it landed.
@@ -206,7 +207,7 @@ fn client(
 
     let rate = |took: Duration| bytes as f64 / took.as_secs_f64() / (1u64 << 20) as f64;
     println!(
-        "{transport}: wrote {} MiB into the server's Layout in {wrote:.2?} ({:.0} MiB/s), \
+        "{transport}: wrote {} MiB into the server's Model in {wrote:.2?} ({:.0} MiB/s), \
          read it back in {read_took:.2?} ({:.0} MiB/s), {}; server: {verdict}",
         bytes >> 20,
         rate(wrote),

@@ -21,7 +21,7 @@
 //! use unimem::cuda::{self, Registered};
 //!
 //! let ctx = cuda::context(0)?;
-//! let tape = Registered::new(&ctx, Tape::start(64 << 20)?)?;
+//! let tape = Registered::new(&ctx, Tape::open(64 << 20)?)?;
 //! let mut v: Vec<f32, _> = Vec::with_capacity_in(1024, &*tape);
 //! v.resize(1024, 0.0);
 //! let device_ptr = tape.device_slice(&v).expect("inside the registered Block");

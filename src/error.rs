@@ -99,6 +99,12 @@ pub enum Error {
         /// What is wrong with it.
         reason: &'static str,
     },
+    /// Something that exists once at a time is already in use (a
+    /// [`Model`](crate::Model)'s conversation, or its pass).
+    Busy {
+        /// What is in use.
+        what: &'static str,
+    },
     /// This platform's backend cannot do what was asked.
     Unsupported {
         /// What cannot be done.
@@ -222,6 +228,7 @@ impl fmt::Display for Error {
             ),
             Error::BadHandle { reason } => write!(f, "not a block handle: {reason}"),
             Error::InvalidArgument { reason } => write!(f, "invalid argument: {reason}"),
+            Error::Busy { what } => write!(f, "already in use: {what}"),
             Error::Unsupported { what } => write!(f, "not supported on this platform: {what}"),
             #[cfg(feature = "cuda")]
             Error::Cuda(error) => write!(f, "{error}"),
@@ -253,6 +260,7 @@ impl fmt::Debug for Error {
             Error::Registered => "Registered",
             Error::BadHandle { .. } => "BadHandle",
             Error::InvalidArgument { .. } => "InvalidArgument",
+            Error::Busy { .. } => "Busy",
             Error::Unsupported { .. } => "Unsupported",
             #[cfg(feature = "cuda")]
             Error::Cuda(_) => "Cuda",

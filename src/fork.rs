@@ -105,13 +105,10 @@ mod tests {
     fn the_handlers_take_and_give_back_every_lock() {
         let options = BlockOptions::new().pinning(Pinning::BestEffort).quiet(true);
         let heaps = [
-            Heap::lazy_with(1 << 20, options).open().unwrap(),
-            Heap::lazy_with(1 << 20, options)
-                .max_blocks(2)
-                .open()
-                .unwrap(),
+            Heap::lazy_with(1 << 20, options).open_now().unwrap(),
+            Heap::lazy_with(1 << 20, options).open_now().unwrap(),
         ];
-        let tape = Tape::start_with(4096, &options.capacity(4 << 20)).unwrap();
+        let tape = Tape::open_with(4096, &options.capacity(4 << 20)).unwrap();
         let layout = core::alloc::Layout::from_size_align(64 << 10, 8).unwrap();
         for after in [parent, child] {
             prepare();

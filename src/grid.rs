@@ -96,7 +96,7 @@ fn next_word(word: u64, index: u32) -> u64 {
 /// every cell was held (or a never-used cell's memory could not be
 /// committed).
 ///
-/// [`Grid::new`] commits every cell at once; a lazy Grid ([`Grid::lazy`])
+/// [`Grid::open`] commits every cell at once; a lazy Grid ([`Grid::lazy`])
 /// commits cells as they are first used. Giving back a cell twice through
 /// the allocator traits (or an address that is not a cell the Grid handed
 /// out) aborts the process with a message, as a double free in glibc does.
@@ -104,7 +104,7 @@ fn next_word(word: u64, index: u32) -> u64 {
 /// ```
 /// use unimem::{BlockOptions, Grid, Pinning};
 ///
-/// let grid = Grid::<4096, 8>::new_with(&BlockOptions::new().pinning(Pinning::BestEffort))?;
+/// let grid = Grid::<4096, 8>::open_with(&BlockOptions::new().pinning(Pinning::BestEffort))?;
 /// let cell = grid.take().expect("a free cell");
 /// assert_eq!(cell.address() as usize % 4096, 0);
 /// assert_eq!(grid.free(), 7);
@@ -261,12 +261,12 @@ impl<const CELL_SIZE: usize, const CELLS: usize> Grid<CELL_SIZE, CELLS> {
     /// A zero `CELL_SIZE` or `CELLS` is [`Error::ZeroSize`]; a Grid whose
     /// size overflows, or with more than `u32::MAX - 2` cells, is
     /// [`Error::GridSize`].
-    pub fn new() -> Result<Self, Error> {
-        Self::new_with(&BlockOptions::new())
+    pub fn open() -> Result<Self, Error> {
+        Self::open_with(&BlockOptions::new())
     }
 
-    /// As [`Grid::new`], opening the cells' Block with `options`.
-    pub fn new_with(options: &BlockOptions<'_>) -> Result<Self, Error> {
+    /// As [`Grid::open`], opening the cells' Block with `options`.
+    pub fn open_with(options: &BlockOptions<'_>) -> Result<Self, Error> {
         let geometry = Self::check_size()?;
         let grid = Grid {
             block: LazyBlock::ready(Block::open_with(
@@ -999,7 +999,7 @@ mod tests {
 
     #[test]
     fn cells_are_aligned_distinct_and_counted() {
-        let grid = Grid::<100, 16>::new_with(&options()).unwrap();
+        let grid = Grid::<100, 16>::open_with(&options()).unwrap();
         assert_eq!(grid.cell_size(), 112);
         assert_eq!(grid.cell_align(), 16);
         let cells: Vec<_> = (0..16).map(|_| grid.take().unwrap()).collect();
@@ -1019,36 +1019,36 @@ mod tests {
 
     #[test]
     fn small_cells_round_to_a_power_of_two() {
-        let grid = Grid::<3, 4>::new_with(&options()).unwrap();
+        let grid = Grid::<3, 4>::open_with(&options()).unwrap();
         assert_eq!(grid.cell_size(), 4);
         assert_eq!(grid.cell_align(), 4);
-        let grid = Grid::<4096, 2>::new_with(&options()).unwrap();
+        let grid = Grid::<4096, 2>::open_with(&options()).unwrap();
         assert_eq!(grid.cell_align(), 4096.min(page_size()));
     }
 
     #[test]
     fn bad_sizes_are_errors() {
         assert!(matches!(
-            Grid::<0, 4>::new_with(&options()),
+            Grid::<0, 4>::open_with(&options()),
             Err(Error::ZeroSize)
         ));
         assert!(matches!(
-            Grid::<64, 0>::new_with(&options()),
+            Grid::<64, 0>::open_with(&options()),
             Err(Error::ZeroSize)
         ));
         assert!(matches!(
-            Grid::<{ usize::MAX / 2 }, 4>::new_with(&options()),
+            Grid::<{ usize::MAX / 2 }, 4>::open_with(&options()),
             Err(Error::GridSize { cells: 4, .. })
         ));
         assert!(matches!(
-            Grid::<16, { u32::MAX as usize }>::new_with(&options()),
+            Grid::<16, { u32::MAX as usize }>::open_with(&options()),
             Err(Error::GridSize { .. })
         ));
     }
 
     #[test]
     fn a_given_cell_is_reused() {
-        let grid = Grid::<64, 2>::new_with(&options()).unwrap();
+        let grid = Grid::<64, 2>::open_with(&options()).unwrap();
         let a = grid.take().unwrap();
         let id = a.id();
         grid.give(a);
@@ -1058,7 +1058,7 @@ mod tests {
 
     #[test]
     fn cell_bytes_are_writable() {
-        let grid = Grid::<32, 2>::new_with(&options()).unwrap();
+        let grid = Grid::<32, 2>::open_with(&options()).unwrap();
         let mut cell = grid.take().unwrap();
         cell.as_uninit_mut().fill(MaybeUninit::new(0xAB));
         // SAFETY: every byte was just written.
@@ -1069,16 +1069,16 @@ mod tests {
     #[test]
     #[should_panic(expected = "belongs to the Grid")]
     fn giving_to_another_grid_panics() {
-        let a = Grid::<64, 2>::new_with(&options()).unwrap();
-        let b = Grid::<64, 2>::new_with(&options()).unwrap();
+        let a = Grid::<64, 2>::open_with(&options()).unwrap();
+        let b = Grid::<64, 2>::open_with(&options()).unwrap();
         let cell = a.take().unwrap();
         b.give(cell);
     }
 
     #[test]
     fn a_foreign_cell_returns_home() {
-        let a = Grid::<64, 2>::new_with(&options()).unwrap();
-        let b = Grid::<64, 2>::new_with(&options()).unwrap();
+        let a = Grid::<64, 2>::open_with(&options()).unwrap();
+        let b = Grid::<64, 2>::open_with(&options()).unwrap();
         let cell = a.take().unwrap();
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| b.give(cell)));
         assert!(result.is_err());
@@ -1093,7 +1093,7 @@ mod tests {
     /// put cell 1, which is held, back on top.
     #[test]
     fn a_stalled_pop_cannot_reinstall_a_taken_cell() {
-        let grid = Grid::<64, 3>::new_with(&options()).unwrap();
+        let grid = Grid::<64, 3>::open_with(&options()).unwrap();
         let links = grid.parts().unwrap().lists.links;
         fill_list(&grid, 3);
         let stale = grid.head.load(Ordering::Acquire);
@@ -1120,7 +1120,7 @@ mod tests {
     /// cell given to the list and taken again.
     #[test]
     fn an_empty_word_refilled_between_passes_is_a_change() {
-        let grid = Grid::<64, 2>::new_with(&options()).unwrap();
+        let grid = Grid::<64, 2>::open_with(&options()).unwrap();
         let lists = grid.parts().unwrap().lists;
         let links = lists.links;
         fill_list(&grid, 2);
@@ -1181,7 +1181,7 @@ mod tests {
 
     #[test]
     fn a_thread_takes_from_its_slot_then_the_list() {
-        let grid = Grid::<64, 4>::new_with(&options()).unwrap();
+        let grid = Grid::<64, 4>::open_with(&options()).unwrap();
         let (a, b) = (grid.take().unwrap(), grid.take().unwrap());
         let (ia, ib) = (a.id(), b.id());
         assert!(thread::tag() <= SLOTS, "a test thread has a slot");
@@ -1201,7 +1201,7 @@ mod tests {
     /// empty, while that thread lives and after it exits.
     #[test]
     fn cells_in_other_threads_slots_are_taken() {
-        let grid = Grid::<64, 3>::new_with(&options()).unwrap();
+        let grid = Grid::<64, 3>::open_with(&options()).unwrap();
         let (parked_tx, parked_rx) = std::sync::mpsc::channel();
         let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
         std::thread::scope(|s| {
@@ -1281,7 +1281,7 @@ mod tests {
             }) => assert_eq!((*cell_size, *cells), (usize::MAX, 1)),
             other => panic!("{other:?}"),
         }
-        match Grid::<16, { u32::MAX as usize }>::new_with(&options()) {
+        match Grid::<16, { u32::MAX as usize }>::open_with(&options()) {
             Err(error @ Error::GridSize { cells, .. }) => {
                 assert_eq!(cells, u32::MAX as usize);
                 assert!(error.to_string().contains("cells"), "{error}");

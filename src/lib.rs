@@ -42,7 +42,7 @@
 //! use allocator_api2::vec::Vec;
 //! use unimem::{BlockOptions, Pinning, Tape};
 //!
-//! let tape = Tape::start_with(1 << 20, &BlockOptions::new().pinning(Pinning::BestEffort))?;
+//! let tape = Tape::open_with(1 << 20, &BlockOptions::new().pinning(Pinning::BestEffort))?;
 //! let mut v = Vec::new_in(&tape);
 //! v.extend_from_slice(&[1.0f32, 2.0, 3.0]);
 //! assert!(tape.owns(v.as_ptr()));
@@ -61,13 +61,13 @@ mod fork;
 mod global;
 mod grid;
 mod heap;
-mod layout;
 mod lazy;
 mod local;
 mod lock;
 #[cfg(all(feature = "metal", target_vendor = "apple"))]
 pub mod metal;
 mod misuse;
+mod model;
 mod once;
 pub mod register;
 mod stderr;
@@ -78,15 +78,20 @@ pub mod ucx;
 #[cfg(feature = "vulkan")]
 pub mod vulkan;
 
+/// The `allocator-api2` series whose `Allocator` trait Tape, Grid and Heap
+/// implement (0.2, the one hashbrown takes): `unimem::allocator_api2::vec::Vec`
+/// always matches, whatever version a plain `cargo add allocator-api2` picks.
+pub use allocator_api2;
+
 pub use alloc::Exhaustion;
 #[cfg(all(target_vendor = "apple", not(miri)))]
 pub use block::IOSurfaceRef;
 pub use block::{Block, BlockOptions, Export, Pages, Pinning, Region, page_size};
 pub use error::Error;
 pub use grid::{Cell, Grid};
-pub use heap::{Heap, HeapStats, MAX_BLOCKS, MIN_BLOCK, TRIM_KEEP, TRIM_KEEP_MAX, TRIM_THRESHOLD};
-pub use layout::{Layout, Split};
+pub use heap::{Heap, HeapStats};
 pub use local::TapeLocal;
+pub use model::{Model, Pass, Talk};
 pub use tape::Tape;
 
 /// The README's examples, compiled and run as doctests.

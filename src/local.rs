@@ -25,7 +25,7 @@ use crate::alloc::{Engine, Exhaustion};
 /// use allocator_api2::vec::Vec;
 /// use unimem::{BlockOptions, Pinning, Tape};
 ///
-/// let tape = Tape::start_with(1 << 20, &BlockOptions::new().pinning(Pinning::BestEffort))?;
+/// let tape = Tape::open_with(1 << 20, &BlockOptions::new().pinning(Pinning::BestEffort))?;
 /// std::thread::scope(|s| {
 ///     for t in 0..4u32 {
 ///         let tape = &tape;
@@ -186,7 +186,7 @@ mod tests {
     use crate::{BlockOptions, Pinning};
 
     fn tape(bytes: usize) -> Tape {
-        Tape::start_with(bytes, &BlockOptions::new().pinning(Pinning::BestEffort)).unwrap()
+        Tape::open_with(bytes, &BlockOptions::new().pinning(Pinning::BestEffort)).unwrap()
     }
 
     #[test]

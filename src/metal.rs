@@ -20,7 +20,7 @@
 //! use unimem::metal::{self, Registered};
 //!
 //! let device = metal::system_default()?;
-//! let tape = Registered::new(&device, Tape::start(16 << 20)?)?;
+//! let tape = Registered::new(&device, Tape::open(16 << 20)?)?;
 //! let mut v: Vec<f32, _> = Vec::with_capacity_in(1024, &*tape);
 //! v.resize(1024, 0.0);
 //! let (buffer, offset) = tape.buffer_of(&v).expect("in the Block");

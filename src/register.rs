@@ -24,7 +24,7 @@ use core::ptr::NonNull;
 
 use crate::block::{Watch, Watcher};
 use crate::lock::SpinLock;
-use crate::{Block, Error, Grid, Heap, Layout, Region, Tape};
+use crate::{Block, Error, Grid, Heap, Model, Region, Tape};
 
 /// What a registration does with a device or a peer: implemented by this
 /// crate's registrations (`cuda::Cuda` with feature `cuda`), and open to
@@ -167,9 +167,9 @@ impl Regions for Heap {
     }
 }
 
-impl Regions for Layout {
+impl Regions for Model {
     fn for_each_region(&self, f: &mut dyn FnMut(&Region)) {
-        for tape in [self.weights(), self.scratch(), self.history()] {
+        for tape in self.each_tape() {
             tape.for_each_region(f);
         }
     }
@@ -482,13 +482,13 @@ impl<B: Backend> Registered<Tape, B> {
     }
 }
 
-impl<B: Backend> Registered<Layout, B> {
-    /// [`Layout::clear_pass`], keeping the registration.
+impl<B: Backend> Registered<Model, B> {
+    /// [`Model::clear_pass`], keeping the registration.
     pub fn clear_pass(&mut self) {
         self.inner_mut().clear_pass();
     }
 
-    /// [`Layout::clear_talk`], keeping the registration.
+    /// [`Model::clear_talk`], keeping the registration.
     pub fn clear_talk(&mut self) {
         self.inner_mut().clear_talk();
     }
@@ -568,7 +568,7 @@ mod tests {
 
     #[test]
     fn later_commits_are_registered_before_they_are_used() {
-        let tape = Tape::start_with(1 << 20, &options().capacity(16 << 20)).unwrap();
+        let tape = Tape::open_with(1 << 20, &options().capacity(16 << 20)).unwrap();
         let registered = Registered::with_backend(Recorder::default(), tape).unwrap();
         assert_eq!(
             registered.backend().registered.load(Ordering::Relaxed),

@@ -31,7 +31,7 @@ use crate::{Block, BlockOptions, Error, Region};
 /// ```
 /// use unimem::{BlockOptions, Pinning, Tape};
 ///
-/// let mut tape = Tape::start_with(1 << 20, &BlockOptions::new().pinning(Pinning::BestEffort))?;
+/// let mut tape = Tape::open_with(1 << 20, &BlockOptions::new().pinning(Pinning::BestEffort))?;
 /// let a = tape.take(100, 64).expect("room for 100 bytes");
 /// assert_eq!(a as usize % 64, 0);
 /// assert!(tape.owns(a));
@@ -53,22 +53,23 @@ impl Tape {
     /// huge page), or what one take needs, up to the capacity.
     pub const COMMIT_STEP: usize = crate::block::COMMIT_STEP;
 
-    /// Opens a pinned Block of at least `bytes` bytes, all committed, and
-    /// starts a Tape over it.
-    pub fn start(bytes: usize) -> Result<Tape, Error> {
-        Tape::start_with(bytes, &BlockOptions::new())
+    /// Opens a Block of at least `bytes` bytes, all committed, and a Tape
+    /// over it, with the default [`BlockOptions`] (pinned where the
+    /// locked-memory limit allows).
+    pub fn open(bytes: usize) -> Result<Tape, Error> {
+        Tape::open_with(bytes, &BlockOptions::new())
     }
 
-    /// As [`Tape::start`], opening the Block with `options`: with
+    /// As [`Tape::open`], opening the Block with `options`: with
     /// [`BlockOptions::capacity`] larger than `bytes`, the Tape commits
     /// `bytes` now and grows in place up to the capacity.
-    pub fn start_with(bytes: usize, options: &BlockOptions<'_>) -> Result<Tape, Error> {
-        Ok(Tape::over(Block::open_with(bytes, options)?))
+    pub fn open_with(bytes: usize, options: &BlockOptions<'_>) -> Result<Tape, Error> {
+        Ok(Tape::from_block(Block::open_with(bytes, options)?))
     }
 
-    /// Starts a Tape over an open Block (one attached from another process,
-    /// for instance). The Tape takes from its first byte.
-    pub fn over(block: Block) -> Tape {
+    /// A Tape over an open Block (one attached from another process, for
+    /// instance). The Tape takes from its first byte.
+    pub fn from_block(block: Block) -> Tape {
         Tape {
             cursor: CachePadded::new(AtomicUsize::new(0)),
             block: LazyBlock::ready(block),
@@ -245,6 +246,20 @@ impl Tape {
         self.block.force().map(|block| &**block)
     }
 
+    /// `clear` through a shared reference, for owners that prove by other
+    /// means that nothing of the Tape is alive ([`Model`](crate::Model)'s
+    /// guards).
+    ///
+    /// # Safety
+    /// No allocation of the Tape is alive or used again, and no other
+    /// thread takes from it during the call.
+    pub(crate) unsafe fn clear_shared(&self) {
+        // Release: pairs with the Acquire of the next take's compare-exchange
+        // (`move_cursor`, `bump`), so that what was done with the old
+        // allocations happens before their bytes are handed out again.
+        self.cursor.store(0, Ordering::Release);
+    }
+
     /// Forgets every allocation: the next take starts at the Block's first
     /// byte again. Takes `&mut self`, so no allocation (and no collection
     /// borrowing the Tape) can outlive it. What is committed stays
@@ -290,6 +305,13 @@ impl Tape {
         self.cursor
             .compare_exchange(from, to, Ordering::AcqRel, Ordering::Relaxed)
             .is_ok()
+    }
+}
+
+impl From<Block> for Tape {
+    /// [`Tape::from_block`].
+    fn from(block: Block) -> Tape {
+        Tape::from_block(block)
     }
 }
 
@@ -359,7 +381,7 @@ mod tests {
     use crate::Pinning;
 
     fn tape(bytes: usize) -> Tape {
-        Tape::start_with(bytes, &BlockOptions::new().pinning(Pinning::BestEffort)).unwrap()
+        Tape::open_with(bytes, &BlockOptions::new().pinning(Pinning::BestEffort)).unwrap()
     }
 
     #[test]

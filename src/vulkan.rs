@@ -24,7 +24,7 @@
 //! use unimem::vulkan::{Device, Registered};
 //!
 //! let device = Device::open()?; // the first device that can import host memory
-//! let tape = Registered::new(&device, Tape::start(16 << 20)?)?;
+//! let tape = Registered::new(&device, Tape::open(16 << 20)?)?;
 //! let mut v: Vec<u32, _> = Vec::with_capacity_in(1 << 20, &*tape);
 //! v.resize(1 << 20, 0);
 //! let range = tape.buffer_slice(&v).expect("in an imported part");

@@ -14,7 +14,7 @@ fn options() -> BlockOptions<'static> {
 }
 
 fn tape(bytes: usize) -> Tape {
-    Tape::start_with(bytes, &options()).unwrap()
+    Tape::open_with(bytes, &options()).unwrap()
 }
 
 #[test]
@@ -40,7 +40,7 @@ fn collections_live_in_a_tape() {
 
 #[test]
 fn collections_live_in_a_grid() {
-    let grid = Grid::<4096, 64>::new_with(&options()).unwrap();
+    let grid = Grid::<4096, 64>::open_with(&options()).unwrap();
     let mut v: Vec<u8, _> = Vec::with_capacity_in(100, &grid);
     v.extend_from_slice(&[1; 100]);
     assert!(grid.owns(v.as_ptr()));
@@ -159,7 +159,7 @@ fn zero_sized_requests_take_nothing() {
     assert_eq!(v.len(), 1000);
     assert_eq!(tape.used(), 0);
 
-    let grid = Grid::<64, 1>::new_with(&options()).unwrap();
+    let grid = Grid::<64, 1>::open_with(&options()).unwrap();
     let block = grid.allocate(layout).unwrap();
     assert_eq!(block.len(), 0);
     assert_eq!(grid.free(), 1);
@@ -232,9 +232,9 @@ fn zeroed_slices_are_zero_to_the_end(allocator: &impl Allocator, size: usize) ->
 
 #[test]
 fn allocate_zeroed_zeroes_the_whole_returned_slice() {
-    let grid = Grid::<256, 4>::new_with(&options()).unwrap();
+    let grid = Grid::<256, 4>::open_with(&options()).unwrap();
     assert_eq!(zeroed_slices_are_zero_to_the_end(&grid, 10), 256);
-    let heap = Heap::lazy_with(4 << 20, options()).open().unwrap();
+    let heap = Heap::lazy_with(4 << 20, options()).open_now().unwrap();
     assert_eq!(zeroed_slices_are_zero_to_the_end(&heap, 33), 40);
     assert_eq!(zeroed_slices_are_zero_to_the_end(&heap, 40_000), 40_960);
     // grow_zeroed in place: from the old size to the returned end.
@@ -266,7 +266,7 @@ fn a_full_tape_fails_or_spills() {
     assert_eq!(tape.allocate(big), Err(AllocError));
     assert_eq!(tape.used(), 0);
 
-    let spilling = Tape::start_with(4096, &options())
+    let spilling = Tape::open_with(4096, &options())
         .unwrap()
         .on_exhaustion(Exhaustion::Spill);
     let block = spilling.allocate(big).unwrap();
@@ -287,7 +287,7 @@ fn a_full_tape_fails_or_spills() {
 
 #[test]
 fn grid_takes_what_fits_and_refuses_the_rest() {
-    let grid = Grid::<256, 4>::new_with(&options()).unwrap();
+    let grid = Grid::<256, 4>::open_with(&options()).unwrap();
     let fits = Layout::from_size_align(256, 16).unwrap();
     let block = grid.allocate(fits).unwrap();
     assert_eq!(block.len(), grid.cell_size());
@@ -324,7 +324,7 @@ fn grid_takes_what_fits_and_refuses_the_rest() {
 
 #[test]
 fn a_grid_that_spills_serves_large_requests_from_the_system() {
-    let grid = Grid::<64, 2>::new_with(&options()).unwrap().spill();
+    let grid = Grid::<64, 2>::open_with(&options()).unwrap().spill();
     let large = Layout::from_size_align(1000, 8).unwrap();
     let block = grid.allocate(large).unwrap();
     assert!(!grid.owns(block.cast::<u8>().as_ptr()));
@@ -340,7 +340,7 @@ fn the_0_4_allocator_trait_is_implemented() {
     let mut v = allocator_api2_04::vec::Vec::new_in(&tape);
     v.extend_from_slice(&[1u8, 2, 3]);
     assert!(tape.owns(v.as_ptr()));
-    let grid = Grid::<64, 4>::new_with(&options()).unwrap();
+    let grid = Grid::<64, 4>::open_with(&options()).unwrap();
     let b = allocator_api2_04::boxed::Box::new_in(5u32, &grid);
     assert!(grid.owns(&*b));
 }

@@ -47,7 +47,7 @@ fn kernels_write_and_read_a_vec_in_a_registered_tape() {
     let add = module.load_function("add_scalar").unwrap();
     let stream = ctx.default_stream();
 
-    let tape = Registered::new(&ctx, Tape::start_with(64 << 20, &options()).unwrap()).unwrap();
+    let tape = Registered::new(&ctx, Tape::open_with(64 << 20, &options()).unwrap()).unwrap();
     const N: usize = 1 << 20;
     let n = N as u32;
     let mut values: Vec<f32, _> = Vec::with_capacity_in(N, &*tape);
@@ -115,7 +115,7 @@ fn blocks_register_in_chunks_and_stay_contiguous() {
     let module = ctx.load_module(Ptx::from_src(PTX)).unwrap();
     let write = module.load_function("write_affine").unwrap();
     let stream = ctx.default_stream();
-    let tape = Tape::start_with(16 << 20, &options()).unwrap();
+    let tape = Tape::open_with(16 << 20, &options()).unwrap();
     let tape = Registered::with_chunk_size(&ctx, tape, 1 << 20).unwrap();
     assert_eq!(tape.chunks(), 16);
     // A Vec that spans every chunk boundary.
@@ -154,7 +154,7 @@ fn grid_cells_have_device_addresses() {
     let module = ctx.load_module(Ptx::from_src(PTX)).unwrap();
     let write = module.load_function("write_affine").unwrap();
     let stream = ctx.default_stream();
-    let grid = Registered::new(&ctx, Grid::<4096, 8>::new_with(&options()).unwrap()).unwrap();
+    let grid = Registered::new(&ctx, Grid::<4096, 8>::open_with(&options()).unwrap()).unwrap();
     let cells: std::vec::Vec<_> = (0..8).map(|_| grid.take().unwrap()).collect();
     for (k, cell) in cells.iter().enumerate() {
         let device = grid.device_range(cell.address(), 4096).unwrap();

@@ -113,7 +113,7 @@ fn fake_device_addresses_are_asked_of_the_driver() {
     }
     configure(false, 0);
     let ctx = cuda::context(0).unwrap();
-    let tape = Tape::start_with(1 << 20, &options()).unwrap();
+    let tape = Tape::open_with(1 << 20, &options()).unwrap();
     let tape = Registered::with_chunk_size(&ctx, tape, 256 << 10).unwrap();
     assert_eq!(tape.chunks(), 4);
     assert_eq!(registered_bytes(), 1 << 20);
@@ -214,7 +214,7 @@ fn fake_zero_chunk_sizes_and_unopened_blocks_are_errors() {
         return;
     }
     let ctx = cuda::context(0).unwrap();
-    let tape = Tape::start_with(4096, &options()).unwrap();
+    let tape = Tape::open_with(4096, &options()).unwrap();
     assert!(matches!(
         Registered::with_chunk_size(&ctx, tape, 0),
         Err(Error::ZeroSize)
@@ -234,7 +234,7 @@ fn fake_memory_committed_later_is_registered_as_it_is_committed() {
     }
     configure(false, 0);
     let ctx = cuda::context(0).unwrap();
-    let tape = Tape::start_with(1 << 20, &options().capacity(64 << 20)).unwrap();
+    let tape = Tape::open_with(1 << 20, &options().capacity(64 << 20)).unwrap();
     let tape = Registered::new(&ctx, tape).unwrap();
     assert_eq!(registered_bytes(), 1 << 20);
     let p = tape.take(10 << 20, 64).unwrap();
@@ -253,10 +253,7 @@ fn fake_memory_committed_later_is_registered_as_it_is_committed() {
     assert_eq!(registered_bytes(), 0);
 
     // A Heap's arenas opened after the registration are registered too.
-    let heap = Heap::lazy_with(4 << 20, options())
-        .max_blocks(3)
-        .open()
-        .unwrap();
+    let heap = Heap::lazy_with(4 << 20, options()).open_now().unwrap();
     let heap = Registered::new(&ctx, heap).unwrap();
     let layout = std::alloc::Layout::from_size_align(3 << 20, 4096).unwrap();
     let first = allocator_api2::alloc::Allocator::allocate(&*heap, layout).unwrap();

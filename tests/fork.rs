@@ -19,7 +19,7 @@ const DEADLINE: Duration = Duration::from_secs(20);
 
 #[test]
 fn a_childs_writes_to_a_tape_never_reach_the_parent() {
-    let tape = Tape::start_with(1 << 20, &options().capacity(64 << 20)).unwrap();
+    let tape = Tape::open_with(1 << 20, &options().capacity(64 << 20)).unwrap();
     let mut v: Vec<u64, _> = Vec::with_capacity_in(1000, &tape);
     v.extend(0..1000);
     let used = tape.used();
@@ -41,7 +41,7 @@ fn a_childs_writes_to_a_tape_never_reach_the_parent() {
 
 #[test]
 fn a_childs_writes_to_a_grid_never_reach_the_parent() {
-    let grid = Grid::<256, 64>::new_with(&options()).unwrap();
+    let grid = Grid::<256, 64>::open_with(&options()).unwrap();
     let mut cell = grid.take().unwrap();
     cell.as_uninit_mut().fill(std::mem::MaybeUninit::new(1));
     let address = cell.address();
@@ -63,7 +63,7 @@ fn a_childs_writes_to_a_grid_never_reach_the_parent() {
 
 #[test]
 fn a_child_allocates_and_frees_in_its_copy_of_a_heap() {
-    let heap = Heap::lazy_with(64 << 20, options()).open().unwrap();
+    let heap = Heap::lazy_with(64 << 20, options()).open_now().unwrap();
     let mut small: Vec<u32, _> = Vec::new_in(&heap);
     small.extend(0..100);
     let mut large: Vec<u8, _> = Vec::new_in(&heap);

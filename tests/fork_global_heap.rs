@@ -24,7 +24,7 @@ use common::fork::{Ended, fork, wait};
 use unimem::{BlockOptions, Heap};
 
 #[global_allocator]
-static HEAP: Heap = Heap::lazy_with(64 << 20, BlockOptions::lazy().quiet(true)).max_blocks(8);
+static HEAP: Heap = Heap::lazy_with(64 << 20, BlockOptions::lazy().quiet(true));
 
 const FORKS: usize = 200;
 const DEADLINE: Duration = Duration::from_secs(20);

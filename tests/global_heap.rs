@@ -23,8 +23,7 @@ static HEAP: Heap = Heap::lazy_with(
     BlockOptions::new()
         .pinning(Pinning::BestEffort)
         .label("unimem-global-heap"),
-)
-.max_blocks(2);
+);
 
 /// Bytes requested so far.
 static ASKED: AtomicUsize = AtomicUsize::new(0);

@@ -59,7 +59,7 @@ impl Live {
 #[test]
 fn a_tape_grows_far_past_its_first_commit_in_place() {
     let _one_at_a_time = LOCKED.lock().unwrap();
-    let tape = Tape::start_with(1 << 20, &options().capacity(1 << 30)).unwrap();
+    let tape = Tape::open_with(1 << 20, &options().capacity(1 << 30)).unwrap();
     let base = tape.block().as_ptr();
     assert_eq!(tape.committed(), 1 << 20);
     let mut live = Vec::new();
@@ -78,7 +78,7 @@ fn a_tape_grows_far_past_its_first_commit_in_place() {
 #[test]
 fn a_heap_grows_far_past_its_first_commit_and_gives_memory_back() {
     let _one_at_a_time = LOCKED.lock().unwrap();
-    let heap = Heap::lazy_with(1 << 30, options()).open().unwrap();
+    let heap = Heap::lazy_with(1 << 30, options()).open_now().unwrap();
     let first = heap.stats();
     assert!(first.committed <= 4 << 20, "starts small: {first:?}");
     let mut live = Vec::new();
@@ -103,7 +103,7 @@ fn a_heap_grows_far_past_its_first_commit_and_gives_memory_back() {
     }
     let freed = heap.stats();
     assert!(
-        freed.committed <= unimem::TRIM_KEEP + (8 << 20),
+        freed.committed <= unimem::Heap::TRIM_KEEP + (8 << 20),
         "a burst that ends gives its memory back: {freed:?}"
     );
     heap.trim();
@@ -121,7 +121,7 @@ fn a_heap_grows_far_past_its_first_commit_and_gives_memory_back() {
 #[test]
 fn a_tape_clear_can_give_its_pages_back() {
     let _one_at_a_time = LOCKED.lock().unwrap();
-    let mut tape = Tape::start_with(1 << 20, &options().capacity(256 << 20)).unwrap();
+    let mut tape = Tape::open_with(1 << 20, &options().capacity(256 << 20)).unwrap();
     let big = Live::new(&tape, 64 << 20, 1);
     big.check();
     assert!(tape.committed() >= 64 << 20);
@@ -141,7 +141,7 @@ fn a_tape_clear_can_give_its_pages_back() {
 fn locked_memory_follows_what_is_committed() {
     let _one_at_a_time = LOCKED.lock().unwrap();
     let limit = unimem_memlock_limit();
-    let mut tape = Tape::start_with(0, &options().capacity(64 << 20)).unwrap();
+    let mut tape = Tape::open_with(0, &options().capacity(64 << 20)).unwrap();
     let before = vm_lck();
     let a = Live::new(&tape, 3 << 20, 1);
     let after = vm_lck();
@@ -177,7 +177,7 @@ fn unimem_memlock_limit() -> Option<u64> {
 #[test]
 fn a_heaps_locked_memory_falls_when_it_trims() {
     let _one_at_a_time = LOCKED.lock().unwrap();
-    let heap = Heap::lazy_with(256 << 20, options()).open().unwrap();
+    let heap = Heap::lazy_with(256 << 20, options()).open_now().unwrap();
     let before = vm_lck();
     let burst: Vec<Live> = (0..40).map(|i| Live::new(&heap, 1 << 20, i)).collect();
     let grown = vm_lck();
@@ -192,7 +192,7 @@ fn a_heaps_locked_memory_falls_when_it_trims() {
     heap.trim();
     let after = vm_lck();
     assert!(
-        after <= before + unimem::TRIM_KEEP,
+        after <= before + unimem::Heap::TRIM_KEEP,
         "locked memory falls after the burst: {before} -> {grown} -> {after}"
     );
 }
@@ -204,7 +204,7 @@ fn a_heaps_locked_memory_falls_when_it_trims() {
 #[test]
 fn free_memory_inside_an_arena_is_given_back_and_taken_back() {
     let _one_at_a_time = LOCKED.lock().unwrap();
-    let heap = Heap::lazy_with(256 << 20, options()).open().unwrap();
+    let heap = Heap::lazy_with(256 << 20, options()).open_now().unwrap();
     let base = vm_lck();
     let burst: Vec<Live> = (0..40).map(|i| Live::new(&heap, 1 << 20, i)).collect();
     let top = Live::new(&heap, 1 << 20, 99);
@@ -218,7 +218,7 @@ fn free_memory_inside_an_arena_is_given_back_and_taken_back() {
     let block = heap.try_block().unwrap();
     assert!(block.discarded() > 30 << 20, "{freed:?}, {block:?}");
     assert!(
-        freed.committed <= (1 << 20) + unimem::TRIM_KEEP + (2 << 20),
+        freed.committed <= (1 << 20) + unimem::Heap::TRIM_KEEP + (2 << 20),
         "given back below the live allocation: {grown:?} -> {freed:?}"
     );
     let pinned_all = unimem_memlock_limit().is_none();
@@ -238,7 +238,7 @@ fn free_memory_inside_an_arena_is_given_back_and_taken_back() {
     let reused = heap.stats();
     assert!(reused.committed >= 41 << 20, "{reused:?}");
     assert!(
-        reused.committed <= grown.committed + unimem::TRIM_KEEP,
+        reused.committed <= grown.committed + unimem::Heap::TRIM_KEEP,
         "{reused:?}"
     );
     if pinned_all {
@@ -254,7 +254,7 @@ fn free_memory_inside_an_arena_is_given_back_and_taken_back() {
 #[test]
 fn a_heap_keeps_more_free_memory_once_it_comes_back_for_it() {
     let _one_at_a_time = LOCKED.lock().unwrap();
-    let heap = Heap::lazy_with(256 << 20, options()).open().unwrap();
+    let heap = Heap::lazy_with(256 << 20, options()).open_now().unwrap();
     let mut kept = Vec::new();
     for round in 0..6u8 {
         let burst: Vec<Live> = (0..40)
@@ -268,7 +268,7 @@ fn a_heap_keeps_more_free_memory_once_it_comes_back_for_it() {
         kept.push(heap.stats().committed);
     }
     assert!(
-        kept[0] <= unimem::TRIM_THRESHOLD,
+        kept[0] <= unimem::Heap::TRIM_THRESHOLD,
         "the first burst is given back: {kept:?}"
     );
     assert!(
@@ -277,7 +277,7 @@ fn a_heap_keeps_more_free_memory_once_it_comes_back_for_it() {
     );
     assert!(
         kept.iter()
-            .all(|&k| k <= unimem::TRIM_KEEP_MAX + unimem::TRIM_THRESHOLD),
+            .all(|&k| k <= unimem::Heap::TRIM_KEEP_MAX + unimem::Heap::TRIM_THRESHOLD),
         "{kept:?}"
     );
     heap.trim();

@@ -55,7 +55,7 @@ fn touch(ptr: NonNull<[u8]>, seed: u8) {
 #[test]
 fn stats_is_sound_while_the_heap_trims() {
     let heap = Heap::lazy_with(256 << 20, BlockOptions::lazy().quiet(true).prefault(false))
-        .open()
+        .open_now()
         .unwrap();
     let stop = AtomicBool::new(false);
     let seconds = std::env::var("UNIMEM_TRIM_RACE_SECONDS")
@@ -180,7 +180,7 @@ fn a_registered_heaps_trims_keep_pinning_and_counts_true() {
         .prefault(true)
         .pages(Pages::Base)
         .quiet(true);
-    let heap = Heap::lazy_with(512 << 20, options).open().unwrap();
+    let heap = Heap::lazy_with(512 << 20, options).open_now().unwrap();
     let big = Layout::from_size_align(100 << 20, 8).unwrap();
     let small = Layout::from_size_align(64 << 10, 8).unwrap();
     let a = heap.allocate(big).unwrap();

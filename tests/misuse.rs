@@ -77,8 +77,8 @@ fn child_misuses() {
     let Ok(case) = std::env::var(CASE) else {
         return;
     };
-    let heap = Heap::lazy_with(8 << 20, options()).open().unwrap();
-    let grid = Grid::<64, 16>::new_with(&options()).unwrap();
+    let heap = Heap::lazy_with(8 << 20, options()).open_now().unwrap();
+    let grid = Grid::<64, 16>::open_with(&options()).unwrap();
     let small = Layout::from_size_align(64, 8).unwrap();
     let large = Layout::from_size_align(1 << 20, 8).unwrap();
     // SAFETY: none: each case breaks the contract on purpose, and the

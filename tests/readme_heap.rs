@@ -9,7 +9,7 @@ use unimem::Heap;
 // A whole program on pinned memory: arenas of 256 MiB of address space,
 // committed as they are used, up to 4 of them, then the system allocator.
 #[global_allocator]
-static HEAP: Heap = Heap::lazy(256 << 20).max_blocks(4).spill();
+static HEAP: Heap = Heap::lazy(256 << 20);
 
 fn main() {
     let v: Vec<u64> = (0..1000).collect();

@@ -115,10 +115,7 @@ fn rounds(normal: usize) -> usize {
 
 #[test]
 fn heap_threads_free_each_others_memory() {
-    let heap = Heap::lazy_with(16 << 20, options())
-        .max_blocks(2)
-        .open()
-        .unwrap();
+    let heap = Heap::lazy_with(16 << 20, options()).open_now().unwrap();
     churn(&heap, rounds(20_000), |i| match i % 50 {
         0 => 40_000 + i % 20_000,
         1..=9 => 1000 + i % 7000,
@@ -129,14 +126,14 @@ fn heap_threads_free_each_others_memory() {
 
 #[test]
 fn grid_threads_free_each_others_cells() {
-    let grid = Grid::<512, 256>::new_with(&options()).unwrap();
+    let grid = Grid::<512, 256>::open_with(&options()).unwrap();
     churn(&grid, rounds(20_000), |i| 1 + i % 512);
     assert_eq!(grid.free(), 256, "every cell came back");
 }
 
 #[test]
 fn tape_threads_free_each_others_memory() {
-    let tape = Tape::start_with(64 << 20, &options()).unwrap();
+    let tape = Tape::open_with(64 << 20, &options()).unwrap();
     churn(&tape, rounds(5_000), |i| 1 + i % 1000);
     assert!(tape.used() <= tape.total());
 }
@@ -147,7 +144,7 @@ fn tape_threads_free_each_others_memory() {
 /// crash on Linux, where the pages become inaccessible).
 #[test]
 fn heap_stats_beside_trims() {
-    let heap = Heap::lazy_with(8 << 20, options()).open().unwrap();
+    let heap = Heap::lazy_with(8 << 20, options()).open_now().unwrap();
     let done = std::sync::atomic::AtomicBool::new(false);
     thread::scope(|s| {
         s.spawn(|| {

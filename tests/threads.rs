@@ -15,7 +15,7 @@ const THREADS: usize = 8;
 #[test]
 fn threads_taking_from_one_tape_get_disjoint_ranges() {
     let bytes = if cfg!(miri) { 32 << 10 } else { 4 << 20 };
-    let tape = Tape::start_with(bytes, &options()).unwrap();
+    let tape = Tape::open_with(bytes, &options()).unwrap();
     let barrier = Barrier::new(THREADS);
     let ranges: Vec<Vec<(usize, usize)>> = thread::scope(|s| {
         let handles: Vec<_> = (0..THREADS)
@@ -101,7 +101,7 @@ fn every_cell_is_back<const CELLS: usize>(grid: &Grid<64, CELLS>) {
 fn threads_cycling_one_grid_never_share_a_cell() {
     const CELLS: usize = 32;
     const _: () = assert!(THREADS * 3 < CELLS);
-    let grid = Grid::<64, CELLS>::new_with(&options()).unwrap();
+    let grid = Grid::<64, CELLS>::open_with(&options()).unwrap();
     let held: Vec<AtomicBool> = (0..CELLS).map(|_| AtomicBool::new(false)).collect();
     let rounds = if cfg!(miri) { 50 } else { 20_000 };
     thread::scope(|s| {
@@ -147,7 +147,7 @@ fn threads_cycling_one_grid_never_share_a_cell() {
 fn takers_find_cells_parked_by_other_threads() {
     const PAIRS: usize = THREADS / 2;
     const CELLS: usize = PAIRS * 3 + 1;
-    let grid = Grid::<64, CELLS>::new_with(&options()).unwrap();
+    let grid = Grid::<64, CELLS>::open_with(&options()).unwrap();
     let held: Vec<AtomicBool> = (0..CELLS).map(|_| AtomicBool::new(false)).collect();
     let rounds = if cfg!(miri) { 30 } else { 50_000 };
     thread::scope(|s| {

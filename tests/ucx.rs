@@ -185,7 +185,7 @@ fn owner(test: &str, tls: &str) {
 
     // A Vec<f32> in a Tape, with a guard allocation right after it: inside
     // the same registered range, so only the range check keeps peers off it.
-    let tape = Tape::start_with(8 << 20, &options()).unwrap();
+    let tape = Tape::open_with(8 << 20, &options()).unwrap();
     let tape = Registered::new(&context, tape).unwrap();
     let mut floats: Vec<f32, _> = Vec::with_capacity_in(FLOATS, &*tape);
     floats.resize(FLOATS, -1.0);
@@ -194,7 +194,7 @@ fn owner(test: &str, tls: &str) {
 
     // A HashMap in a Heap registered before the map exists: the memory it
     // commits for the map and its values is mapped as it is committed.
-    let heap = Heap::lazy_with(64 << 20, options()).open().unwrap();
+    let heap = Heap::lazy_with(64 << 20, options()).open_now().unwrap();
     let heap = Registered::new(&context, heap).unwrap();
     let mut map: HashMap<u32, Vec<u8, &Heap>, DefaultHashBuilder, &Heap> =
         HashMap::with_hasher_in(DefaultHashBuilder::default(), &*heap);
@@ -390,7 +390,7 @@ fn owner_process() {
     let port: u16 = port.to_str().unwrap().parse().unwrap();
     let context = Context::new().unwrap();
     let worker = context.worker().unwrap();
-    let tape = Registered::new(&context, Tape::start_with(4 << 20, &options()).unwrap()).unwrap();
+    let tape = Registered::new(&context, Tape::open_with(4 << 20, &options()).unwrap()).unwrap();
     let mut bytes: Vec<u8, _> = Vec::with_capacity_in(1 << 20, &*tape);
     bytes.resize(1 << 20, 0);
     let mut link = Link::connect(("127.0.0.1", port), WAIT).unwrap();

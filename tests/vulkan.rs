@@ -205,7 +205,7 @@ fn shaders_write_and_read_a_vec_in_a_registered_tape() {
     let Some(device) = device("shaders_write_and_read_a_vec_in_a_registered_tape") else {
         return;
     };
-    let tape = Registered::new(&device, Tape::start_with(16 << 20, &options()).unwrap()).unwrap();
+    let tape = Registered::new(&device, Tape::open_with(16 << 20, &options()).unwrap()).unwrap();
     let n = 16384; // Words: 1 Mi u32s, 4 MiB
     let mut out: Vec<Words, _> = Vec::with_capacity_in(n, &*tape);
     out.resize(n, Words([0; 64]));
@@ -255,7 +255,7 @@ fn a_shader_reads_a_heap_allocation() {
     let Some(device) = device("a_shader_reads_a_heap_allocation") else {
         return;
     };
-    let heap = Heap::lazy_with(16 << 20, options()).open().unwrap();
+    let heap = Heap::lazy_with(16 << 20, options()).open_now().unwrap();
     // Commit what the test uses before registering: a Heap grows in steps,
     // and an allocation across two steps has no single buffer.
     let warm: Vec<u8, _> = Vec::with_capacity_in(6 << 20, &heap);
@@ -292,7 +292,7 @@ fn memory_committed_after_registering_is_imported_and_used() {
     let Some(device) = device("memory_committed_after_registering_is_imported_and_used") else {
         return;
     };
-    let tape = Tape::start_with(2 << 20, &options().capacity(64 << 20)).unwrap();
+    let tape = Tape::open_with(2 << 20, &options().capacity(64 << 20)).unwrap();
     let tape = Registered::new(&device, tape).unwrap();
     assert_eq!(tape.chunks(), 1);
     // Cross the first commit: the next step is imported as it is committed.
@@ -323,7 +323,7 @@ fn a_buffer_bound_over_one_allocation() {
     let Some(device) = device("a_buffer_bound_over_one_allocation") else {
         return;
     };
-    let tape = Registered::new(&device, Tape::start_with(1 << 20, &options()).unwrap()).unwrap();
+    let tape = Registered::new(&device, Tape::open_with(1 << 20, &options()).unwrap()).unwrap();
     let _pad: Vec<Words, _> = Vec::with_capacity_in(3, &*tape);
     let mut out: Vec<Words, _> = Vec::with_capacity_in(16, &*tape);
     out.resize(16, Words([7; 64]));

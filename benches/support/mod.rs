@@ -167,7 +167,7 @@ pub fn take(size: usize) -> Vec<(&'static str, Subject)> {
         (
             "unimem",
             Box::new(move |iters| {
-                let mut tape = Tape::start_with(tape_bytes, &OPTIONS.prefault(false)).unwrap();
+                let mut tape = Tape::open_with(tape_bytes, &OPTIONS.prefault(false)).unwrap();
                 batched(
                     iters,
                     batch,
@@ -284,7 +284,7 @@ pub fn free_all() -> Vec<(&'static str, Subject)> {
         (
             "unimem",
             Box::new(|iters| {
-                let mut tape = Tape::start_with(1 << 20, &OPTIONS).unwrap();
+                let mut tape = Tape::open_with(1 << 20, &OPTIONS).unwrap();
                 let mut total = Duration::ZERO;
                 for _ in 0..iters {
                     for _ in 0..N {
@@ -376,7 +376,7 @@ pub fn cycle_4k() -> Vec<(&'static str, Subject)> {
         (
             "unimem",
             Box::new(|iters| {
-                let grid = Grid::<4096, 64>::new_with(&OPTIONS).unwrap();
+                let grid = Grid::<4096, 64>::open_with(&OPTIONS).unwrap();
                 batched(
                     iters,
                     BATCH,
@@ -751,7 +751,7 @@ pub fn local_take() -> Vec<(&'static str, Subject)> {
         (
             "unimem",
             Box::new(|iters| {
-                let mut tape = Tape::start_with(32 << 20, &OPTIONS.prefault(false)).unwrap();
+                let mut tape = Tape::open_with(32 << 20, &OPTIONS.prefault(false)).unwrap();
                 let mut total = Duration::ZERO;
                 let mut left = iters;
                 // A handle borrows the Tape, so the batches are written out
@@ -828,7 +828,7 @@ pub fn shared_take() -> Vec<(&'static str, Subject)> {
         (
             "unimem",
             Box::new(|iters| {
-                let mut tape = Tape::start_with(32 << 20, &OPTIONS.prefault(false)).unwrap();
+                let mut tape = Tape::open_with(32 << 20, &OPTIONS.prefault(false)).unwrap();
                 batched(
                     iters,
                     100_000,
@@ -887,7 +887,7 @@ pub fn grid_cycle_write() -> Vec<(&'static str, Subject)> {
         (
             "unimem",
             Box::new(|iters| {
-                let grid = Grid::<4096, CELLS>::new_with(&OPTIONS).unwrap();
+                let grid = Grid::<4096, CELLS>::open_with(&OPTIONS).unwrap();
                 batched(
                     iters,
                     BATCH,

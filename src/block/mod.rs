@@ -204,14 +204,14 @@ pub(crate) const COMMIT_STEP: usize = 2 << 20;
 pub enum Pinning {
     /// `mlock` must succeed, or the commit fails: opening returns
     /// [`Error::Pin`], an allocator's growth fails that allocation (or
-    /// spills). The default for Blocks opened explicitly.
-    #[default]
+    /// spills, and says so once on standard error).
     Required,
     /// Try `mlock` at every commit; where it is refused, go on unpinned
     /// ([`Region::is_pinned`] says whether everything committed is locked,
-    /// [`Region::locked`] how much). The default of the lazy constructors
-    /// (`Tape::lazy`, `Grid::lazy`, `Heap::lazy`), so that a global
-    /// allocator pins what the limit allows and runs on past it.
+    /// [`Region::locked`] how much), and tell standard error once per
+    /// process. The default: a program runs the first time for an ordinary
+    /// user, and pins what the limit allows.
+    #[default]
     BestEffort,
     /// Never lock: the pages can be swapped out like any other memory.
     Off,
@@ -284,11 +284,20 @@ impl Default for BlockOptions<'_> {
 }
 
 impl<'a> BlockOptions<'a> {
-    /// Private, pinning required, pages prefaulted, transparent huge page
+    /// Private, pinned where the locked-memory limit allows
+    /// ([`Pinning::BestEffort`]), pages prefaulted, transparent huge page
     /// advice, label `"unimem"`, capacity equal to what is opened.
+    ///
+    /// Best effort is the default so that a program works the first time
+    /// for an ordinary user, whose limit (`RLIMIT_MEMLOCK`) is often 8 MiB:
+    /// what the limit allows is locked, the rest is not, the first refusal
+    /// in the process is told once on standard error (with how to raise the
+    /// limit), and [`Region::is_pinned`] and [`Region::locked`] say what
+    /// happened. A program that must not run unpinned asks for
+    /// [`Pinning::Required`], and then gets [`Error::Pin`] instead.
     pub const fn new() -> Self {
         BlockOptions {
-            pinning: Pinning::Required,
+            pinning: Pinning::BestEffort,
             prefault: true,
             pages: Pages::Transparent,
             label: "unimem",
@@ -299,13 +308,11 @@ impl<'a> BlockOptions<'a> {
     }
 
     /// The options of the lazy constructors (`Tape::lazy`, `Grid::lazy`,
-    /// `Heap::lazy`): as [`new`](BlockOptions::new) but with
-    /// [`Pinning::BestEffort`], so that a global allocator pins what
-    /// `RLIMIT_MEMLOCK` allows, says once on standard error when it runs
-    /// out, and goes on unpinned. (`Heap::lazy` also turns prefault and
-    /// transparent huge pages off; see there.)
+    /// `Heap::lazy`): the same as [`new`](BlockOptions::new).
+    /// (`Heap::lazy` also turns prefault and transparent huge pages off;
+    /// see there.)
     pub const fn lazy() -> Self {
-        BlockOptions::new().pinning(Pinning::BestEffort)
+        BlockOptions::new()
     }
 
     /// Whether `mlock` must succeed, is tried, or is not called.
@@ -598,7 +605,7 @@ impl Region {
                 capacity: self.capacity,
             });
         }
-        self.commit_to(bytes, Parallel::Allowed)
+        self.commit_to(bytes, Caller::User)
     }
 
     /// [`commit`](Region::commit) for allocators: at least `end` bytes, in
@@ -612,10 +619,10 @@ impl Region {
             return false;
         }
         let step = end.next_multiple_of(COMMIT_STEP).min(self.capacity);
-        self.commit_to(step, Parallel::No).is_ok()
+        self.commit_to(step, Caller::Allocator).is_ok()
     }
 
-    fn commit_to(&self, end: usize, parallel: Parallel) -> Result<(), Error> {
+    fn commit_to(&self, end: usize, caller: Caller) -> Result<(), Error> {
         if end <= self.committed() {
             return Ok(());
         }
@@ -628,14 +635,14 @@ impl Region {
         let _lock = self.commit_lock().lock();
         COMMITTING.set(true);
         // SAFETY: we hold the commit lock.
-        let result = unsafe { self.commit_locked(end, parallel) };
+        let result = unsafe { self.commit_locked(end, caller) };
         COMMITTING.set(false);
         result
     }
 
     /// # Safety
     /// The caller holds the commit lock.
-    unsafe fn commit_locked(&self, end: usize, parallel: Parallel) -> Result<(), Error> {
+    unsafe fn commit_locked(&self, end: usize, caller: Caller) -> Result<(), Error> {
         // Relaxed: only holders of the commit lock store these.
         let from = self.committed.load(Ordering::Relaxed);
         let to = end
@@ -646,7 +653,7 @@ impl Region {
         }
         // SAFETY: `from..to` lies in the reservation beyond what is committed.
         unsafe { self.raw.map(self.ptr, from, to)? };
-        if let Err(error) = self.lock_and_populate(from, to, parallel) {
+        if let Err(error) = self.lock_and_populate(from, to, caller) {
             // SAFETY: just mapped, and not published: nothing refers to it.
             let _ = unsafe { self.raw.unmap(self.ptr, from, to) };
             return Err(error);
@@ -664,7 +671,7 @@ impl Region {
 
     /// Locks (or not, as pinning says) and populates the freshly mapped
     /// `from..to`.
-    fn lock_and_populate(&self, from: usize, to: usize, parallel: Parallel) -> Result<(), Error> {
+    fn lock_and_populate(&self, from: usize, to: usize, caller: Caller) -> Result<(), Error> {
         let settings = self.settings;
         // More than the machine's memory can be neither pinned nor faulted
         // in: say so now rather than after the kernel has tried (and pushed
@@ -686,7 +693,7 @@ impl Region {
             // several threads, each faulting its own part in.
             // SAFETY: `from..to` was mapped just now, nothing refers to it.
             let in_threads = settings.prefault
-                && parallel == Parallel::Allowed
+                && caller == Caller::User
                 && locked == from
                 && populate::worth_threads(to - from)
                 && unsafe { populate::lock_in_threads(self.ptr, from, to) };
@@ -704,7 +711,8 @@ impl Region {
                 Err(source) => {
                     let required = settings.pinning == Pinning::Required;
                     if required {
-                        if !settings.quiet {
+                        // The error says it all to a caller that gets it.
+                        if caller == Caller::Allocator && !settings.quiet {
                             report::refusal(to - locked, &source, true);
                         }
                         return Err(Error::pin(to - locked, source));
@@ -730,7 +738,7 @@ impl Region {
             }
         }
         if settings.prefault && !populated {
-            if parallel == Parallel::Allowed && populate::worth_threads(to - from) {
+            if caller == Caller::User && populate::worth_threads(to - from) {
                 // SAFETY: as above.
                 unsafe { populate::in_threads(self.ptr, from, to)? };
             } else {
@@ -899,7 +907,7 @@ impl Region {
         match self.raw.shared_size()? {
             Some(size) => {
                 let size = size - size % self.granule;
-                self.commit_to(size.min(self.capacity), Parallel::No)?;
+                self.commit_to(size.min(self.capacity), Caller::Follower)?;
                 Ok(self.committed())
             }
             None => Ok(self.committed()),
@@ -982,14 +990,21 @@ impl Region {
     }
 }
 
-/// Whether a commit may populate its pages from several threads.
+/// Who commits: whether the commit may populate its pages from several
+/// threads, and whether its error reaches anyone.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Parallel {
-    /// An explicit open or commit: a large one populates in threads.
-    Allowed,
+enum Caller {
+    /// An explicit open or commit: a large one populates in threads, and
+    /// the error is returned to the program, which is told nothing else.
+    User,
     /// An allocator growing, possibly inside a global allocator: spawning
-    /// threads would allocate.
-    No,
+    /// threads would allocate, and a failure only makes an allocation fail
+    /// (or spill), so a refused required pin is also told on standard
+    /// error, once.
+    Allocator,
+    /// A receiver following a shared Block's owner: one thread, the error
+    /// returned.
+    Follower,
 }
 
 impl Drop for Region {
@@ -1052,7 +1067,7 @@ impl Block {
     /// not), with `options`.
     pub fn open_with(bytes: usize, options: &BlockOptions<'_>) -> Result<Block, Error> {
         let block = Block::reserve(bytes.max(options.capacity), options)?;
-        block.commit_to(bytes, Parallel::Allowed)?;
+        block.commit_to(bytes, Caller::User)?;
         Ok(block)
     }
 
@@ -1123,7 +1138,7 @@ impl Block {
         let block = Block {
             region: Region::new(reserved, Settings::of(options)),
         };
-        block.commit_to(size, Parallel::No)?;
+        block.commit_to(size, Caller::Follower)?;
         Ok(block)
     }
 

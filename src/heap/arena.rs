@@ -126,7 +126,7 @@ impl Arena {
         if groups < 3 || units > u32::MAX as usize {
             return Err(Error::TooSmall {
                 requested: bytes,
-                minimum: super::MIN_BLOCK,
+                minimum: super::Heap::MIN_BLOCK,
             });
         }
         let groups_offset = size_of::<Arena>().next_multiple_of(align_of::<GroupMeta>());

@@ -20,7 +20,9 @@ impl HeapCore {
         if units as usize > self.max_units() {
             return None;
         }
-        let (arena, unit) = self.take_from_arenas(|arena| {
+        // A new arena needs room for the run at its alignment.
+        let need = units as usize * UNIT + (align - UNIT);
+        let (arena, unit) = self.take_from_arenas(need, |arena| {
             let unit = arena.alloc_run(units, align)?;
             Some((arena, unit))
         })?;

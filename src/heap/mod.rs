@@ -69,13 +69,13 @@ use crate::thread::{self, SHARED, SLOTS};
 use crate::{BlockOptions, Error, Region};
 use slab::{GROUP, SlabHeader, ThreadCache};
 
-pub use arena::{TRIM_KEEP, TRIM_KEEP_MAX, TRIM_THRESHOLD};
 pub(crate) use registry::{lock_for_fork, unlock_after_fork};
 
-/// The most Blocks (arenas) one Heap opens.
-pub const MAX_BLOCKS: usize = 64;
-/// The smallest arena a Heap takes: three slabs, whatever the alignment.
-pub const MIN_BLOCK: usize = 512 << 10;
+/// The most arenas one Heap opens: each is twice the size of the one before
+/// (up to [`MAX_ARENA`]), so the address space runs out long before.
+pub(crate) const MAX_BLOCKS: usize = 64;
+/// The largest arena: what one arena's 32-bit unit numbers reach, with room.
+pub(crate) const MAX_ARENA: usize = 1 << 42;
 
 /// A general-purpose allocator over pinned Blocks, able to carry a whole
 /// program for hours: freed memory is reused, frees from other threads are
@@ -109,7 +109,7 @@ pub const MIN_BLOCK: usize = 512 << 10;
 /// use allocator_api2::vec::Vec;
 /// use unimem::{BlockOptions, Heap, Pinning};
 ///
-/// let heap = Heap::lazy_with(8 << 20, BlockOptions::new().pinning(Pinning::BestEffort)).open()?;
+/// let heap = Heap::lazy_with(8 << 20, BlockOptions::new().pinning(Pinning::BestEffort)).open_now()?;
 /// let mut v = Vec::new_in(&heap);
 /// v.extend(0..10_000u64);
 /// assert!(heap.owns(v.as_ptr()));
@@ -123,9 +123,9 @@ pub const MIN_BLOCK: usize = 512 << 10;
 /// ```no_run
 /// use unimem::Heap;
 ///
-/// // Up to 4 arenas of 256 MiB each, then the system allocator.
+/// // A first arena of 256 MiB of address space, more as the program grows.
 /// #[global_allocator]
-/// static HEAP: Heap = Heap::lazy(256 << 20).max_blocks(4).spill();
+/// static HEAP: Heap = Heap::lazy(256 << 20);
 /// # fn main() {}
 /// ```
 pub struct Heap {
@@ -174,8 +174,12 @@ impl Fast {
 
 #[derive(Clone, Copy, Debug)]
 struct Config {
+    /// The first arena's reservation; each next arena reserves twice the
+    /// one before (or what a request needs), up to [`MAX_ARENA`].
     block_bytes: usize,
-    max_blocks: usize,
+    /// The most data the arenas may reserve together; `usize::MAX` for no
+    /// limit but the system's.
+    limit: usize,
     exhaustion: Exhaustion,
     options: BlockOptions<'static>,
 }
@@ -219,11 +223,36 @@ static RECURSED: Error = Error::InvalidArgument {
 };
 
 impl Heap {
+    /// The smallest first arena a Heap takes: three slabs, whatever the
+    /// alignment.
+    pub const MIN_BLOCK: usize = 512 << 10;
+    /// When a free leaves at least this much free memory in memory in an
+    /// arena, the arena gives all but [`TRIM_KEEP`](Heap::TRIM_KEEP) of it
+    /// back to the system at once: after a burst, committed (and locked)
+    /// memory falls without waiting for [`Heap::trim`].
+    pub const TRIM_THRESHOLD: usize = arena::TRIM_THRESHOLD;
+    /// The free memory an automatic trim leaves in memory, so that the next
+    /// burst does not start by committing again: what an arena starts with.
+    /// It doubles (and grows to at least what the trims gave back), up to
+    /// [`TRIM_KEEP_MAX`](Heap::TRIM_KEEP_MAX), each time the arena commits
+    /// again after automatic trims gave memory back, and the threshold with
+    /// it.
+    pub const TRIM_KEEP: usize = arena::TRIM_KEEP;
+    /// The most free memory an automatic trim keeps in memory.
+    pub const TRIM_KEEP_MAX: usize = arena::TRIM_KEEP_MAX;
+
     /// A Heap whose first arena (`block_bytes` of address space) is reserved
-    /// on first use and committed as it is used, with at most one arena and
-    /// failing once it is full: the constructor for `#[global_allocator]`
-    /// statics. See [`max_blocks`](Heap::max_blocks) and
-    /// [`spill`](Heap::spill).
+    /// on first use and committed as it is used: the constructor for
+    /// `#[global_allocator]` statics.
+    ///
+    /// It grows until the system refuses: when its arenas are full it opens
+    /// another, reserving twice as much as the one before (or what the
+    /// request needs), so `block_bytes` is where it starts, not a cap. Set
+    /// one with [`limit`](Heap::limit). When the system refuses to reserve
+    /// or commit more, the allocation fails (null from `GlobalAlloc`, which
+    /// Rust's collections report through `handle_alloc_error`), or goes to
+    /// the system allocator with [`spill`](Heap::spill); memory freed later
+    /// is reused as usual.
     ///
     /// The data Blocks' options are [`BlockOptions::lazy`] (pinned where
     /// `RLIMIT_MEMLOCK` allows, then unpinned, with one line on standard
@@ -245,7 +274,7 @@ impl Heap {
             open: AtomicPtr::new(ptr::null_mut()),
             config: Config {
                 block_bytes,
-                max_blocks: 1,
+                limit: usize::MAX,
                 exhaustion: Exhaustion::Fail,
                 options,
             },
@@ -254,22 +283,33 @@ impl Heap {
         }
     }
 
-    /// Opens a Heap of one arena of `block_bytes` now, as
-    /// [`Heap::lazy`] would but with pinning required: memory the heap
-    /// commits that cannot be locked fails the allocation that needed it.
-    pub fn new(block_bytes: usize) -> Result<Heap, Error> {
-        Heap::lazy_with(block_bytes, HEAP_OPTIONS.pinning(crate::Pinning::Required)).open()
+    /// Opens a Heap now, its first arena reserving `block_bytes`, with the
+    /// options of [`Heap::lazy`]; errors are those of
+    /// [`open_now`](Heap::open_now).
+    pub fn open(block_bytes: usize) -> Result<Heap, Error> {
+        Heap::lazy(block_bytes).open_now()
     }
 
-    /// Lets the heap open up to `blocks` arenas (1 to [`MAX_BLOCKS`]) before
-    /// the exhaustion policy applies.
-    pub const fn max_blocks(mut self, blocks: usize) -> Heap {
-        self.config.max_blocks = blocks;
+    /// As [`Heap::open`], with options for every data Block it opens (the
+    /// heap keeps them, so a label must be `'static`).
+    pub fn open_with(block_bytes: usize, options: &BlockOptions<'static>) -> Result<Heap, Error> {
+        Heap::lazy_with(block_bytes, *options).open_now()
+    }
+
+    /// Caps the address space the arenas reserve together at `bytes` (and
+    /// so the memory they can commit): past it the exhaustion policy
+    /// applies. The first arena is never larger than the limit.
+    pub const fn limit(mut self, bytes: usize) -> Heap {
+        self.config.limit = bytes;
+        if self.config.block_bytes > bytes {
+            self.config.block_bytes = bytes;
+        }
         self
     }
 
-    /// Sets what happens when the Blocks are full: fail (the default) or
-    /// spill to the system allocator.
+    /// Sets what happens when the heap cannot grow (its limit, or the
+    /// system refusing): fail (the default) or spill to the system
+    /// allocator.
     pub const fn on_exhaustion(mut self, exhaustion: Exhaustion) -> Heap {
         self.config.exhaustion = exhaustion;
         self
@@ -282,10 +322,9 @@ impl Heap {
 
     /// Opens the first arena now, reporting why if it cannot be.
     ///
-    /// Errors: [`Error::TooSmall`] below [`MIN_BLOCK`] bytes,
-    /// [`Error::InvalidArgument`] for a block limit of 0 or above
-    /// [`MAX_BLOCKS`], and whatever reserving a Block reports.
-    pub fn open(mut self) -> Result<Heap, Error> {
+    /// Errors: [`Error::TooSmall`] below [`MIN_BLOCK`](Heap::MIN_BLOCK)
+    /// bytes (or a limit below it), and whatever reserving a Block reports.
+    pub fn open_now(mut self) -> Result<Heap, Error> {
         match self.try_core() {
             Ok(_) => Ok(self),
             Err(_) => match self.core.take() {
@@ -595,7 +634,7 @@ impl fmt::Debug for Heap {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Heap")
             .field("block_bytes", &self.config.block_bytes)
-            .field("max_blocks", &self.config.max_blocks)
+            .field("limit", &self.config.limit)
             .field("exhaustion", &self.config.exhaustion)
             .field("stats", &self.stats())
             .finish()

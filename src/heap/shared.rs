@@ -17,7 +17,7 @@ use super::class::CLASSES;
 use super::registry;
 use super::runs::UNIT;
 use super::slab::{self, SlabHeader, ThreadCache};
-use super::{Config, MAX_BLOCKS, MIN_BLOCK};
+use super::{Config, Heap, MAX_ARENA, MAX_BLOCKS};
 use crate::Block;
 use crate::Error;
 use crate::block::Watcher;
@@ -86,15 +86,10 @@ const CACHES_OFFSET: usize = size_of::<HeapCore>().next_multiple_of(align_of::<T
 impl HeapCore {
     /// Reserves the core Block and the first arena, and builds the core.
     pub(super) fn create(config: Config) -> Result<Core, Error> {
-        if config.block_bytes < MIN_BLOCK {
+        if config.block_bytes < Heap::MIN_BLOCK {
             return Err(Error::TooSmall {
                 requested: config.block_bytes,
-                minimum: MIN_BLOCK,
-            });
-        }
-        if config.max_blocks == 0 || config.max_blocks > MAX_BLOCKS {
-            return Err(Error::InvalidArgument {
-                reason: "a Heap's block limit is 1 to MAX_BLOCKS",
+                minimum: Heap::MIN_BLOCK,
             });
         }
         slab::init_secret();
@@ -193,9 +188,10 @@ impl HeapCore {
         self.arenas().skip(1).find(|arena| arena.contains(ptr))
     }
 
-    /// Units of the largest run an arena can hold.
+    /// Units of the largest run an arena can hold: what the limit leaves
+    /// for one arena, at most [`MAX_ARENA`].
     pub(super) fn max_units(&self) -> usize {
-        self.first().len() / UNIT
+        self.config.limit.min(MAX_ARENA) / UNIT
     }
 
     /// Counts `bytes` more held for allocations.
@@ -236,9 +232,11 @@ impl HeapCore {
     }
 
     /// Runs `take` on each arena (each commits more of itself as needed),
-    /// then on new ones while the limit allows.
+    /// then on new ones while the limit and the system allow; a new arena
+    /// has room for at least `need` bytes.
     pub(super) fn take_from_arenas<'a, T>(
         &'a self,
+        need: usize,
         mut take: impl FnMut(&'a Arena) -> Option<T>,
     ) -> Option<T> {
         let mut tried = 0;
@@ -252,31 +250,48 @@ impl HeapCore {
                 }
             }
             tried = count;
-            if !self.open_arena(count) {
+            if !self.open_arena(count, need) {
                 return None;
             }
         }
     }
 
     /// Opens arena number `seen` unless another thread already did; false if
-    /// the limit is reached or the Blocks cannot be reserved.
+    /// the limit leaves no room for `need` bytes, or the system refuses.
+    ///
+    /// Arena `i` reserves twice what arena `i - 1` did (the first, the
+    /// configured `block_bytes`), or `need` rounded up to a power of two if
+    /// that is more, up to [`MAX_ARENA`] and what the limit leaves. If the
+    /// system refuses that much address space (`RLIMIT_AS`, say), halves
+    /// are tried down to what `need` takes.
     #[cold]
-    fn open_arena(&self, seen: usize) -> bool {
+    fn open_arena(&self, seen: usize, need: usize) -> bool {
         let central = self.central.lock();
         // Relaxed: only the holder of the central lock changes the count.
         let count = self.arena_count.load(Ordering::Relaxed);
         if count > seen {
             return true;
         }
-        if count >= self.config.max_blocks {
+        if count >= MAX_BLOCKS {
             return false;
         }
-        let Ok(arena) = Arena::open(
-            self.config.block_bytes,
-            &self.config.options,
-            NonNull::from(self),
-        ) else {
-            return false;
+        let reserved: usize = self.arenas().map(Arena::len).sum();
+        let room = self.config.limit.saturating_sub(reserved).min(MAX_ARENA);
+        let smallest = need.max(Heap::MIN_BLOCK);
+        let last = self.arenas().last().map_or(0, Arena::len);
+        let mut bytes = last
+            .saturating_mul(2)
+            .max(smallest.checked_next_power_of_two().unwrap_or(MAX_ARENA))
+            .min(room);
+        let arena = loop {
+            if bytes < smallest {
+                return false;
+            }
+            match Arena::open(bytes, &self.config.options, NonNull::from(self)) {
+                Ok(arena) => break arena,
+                Err(_) if bytes / 2 >= smallest => bytes /= 2,
+                Err(_) => return false,
+            }
         };
         // SAFETY: just opened, not yet published.
         let data = unsafe { arena.as_ref() }.data();

@@ -221,7 +221,7 @@ impl HeapCore {
                 // The arenas are full: release emptied abandoned slabs, then
                 // try again, opening more Blocks if allowed.
                 self.reclaim();
-                self.take_from_arenas(|arena| arena.fresh_slab(class))
+                self.take_from_arenas(GROUP, |arena| arena.fresh_slab(class))
             })?;
         self.hold(GROUP);
         // Relaxed: only this thread reads its own tag as "mine"; other

@@ -9,10 +9,12 @@ fn options() -> BlockOptions<'static> {
     BlockOptions::new().pinning(Pinning::BestEffort)
 }
 
+/// A heap that reserves at most `blocks` times `block_bytes` (the first
+/// arena `block_bytes`, the next twice that if the limit leaves room).
 fn heap(block_bytes: usize, blocks: usize) -> Heap {
     Heap::lazy_with(block_bytes, options())
-        .max_blocks(blocks)
-        .open()
+        .limit(block_bytes * blocks)
+        .open_now()
         .unwrap()
 }
 
@@ -56,24 +58,18 @@ fn check(ptr: NonNull<u8>, len: usize, seed: u8) {
 #[test]
 fn bad_configurations_are_errors() {
     assert!(matches!(
-        Heap::lazy_with(MIN_BLOCK - 1, options()).open(),
+        Heap::lazy_with(Heap::MIN_BLOCK - 1, options()).open_now(),
         Err(Error::TooSmall {
-            minimum: MIN_BLOCK,
+            minimum: Heap::MIN_BLOCK,
             ..
         })
     ));
     assert!(matches!(
-        Heap::lazy_with(1 << 20, options()).max_blocks(0).open(),
-        Err(Error::InvalidArgument { .. })
+        Heap::lazy_with(1 << 20, options()).limit(1000).open_now(),
+        Err(Error::TooSmall { .. })
     ));
     assert!(matches!(
-        Heap::lazy_with(1 << 20, options())
-            .max_blocks(MAX_BLOCKS + 1)
-            .open(),
-        Err(Error::InvalidArgument { .. })
-    ));
-    assert!(matches!(
-        Heap::lazy_with(usize::MAX, options()).open(),
+        Heap::lazy_with(usize::MAX, options()).open_now(),
         Err(Error::Overflow { .. })
     ));
     let broken = Heap::lazy_with(0, options());
@@ -84,7 +80,7 @@ fn bad_configurations_are_errors() {
 
 #[test]
 fn the_smallest_block_works() {
-    let heap = heap(MIN_BLOCK, 1);
+    let heap = heap(Heap::MIN_BLOCK, 1);
     let p = alloc(&heap, layout(100, 8)).unwrap();
     let q = alloc(&heap, layout(20_000, 8)).unwrap();
     // SAFETY: allocated above.
@@ -247,13 +243,16 @@ fn churn_of_ten_times_the_capacity_never_exhausts() {
 
 #[test]
 fn more_blocks_open_up_to_the_limit_then_the_policy_applies() {
-    let heap = heap(MIN_BLOCK, 3);
+    // Room for a first arena and a second of twice its size.
+    let heap = heap(Heap::MIN_BLOCK, 3);
     let l = layout(100_000, 8);
     let mut held = Vec::new();
     while let Some(p) = alloc(&heap, l) {
         held.push(p);
     }
-    assert_eq!(heap.stats().blocks, 3);
+    assert_eq!(heap.stats().blocks, 2);
+    let reserved: usize = heap.blocks().iter().map(|b| b.capacity()).sum();
+    assert_eq!(reserved, 3 * Heap::MIN_BLOCK, "the limit, exactly");
     assert!(held.len() >= 3);
     assert!(held.iter().all(|p| heap.owns(p.as_ptr())));
     for p in held {
@@ -262,9 +261,10 @@ fn more_blocks_open_up_to_the_limit_then_the_policy_applies() {
     }
     assert!(alloc(&heap, l).is_some(), "freed runs are reused");
 
-    let spilling = Heap::lazy_with(MIN_BLOCK, options())
+    let spilling = Heap::lazy_with(Heap::MIN_BLOCK, options())
+        .limit(Heap::MIN_BLOCK)
         .spill()
-        .open()
+        .open_now()
         .unwrap();
     let huge = layout(1 << 20, 8);
     let p = alloc(&spilling, huge).unwrap();
@@ -504,7 +504,7 @@ fn threads_churning_one_heap_keep_their_data() {
 #[test]
 fn a_moved_heap_keeps_serving_from_its_caches() {
     let small = layout(64, 8);
-    let first = heap(MIN_BLOCK, 1);
+    let first = heap(Heap::MIN_BLOCK, 1);
     let a = alloc(&first, small).unwrap();
     fill(a, 64, 1);
     let moved = Box::new(first);
@@ -530,7 +530,7 @@ fn a_moved_heap_keeps_serving_from_its_caches() {
 /// then uses the same cache, through the copy the first one made.
 #[test]
 fn threads_reusing_a_tag_reuse_its_cache() {
-    let heap = heap(MIN_BLOCK, 1);
+    let heap = heap(Heap::MIN_BLOCK, 1);
     let small = layout(48, 16);
     for round in 0..20u8 {
         std::thread::scope(|s| {
@@ -557,20 +557,20 @@ fn a_heap_value_is_about_eight_kib() {
     assert!(size_of::<Heap>() < 9 << 10, "{}", size_of::<Heap>());
 }
 
-/// A request larger than any arena can hold fails (or spills) at once,
-/// without opening every arena the limit allows first.
+/// A request larger than the limit leaves for any arena fails (or spills)
+/// at once, without opening every arena the limit allows first.
 #[test]
-fn a_request_larger_than_an_arena_fails_at_once() {
-    let failing = Heap::lazy_with(MIN_BLOCK, options())
-        .max_blocks(4)
-        .open()
+fn a_request_larger_than_the_limit_fails_at_once() {
+    let failing = Heap::lazy_with(Heap::MIN_BLOCK, options())
+        .limit(4 * Heap::MIN_BLOCK)
+        .open_now()
         .unwrap();
     assert!(alloc(&failing, layout(4 << 20, 8)).is_none());
     assert_eq!(failing.stats().blocks, 1, "no arena opened for it");
-    let spilling = Heap::lazy_with(MIN_BLOCK, options())
-        .max_blocks(4)
+    let spilling = Heap::lazy_with(Heap::MIN_BLOCK, options())
+        .limit(4 * Heap::MIN_BLOCK)
         .spill()
-        .open()
+        .open_now()
         .unwrap();
     let p = alloc(&spilling, layout(4 << 20, 8)).unwrap();
     assert!(!spilling.owns(p.as_ptr()));
@@ -581,13 +581,48 @@ fn a_request_larger_than_an_arena_fails_at_once() {
     assert_eq!(spilling.stats().spilled, 0);
 }
 
+/// Without a limit, a request larger than every arena so far opens one that
+/// holds it, and arenas double as the heap grows.
+#[test]
+fn without_a_limit_the_heap_grows_past_its_first_arena() {
+    let heap = Heap::lazy_with(Heap::MIN_BLOCK, options())
+        .open_now()
+        .unwrap();
+    let big = layout(if cfg!(miri) { 2 << 20 } else { 24 << 20 }, 64);
+    let p = alloc(&heap, big).unwrap();
+    fill(p, big.size(), 7);
+    assert!(heap.owns(p.as_ptr()));
+    assert_eq!(heap.stats().blocks, 2);
+    let mut small = Vec::new();
+    let l = layout(200_000, 8);
+    for i in 0..if cfg!(miri) { 8 } else { 64 } {
+        let q = alloc(&heap, l).unwrap();
+        fill(q, l.size(), i as u8);
+        small.push(q);
+    }
+    for (i, q) in small.into_iter().enumerate() {
+        check(q, l.size(), i as u8);
+        // SAFETY: allocated above with `l`.
+        unsafe { free(&heap, q, l) };
+    }
+    check(p, big.size(), 7);
+    // SAFETY: allocated above with `big`.
+    unsafe { free(&heap, p, big) };
+    let sizes: Vec<usize> = heap.blocks().iter().map(|b| b.capacity()).collect();
+    assert!(
+        sizes.windows(2).all(|w| w[1] >= w[0]),
+        "arenas do not shrink: {sizes:?}"
+    );
+    assert!(sizes[1] >= big.size(), "{sizes:?}");
+}
+
 #[test]
 fn live_data_that_looks_like_the_freed_mark_is_freed_normally() {
     // An object whose second word the program happened to set to exactly
     // the mark a freed object carries takes the checked path, which walks
     // the slab's lists, finds it live, and frees it: no false abort, and the
     // object comes back.
-    let heap = heap(MIN_BLOCK, 1);
+    let heap = heap(Heap::MIN_BLOCK, 1);
     let layout = layout(64, 8);
     let keep = alloc(&heap, layout).unwrap();
     let object = alloc(&heap, layout).unwrap();

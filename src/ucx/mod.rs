@@ -91,7 +91,7 @@
 //! // The owner: a Vec in a registered Tape, shared with one peer.
 //! let context = Context::new()?;
 //! let worker = context.worker()?;
-//! let tape = Registered::new(&context, Tape::start(16 << 20)?)?;
+//! let tape = Registered::new(&context, Tape::open(16 << 20)?)?;
 //! let mut values: Vec<f32, _> = Vec::with_capacity_in(1 << 20, &*tape);
 //! values.resize(1 << 20, 0.0);
 //! let listener = TcpListener::bind("127.0.0.1:7000").expect("bind");

@@ -89,7 +89,7 @@ fn a_peer_puts_into_and_gets_from_a_registered_tape() {
     let Some(context) = context("a_peer_puts_into_and_gets_from_a_registered_tape") else {
         return;
     };
-    let tape = Registered::new(&context, Tape::start_with(4 << 20, &options()).unwrap()).unwrap();
+    let tape = Registered::new(&context, Tape::open_with(4 << 20, &options()).unwrap()).unwrap();
     let shared = tape.take(1 << 20, 64).unwrap();
     let after = tape.take(4096, 64).unwrap();
     // SAFETY: both are fresh allocations of these sizes in the Tape.
@@ -143,7 +143,7 @@ fn a_peer_puts_into_and_gets_from_a_registered_tape() {
     remote.put(1 << 20, &[]).unwrap();
 
     // Many in flight, from and into registered memory on this side.
-    let local = Registered::new(&context, Tape::start_with(4 << 20, &options()).unwrap()).unwrap();
+    let local = Registered::new(&context, Tape::open_with(4 << 20, &options()).unwrap()).unwrap();
     let mut source: allocator_api2::vec::Vec<u8, _> =
         allocator_api2::vec::Vec::with_capacity_in(1 << 20, &*local);
     source.extend_from_slice(&pattern(1 << 20, 99));
@@ -192,7 +192,7 @@ fn memory_committed_later_is_mapped_part_by_part() {
     let Some(context) = context("memory_committed_later_is_mapped_part_by_part") else {
         return;
     };
-    let tape = Tape::start_with(1 << 20, &options().capacity(16 << 20)).unwrap();
+    let tape = Tape::open_with(1 << 20, &options().capacity(16 << 20)).unwrap();
     let tape = Registered::new(&context, tape).unwrap();
     assert_eq!(tape.chunks(), 1);
     let first = tape.take(512 << 10, 64).unwrap();
@@ -231,7 +231,7 @@ fn a_timed_out_operation_poisons_the_worker() {
     let Some(context) = context("a_timed_out_operation_poisons_the_worker") else {
         return;
     };
-    let tape = Registered::new(&context, Tape::start_with(1 << 20, &options()).unwrap()).unwrap();
+    let tape = Registered::new(&context, Tape::open_with(1 << 20, &options()).unwrap()).unwrap();
     let shared = tape.take(64 << 10, 64).unwrap();
     let descriptor = tape.descriptor_range(shared, 64 << 10).unwrap();
     // The owner holds its worker but never progresses it.

@@ -59,8 +59,8 @@ fn options() -> BlockOptions<'static> {
 
 /// Runs `ops` on a fresh Grid of 16 cells of 256 bytes.
 pub fn run(ops: &[Op], panics_unwind: bool) -> Result<(), String> {
-    let grid = TestGrid::new_with(&options()).map_err(|e| e.to_string())?;
-    let other = TestGrid::new_with(&options()).map_err(|e| e.to_string())?;
+    let grid = TestGrid::open_with(&options()).map_err(|e| e.to_string())?;
+    let other = TestGrid::open_with(&options()).map_err(|e| e.to_string())?;
     let mut held: Vec<(Cell<'_, CELL, CELLS>, Live)> = Vec::new();
     let mut allocated: Vec<(Live, Layout)> = Vec::new();
     let mut seed = 0u8;

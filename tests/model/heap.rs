@@ -74,8 +74,7 @@ pub fn run(ops: &[Op]) -> Result<(), String> {
         .pinning(Pinning::BestEffort)
         .prefault(false);
     let heap = Heap::lazy_with(BLOCK, options)
-        .max_blocks(2)
-        .open()
+        .open_now()
         .map_err(|e| e.to_string())?;
     let mut live: Vec<(Live, Layout)> = Vec::new();
     let mut seed = 0u8;

@@ -73,7 +73,7 @@ pub fn run(ops: &[Op]) -> Result<(), String> {
     let options = BlockOptions::new()
         .pinning(Pinning::BestEffort)
         .prefault(false);
-    let mut tape = Tape::start_with(BYTES, &options).map_err(|e| e.to_string())?;
+    let mut tape = Tape::open_with(BYTES, &options).map_err(|e| e.to_string())?;
     Model::new(&tape).run(&mut tape, ops)
 }
 
