@@ -16,14 +16,15 @@ use unimem::{BlockOptions, Heap, Pinning};
 const BLOCK: usize = 16 << 20;
 const CAPACITY: usize = 2 * BLOCK;
 
-/// Two Blocks of 16 MiB; failing (not spilling) past them, so running out
-/// would abort the test.
+/// Arenas of 16 MiB and more, at most 32 MiB in all; failing (not
+/// spilling) past them, so running out would abort the test.
 static HEAP: Heap = Heap::lazy_with(
     BLOCK,
     BlockOptions::new()
         .pinning(Pinning::BestEffort)
         .label("unimem-global-heap"),
-);
+)
+.limit(CAPACITY);
 
 /// Bytes requested so far.
 static ASKED: AtomicUsize = AtomicUsize::new(0);
