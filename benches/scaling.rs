@@ -123,7 +123,7 @@ fn main() {
         let grid = Grid::<64, 1024>::open_with(&support::OPTIONS).unwrap();
         let cycle = race(threads, |_| {
             for _ in 0..ops {
-                drop(black_box(grid.take().unwrap()));
+                drop(black_box(grid.take_uninit().unwrap()));
             }
         });
 

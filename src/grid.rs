@@ -564,35 +564,38 @@ impl<const CELL_SIZE: usize, const CELLS: usize> Grid<CELL_SIZE, CELLS> {
             .is_ok()
     }
 
-    /// Takes a free cell's index and marks the cell held.
+    /// Takes a free cell's index and marks the cell held; also whether the
+    /// cell was never used (its bytes are still the zeros it was committed
+    /// with).
     #[inline(always)]
-    fn take_held(&self, lists: Lists) -> Option<u32> {
-        let index = self.take_index(lists)?;
+    fn take_held(&self, lists: Lists) -> Option<(u32, bool)> {
+        let (index, fresh) = self.take_index(lists)?;
         // Relaxed: the cell is ours now. Whoever reads the link next is our
         // own give (on this thread, or on one the program handed the cell
         // to, after us), or a stale pop whose compare-exchange fails anyway.
         self.link(lists.links, index).store(HELD, Ordering::Relaxed);
-        Some(index)
+        Some((index, fresh))
     }
 
     /// Takes a free cell's index: this thread's slot first, then the shared
-    /// list, then a never-used cell, then the other threads' slots.
+    /// list, then a never-used cell (`true`: fresh), then the other threads'
+    /// slots.
     #[inline(always)]
-    fn take_index(&self, lists: Lists) -> Option<u32> {
+    fn take_index(&self, lists: Lists) -> Option<(u32, bool)> {
         if let Some(slot) = thread::tag_fast().and_then(|tag| self.slot(lists, tag)) {
             // Relaxed: a guess, checked by the compare-exchange.
             let word = slot.word.load(Ordering::Relaxed);
             if word as u32 != NIL && Self::try_empty(slot, word) {
-                return Some(word as u32);
+                return Some((word as u32, false));
             }
         }
         if let Some(index) = self.pop(lists.links) {
-            return Some(index);
+            return Some((index, false));
         }
         if let Some(index) = self.take_fresh() {
-            return Some(index);
+            return Some((index, true));
         }
-        self.take_elsewhere(lists)
+        self.take_elsewhere(lists).map(|index| (index, false))
     }
 
     /// The shared list was empty and every cell was used once: takes from
@@ -707,26 +710,62 @@ impl<const CELL_SIZE: usize, const CELLS: usize> Grid<CELL_SIZE, CELLS> {
         )
     }
 
-    /// Takes a free cell; `None` when every cell was held at one moment
-    /// during the call (or a lazy Grid's Block cannot be opened). The cell
-    /// goes back when dropped or given.
+    /// Takes a free cell, its bytes zeroed; `None` when every cell was held
+    /// at one moment during the call (or a lazy Grid's Block cannot be
+    /// opened). The cell dereferences to its bytes (`&[u8]`, `&mut [u8]`)
+    /// and goes back when dropped or given.
+    ///
+    /// A cell never used before is zero already and is not written; one
+    /// used before is zeroed (`CELL_SIZE` bytes written), since its last
+    /// owner may have left bytes Rust counts as uninitialized. A program
+    /// that writes every byte itself skips that with
+    /// [`take_uninit`](Grid::take_uninit).
     ///
     /// A thread takes the cell parked in its own slot if there is one, then
-    /// the cell given back last to the shared list, then a cell parked in
-    /// another thread's slot.
+    /// the cell given back last to the shared list, then a never-used cell,
+    /// then a cell parked in another thread's slot.
     #[inline]
     pub fn take(&self) -> Option<Cell<'_, CELL_SIZE, CELLS>> {
+        let (index, fresh) = self.take_raw()?;
+        let mut cell = UninitCell {
+            grid: self,
+            index,
+            _not_sync: PhantomData,
+        };
+        if !fresh {
+            cell.as_uninit_mut().fill(MaybeUninit::new(0));
+        }
+        // SAFETY: a fresh cell holds the zeros it was committed with (no
+        // one wrote it: it was never handed out); any other was just
+        // zeroed. Either way every byte is initialized.
+        Some(unsafe { cell.assume_init() })
+    }
+
+    /// Takes a free cell as [`take`](Grid::take) does, without zeroing it:
+    /// its bytes are whatever the last owner left, which Rust treats as
+    /// possibly uninitialized, so they can only be written
+    /// ([`UninitCell::as_uninit_mut`]) until the cell is known initialized
+    /// ([`UninitCell::zero`], or [`UninitCell::assume_init`] once every
+    /// byte was written).
+    #[inline]
+    pub fn take_uninit(&self) -> Option<UninitCell<'_, CELL_SIZE, CELLS>> {
+        let (index, _) = self.take_raw()?;
+        Some(UninitCell {
+            grid: self,
+            index,
+            _not_sync: PhantomData,
+        })
+    }
+
+    /// A held cell's index, and whether it was never used.
+    #[inline(always)]
+    fn take_raw(&self) -> Option<(u32, bool)> {
         // Acquire: pairs with the Release store at the end of `carve`.
         let lists = match NonNull::new(self.links.load(Ordering::Acquire)) {
             Some(links) => self.lists_with(links),
             None => self.parts_slow()?.lists,
         };
-        let index = self.take_held(lists)?;
-        Some(Cell {
-            grid: self,
-            index,
-            _not_sync: PhantomData,
-        })
+        self.take_held(lists)
     }
 
     /// Gives a cell back (the same as dropping it).
@@ -802,6 +841,13 @@ impl<const CELL_SIZE: usize, const CELLS: usize> Grid<CELL_SIZE, CELLS> {
         }
     }
 
+    /// The Blocks that hold the Grid's allocations: its one Block (a
+    /// lazy Grid reserves it), or none if it cannot be reserved. The same
+    /// list as [`Heap::blocks`](crate::Heap::blocks) gives for a Heap.
+    pub fn blocks(&self) -> Vec<&Region> {
+        self.try_block().into_iter().collect()
+    }
+
     /// The cells' Block, or why a lazy Grid's Blocks could not be reserved.
     /// Whether it is pinned is [`Region::is_pinned`].
     pub fn try_block(&self) -> Result<&Region, &Error> {
@@ -849,7 +895,7 @@ unsafe impl<const C: usize, const N: usize> Engine for Grid<C, N> {
         if layout.size() > Self::STRIDE || layout.align() > parts.align {
             return None;
         }
-        let index = self.take_held(parts.lists)?;
+        let (index, _) = self.take_held(parts.lists)?;
         Some(NonNull::slice_from_raw_parts(
             Self::cell_ptr(&parts, index),
             Self::STRIDE,
@@ -914,7 +960,21 @@ impl<const C: usize, const N: usize> fmt::Debug for Grid<C, N> {
     }
 }
 
-/// One cell of a [`Grid`], held exclusively until it is dropped or given back.
+/// One cell of a [`Grid`] (from [`Grid::take`]), held exclusively until it
+/// is dropped or given back. Its bytes are initialized: it dereferences to
+/// `[u8]`, so it reads, writes, slices and copies like any buffer.
+///
+/// ```
+/// use unimem::Grid;
+///
+/// let grid = Grid::<4096, 4>::open()?;
+/// let mut cell = grid.take().expect("a free cell");
+/// assert!(cell.iter().all(|&b| b == 0));
+/// cell[..5].copy_from_slice(b"hello");
+/// assert_eq!(&cell[..5], b"hello");
+/// assert_eq!(cell.len(), 4096);
+/// # Ok::<(), unimem::Error>(())
+/// ```
 pub struct Cell<'g, const CELL_SIZE: usize, const CELLS: usize> {
     grid: &'g Grid<CELL_SIZE, CELLS>,
     index: u32,
@@ -923,68 +983,134 @@ pub struct Cell<'g, const CELL_SIZE: usize, const CELLS: usize> {
     _not_sync: PhantomData<core::cell::Cell<()>>,
 }
 
-impl<const CELL_SIZE: usize, const CELLS: usize> Cell<'_, CELL_SIZE, CELLS> {
-    /// The cell's first byte.
-    #[inline]
-    pub fn address(&self) -> *mut u8 {
-        let parts = self.parts();
-        Grid::<CELL_SIZE, CELLS>::cell_ptr(&parts, self.index).as_ptr()
-    }
+/// One cell of a [`Grid`] (from [`Grid::take_uninit`]) whose bytes may be
+/// uninitialized: write them through [`as_uninit_mut`](UninitCell::as_uninit_mut),
+/// then make it a [`Cell`] with [`zero`](UninitCell::zero) or
+/// [`assume_init`](UninitCell::assume_init). Held exclusively until it is
+/// dropped, which gives it back.
+pub struct UninitCell<'g, const CELL_SIZE: usize, const CELLS: usize> {
+    grid: &'g Grid<CELL_SIZE, CELLS>,
+    index: u32,
+    /// As `Cell`'s.
+    _not_sync: PhantomData<core::cell::Cell<()>>,
+}
 
-    /// The cell's index in its Grid, `0..CELLS`.
-    #[inline]
-    pub fn id(&self) -> usize {
-        self.index as usize
-    }
+/// What both kinds of cell share: where the cell is, and giving it back.
+macro_rules! cell_common {
+    ($cell:ident) => {
+        impl<const CELL_SIZE: usize, const CELLS: usize> $cell<'_, CELL_SIZE, CELLS> {
+            /// The cell's first byte.
+            #[inline]
+            pub fn address(&self) -> *mut u8 {
+                let parts = self.grid.parts_with(cell_links(self.grid));
+                Grid::<CELL_SIZE, CELLS>::cell_ptr(&parts, self.index).as_ptr()
+            }
 
-    /// The usable bytes, as [`Grid::cell_size`].
-    #[inline]
-    pub fn size(&self) -> usize {
-        Grid::<CELL_SIZE, CELLS>::STRIDE
-    }
+            /// The cell's index in its Grid, `0..CELLS`.
+            #[inline]
+            pub fn id(&self) -> usize {
+                self.index as usize
+            }
 
+            /// The usable bytes, as [`Grid::cell_size`].
+            #[inline]
+            pub fn size(&self) -> usize {
+                Grid::<CELL_SIZE, CELLS>::STRIDE
+            }
+        }
+
+        impl<const CELL_SIZE: usize, const CELLS: usize> Drop for $cell<'_, CELL_SIZE, CELLS> {
+            #[inline]
+            fn drop(&mut self) {
+                let lists = self.grid.lists_with(cell_links(self.grid));
+                self.grid.give_index(lists, self.index);
+            }
+        }
+
+        impl<const CELL_SIZE: usize, const CELLS: usize> fmt::Debug
+            for $cell<'_, CELL_SIZE, CELLS>
+        {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.debug_struct(stringify!($cell))
+                    .field("id", &self.index)
+                    .field("address", &self.address())
+                    .finish()
+            }
+        }
+    };
+}
+
+cell_common!(Cell);
+cell_common!(UninitCell);
+
+/// The links of a Grid that handed out a cell: a cell exists only in a
+/// carved Grid.
+#[inline]
+fn cell_links<const C: usize, const N: usize>(grid: &Grid<C, N>) -> NonNull<AtomicU32> {
+    // Acquire: as in `Grid::parts`.
+    let links = grid.links.load(Ordering::Acquire);
+    let Some(links) = NonNull::new(links) else {
+        unreachable!("a cell exists only in a carved Grid")
+    };
+    links
+}
+
+impl<'g, const CELL_SIZE: usize, const CELLS: usize> UninitCell<'g, CELL_SIZE, CELLS> {
     /// The cell's bytes, for writing. They hold whatever the previous owner
-    /// left (zero on first use), which Rust treats as possibly uninitialized.
+    /// left (zero on first use), which Rust treats as possibly
+    /// uninitialized.
     pub fn as_uninit_mut(&mut self) -> &mut [MaybeUninit<u8>] {
         // SAFETY: the cell is inside the Grid's Block, which outlives 'g; this
-        // Cell owns it exclusively until dropped, and `&mut self` makes this
+        // cell owns it exclusively until dropped, and `&mut self` makes this
         // the only view.
         unsafe {
             core::slice::from_raw_parts_mut(self.address().cast::<MaybeUninit<u8>>(), self.size())
         }
     }
 
-    /// The links: a Cell exists only in a carved Grid.
-    #[inline]
-    fn links(&self) -> NonNull<AtomicU32> {
-        // Acquire: as in `Grid::parts`.
-        let links = self.grid.links.load(Ordering::Acquire);
-        let Some(links) = NonNull::new(links) else {
-            unreachable!("a Cell exists only in a carved Grid")
-        };
-        links
+    /// Zeroes the cell, making it a [`Cell`].
+    pub fn zero(mut self) -> Cell<'g, CELL_SIZE, CELLS> {
+        self.as_uninit_mut().fill(MaybeUninit::new(0));
+        // SAFETY: every byte was just written.
+        unsafe { self.assume_init() }
     }
 
-    #[inline]
-    fn parts(&self) -> Parts {
-        self.grid.parts_with(self.links())
-    }
-}
-
-impl<const CELL_SIZE: usize, const CELLS: usize> Drop for Cell<'_, CELL_SIZE, CELLS> {
-    #[inline]
-    fn drop(&mut self) {
-        let lists = self.grid.lists_with(self.links());
-        self.grid.give_index(lists, self.index);
+    /// The same cell, as a [`Cell`] whose bytes are initialized.
+    ///
+    /// # Safety
+    /// Every byte of the cell is initialized: written since it was taken
+    /// (through [`as_uninit_mut`](UninitCell::as_uninit_mut) or
+    /// [`address`](UninitCell::address)) with initialized values.
+    pub unsafe fn assume_init(self) -> Cell<'g, CELL_SIZE, CELLS> {
+        let this = core::mem::ManuallyDrop::new(self);
+        Cell {
+            grid: this.grid,
+            index: this.index,
+            _not_sync: PhantomData,
+        }
     }
 }
 
-impl<const CELL_SIZE: usize, const CELLS: usize> fmt::Debug for Cell<'_, CELL_SIZE, CELLS> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Cell")
-            .field("id", &self.index)
-            .field("address", &self.address())
-            .finish()
+impl<const CELL_SIZE: usize, const CELLS: usize> core::ops::Deref for Cell<'_, CELL_SIZE, CELLS> {
+    type Target = [u8];
+
+    #[inline]
+    fn deref(&self) -> &[u8] {
+        // SAFETY: the cell is inside the Grid's Block, which outlives the
+        // borrow of the Grid; this Cell holds it exclusively; its bytes are
+        // initialized (a `Cell` is made only zeroed or by `assume_init`, and
+        // only initialized bytes are written through it).
+        unsafe { core::slice::from_raw_parts(self.address(), self.size()) }
+    }
+}
+
+impl<const CELL_SIZE: usize, const CELLS: usize> core::ops::DerefMut
+    for Cell<'_, CELL_SIZE, CELLS>
+{
+    #[inline]
+    fn deref_mut(&mut self) -> &mut [u8] {
+        // SAFETY: as in `deref`; `&mut self` makes this the only view.
+        unsafe { core::slice::from_raw_parts_mut(self.address(), self.size()) }
     }
 }
 
@@ -1059,11 +1185,44 @@ mod tests {
     #[test]
     fn cell_bytes_are_writable() {
         let grid = Grid::<32, 2>::open_with(&options()).unwrap();
-        let mut cell = grid.take().unwrap();
+        let mut cell = grid.take_uninit().unwrap();
         cell.as_uninit_mut().fill(MaybeUninit::new(0xAB));
         // SAFETY: every byte was just written.
-        let bytes = unsafe { core::slice::from_raw_parts(cell.address(), 32) };
-        assert!(bytes.iter().all(|&b| b == 0xAB));
+        let cell = unsafe { cell.assume_init() };
+        assert!(cell.iter().all(|&b| b == 0xAB));
+        assert_eq!(cell.len(), 32);
+    }
+
+    /// `take` hands out zeroed cells: a fresh one as committed, a reused one
+    /// zeroed again whatever its last owner wrote (through a `Cell`, an
+    /// `UninitCell` or the allocator traits).
+    #[test]
+    fn taken_cells_read_as_zero() {
+        let grid = Grid::<64, 1>::open_with(&options()).unwrap();
+        let mut cell = grid.take().unwrap();
+        assert!(cell.iter().all(|&b| b == 0), "fresh");
+        cell.fill(7);
+        drop(cell);
+        let cell = grid.take().unwrap();
+        assert!(cell.iter().all(|&b| b == 0), "reused after a Cell");
+        drop(cell);
+        let mut uninit = grid.take_uninit().unwrap();
+        uninit.as_uninit_mut()[3] = MaybeUninit::uninit();
+        drop(uninit);
+        let cell = grid.take().unwrap();
+        assert!(cell.iter().all(|&b| b == 0), "reused after an UninitCell");
+        drop(cell);
+        let layout = Layout::from_size_align(64, 1).unwrap();
+        let p = crate::alloc::allocate(&grid, layout).unwrap().cast::<u8>();
+        // SAFETY: a live 64-byte allocation.
+        unsafe { p.as_ptr().write_bytes(9, 64) };
+        // SAFETY: allocated above with `layout`.
+        unsafe { crate::alloc::deallocate(&grid, p, layout) };
+        let mut cell = grid.take().unwrap();
+        assert!(cell.iter().all(|&b| b == 0), "reused after the allocator");
+        cell[0] = 1;
+        let zeroed = grid.take_uninit();
+        assert!(zeroed.is_none(), "one cell, held");
     }
 
     #[test]

@@ -88,7 +88,7 @@ pub use alloc::Exhaustion;
 pub use block::IOSurfaceRef;
 pub use block::{Block, BlockOptions, Export, Pages, Pinning, Region, page_size};
 pub use error::Error;
-pub use grid::{Cell, Grid};
+pub use grid::{Cell, Grid, UninitCell};
 pub use heap::{Heap, HeapStats};
 pub use local::TapeLocal;
 pub use model::{Model, Pass, Talk};

@@ -156,6 +156,15 @@ impl Model {
         &self.weights
     }
 
+    /// The Blocks of the three Tapes (weights, scratch, history), reserved
+    /// if they were not: what a registration covers.
+    pub fn blocks(&self) -> Vec<&crate::Region> {
+        self.each_tape()
+            .into_iter()
+            .flat_map(Tape::blocks)
+            .collect()
+    }
+
     /// Starts a conversation: its [`Talk`] gives the history Tape and the
     /// passes; when it is dropped, the history and the scratch are cleared.
     ///

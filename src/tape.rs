@@ -238,6 +238,13 @@ impl Tape {
         }
     }
 
+    /// The Blocks that hold the Tape's allocations: its one Block (a
+    /// lazy Tape reserves it), or none if it cannot be reserved. The same
+    /// list as [`Heap::blocks`](crate::Heap::blocks) gives for a Heap.
+    pub fn blocks(&self) -> Vec<&Region> {
+        self.try_block().into_iter().collect()
+    }
+
     /// The Block's address, sizes and handle, or why a lazy Tape's Block
     /// could not be reserved. Whether it is pinned is
     /// [`Region::is_pinned`]; a refused `mlock` was also told on standard

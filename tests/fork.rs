@@ -43,10 +43,10 @@ fn a_childs_writes_to_a_tape_never_reach_the_parent() {
 fn a_childs_writes_to_a_grid_never_reach_the_parent() {
     let grid = Grid::<256, 64>::open_with(&options()).unwrap();
     let mut cell = grid.take().unwrap();
-    cell.as_uninit_mut().fill(std::mem::MaybeUninit::new(1));
+    cell.fill(1);
     let address = cell.address();
     let pid = fork(|| {
-        cell.as_uninit_mut().fill(std::mem::MaybeUninit::new(2));
+        cell.fill(2);
         // The child gives and takes cells of its copy.
         let all: std::vec::Vec<_> = (0..63).map(|_| grid.take()).collect();
         let full = all.iter().all(Option::is_some) && grid.take().is_none();

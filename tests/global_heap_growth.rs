@@ -27,9 +27,9 @@ fn fill(v: &mut [u8], seed: u8) {
 
 /// Whether `v` still holds `fill`'s pattern of `seed`, every byte checked.
 fn intact(v: &[u8], seed: u8) -> bool {
-    v.chunks(64).enumerate().all(|(i, line)| {
-        line[0] == seed.wrapping_add(i as u8) && line[1..].iter().all(|&b| b == 0)
-    })
+    v.chunks(64)
+        .enumerate()
+        .all(|(i, line)| line[0] == seed.wrapping_add(i as u8) && line[1..].iter().all(|&b| b == 0))
 }
 
 #[test]
@@ -91,7 +91,11 @@ fn when_the_system_refuses_allocations_fail_cleanly() {
         return;
     }
     let output = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "child_under_an_address_space_limit", "--nocapture"])
+        .args([
+            "--exact",
+            "child_under_an_address_space_limit",
+            "--nocapture",
+        ])
         .env("UNIMEM_GROWTH_CHILD", "1")
         .output()
         .unwrap();

@@ -382,7 +382,7 @@ pub fn cycle_4k() -> Vec<(&'static str, Subject)> {
                     BATCH,
                     &mut (),
                     |_| {
-                        black_box(grid.take());
+                        black_box(grid.take_uninit());
                     },
                     |_| {},
                 )
@@ -893,7 +893,7 @@ pub fn grid_cycle_write() -> Vec<(&'static str, Subject)> {
                     BATCH,
                     &mut (),
                     |_| {
-                        let cell = grid.take().unwrap();
+                        let cell = grid.take_uninit().unwrap();
                         fill(cell.address());
                     },
                     |_| {},

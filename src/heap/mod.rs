@@ -451,6 +451,19 @@ impl Heap {
         }
     }
 
+    /// The first data Block (a lazy Heap opens its first arena): what the
+    /// fast paths serve from.
+    ///
+    /// # Panics
+    /// If this is a lazy Heap whose first arena cannot be opened; see
+    /// [`try_block`](Heap::try_block).
+    pub fn block(&self) -> &Region {
+        match self.try_block() {
+            Ok(region) => region,
+            Err(error) => panic!("the Heap's first Block could not be opened: {error}"),
+        }
+    }
+
     /// The first data Block, or why the heap's first arena could not be
     /// opened. Whether it is pinned is [`Region::is_pinned`]; a refused
     /// `mlock` was also told on standard error once.
