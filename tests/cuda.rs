@@ -1,8 +1,11 @@
 //! A GPU reads and writes the same pages as the CPU: kernels work on `Vec`s
 //! allocated in a Tape (and cells of a Grid) over registered Blocks, with no
-//! copy anywhere. Without a driver or a device each test prints why it skips
-//! (unless `UNIMEM_REQUIRE_CUDA` is set, which makes that a failure).
-#![cfg(feature = "cuda")]
+//! copy anywhere. Without a driver or a device each test is reported
+//! `ignored` with the reason (unless `UNIMEM_REQUIRE_CUDA` is set, which
+//! makes that a failure).
+
+#[macro_use]
+mod harness;
 
 use std::sync::Arc;
 
@@ -18,30 +21,23 @@ fn options() -> BlockOptions<'static> {
     BlockOptions::new().pinning(Pinning::BestEffort)
 }
 
-/// Device 0, or `None` after printing why the test is skipped; with
-/// `UNIMEM_REQUIRE_CUDA` set (the GPU runner sets it), no driver or device
-/// fails the test instead.
-fn gpu(test: &str) -> Option<Arc<CudaContext>> {
+/// Device 0; without a driver or device the test is skipped, or fails with
+/// `UNIMEM_REQUIRE_CUDA` set (the GPU runner sets it).
+fn gpu() -> Arc<CudaContext> {
     match cuda::context(0) {
         Ok(ctx) => {
-            println!("{test}: on {}", ctx.name().unwrap_or_default());
-            Some(ctx)
+            println!("on {}", ctx.name().unwrap_or_default());
+            ctx
         }
-        Err(Error::Cuda(error @ (CudaError::NoDriver | CudaError::NoDevice { .. })))
-            if std::env::var_os("UNIMEM_REQUIRE_CUDA").is_none() =>
-        {
-            println!("SKIPPED {test}: {error}");
-            None
+        Err(Error::Cuda(error @ (CudaError::NoDriver | CudaError::NoDevice { .. }))) => {
+            harness::component("UNIMEM_REQUIRE_CUDA", "needs an NVIDIA GPU", Err(error))
         }
         Err(error) => panic!("{error}"),
     }
 }
 
-#[test]
 fn kernels_write_and_read_a_vec_in_a_registered_tape() {
-    let Some(ctx) = gpu("kernels_write_and_read_a_vec_in_a_registered_tape") else {
-        return;
-    };
+    let ctx = gpu();
     let module = ctx.load_module(Ptx::from_src(PTX)).unwrap();
     let write = module.load_function("write_affine").unwrap();
     let add = module.load_function("add_scalar").unwrap();
@@ -107,11 +103,8 @@ fn kernels_write_and_read_a_vec_in_a_registered_tape() {
     );
 }
 
-#[test]
 fn blocks_register_in_chunks_and_stay_contiguous() {
-    let Some(ctx) = gpu("blocks_register_in_chunks_and_stay_contiguous") else {
-        return;
-    };
+    let ctx = gpu();
     let module = ctx.load_module(Ptx::from_src(PTX)).unwrap();
     let write = module.load_function("write_affine").unwrap();
     let stream = ctx.default_stream();
@@ -146,11 +139,8 @@ fn blocks_register_in_chunks_and_stay_contiguous() {
     );
 }
 
-#[test]
 fn grid_cells_have_device_addresses() {
-    let Some(ctx) = gpu("grid_cells_have_device_addresses") else {
-        return;
-    };
+    let ctx = gpu();
     let module = ctx.load_module(Ptx::from_src(PTX)).unwrap();
     let write = module.load_function("write_affine").unwrap();
     let stream = ctx.default_stream();
@@ -178,11 +168,8 @@ fn grid_cells_have_device_addresses() {
     }
 }
 
-#[test]
 fn a_refused_registration_is_a_typed_error() {
-    let Some(ctx) = gpu("a_refused_registration_is_a_typed_error") else {
-        return;
-    };
+    let ctx = gpu();
     let block = Block::open_with(1 << 20, &options()).unwrap();
     let first = Registered::new(&ctx, &block).unwrap();
     let Err(error) = Registered::new(&ctx, &block) else {
@@ -201,14 +188,22 @@ fn a_refused_registration_is_a_typed_error() {
     Registered::new(&ctx, &block).unwrap();
 }
 
-#[test]
 fn without_a_driver_context_is_an_error_not_a_panic() {
     if cuda::driver_present() {
-        println!("SKIPPED without_a_driver_context_is_an_error_not_a_panic: a driver is present");
-        return;
+        harness::skip("a driver is present");
     }
     assert!(matches!(
         cuda::context(0),
         Err(Error::Cuda(CudaError::NoDriver))
     ));
+}
+
+fn main() {
+    harness::main(&[
+        test!(kernels_write_and_read_a_vec_in_a_registered_tape),
+        test!(blocks_register_in_chunks_and_stay_contiguous),
+        test!(grid_cells_have_device_addresses),
+        test!(a_refused_registration_is_a_typed_error),
+        test!(without_a_driver_context_is_an_error_not_a_panic),
+    ]);
 }

@@ -5,8 +5,11 @@
 //!
 //! The parent test compiles the stand-in with the system C compiler and runs
 //! this binary again with it first on LD_LIBRARY_PATH; the `fake_` tests do
-//! their work only in that child.
-#![cfg(all(feature = "cuda", target_os = "linux", not(miri)))]
+//! their work only in that child (run directly, they are reported
+//! `ignored`).
+
+#[macro_use]
+mod harness;
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -17,10 +20,9 @@ use unimem::{Block, BlockOptions, Error, Heap, Pinning, Tape};
 
 const CHILD: &str = "UNIMEM_FAKE_CUDA";
 
-#[test]
 fn registration_against_a_stand_in_driver() {
     if std::env::var_os(CHILD).is_some() {
-        return;
+        harness::skip("the parent test");
     }
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("fake-cuda");
     std::fs::create_dir_all(&dir).unwrap();
@@ -33,12 +35,9 @@ fn registration_against_a_stand_in_driver() {
         .status();
     match built {
         Ok(status) if status.success() => {}
-        other => {
-            println!(
-                "SKIPPED registration_against_a_stand_in_driver: `{compiler}` could not build the stand-in ({other:?})"
-            );
-            return;
-        }
+        other => harness::skip(format_args!(
+            "`{compiler}` could not build the stand-in driver ({other:?})"
+        )),
     }
     let output = Command::new(std::env::current_exe().unwrap())
         .args(["fake_", "--test-threads=1", "--nocapture"])
@@ -52,8 +51,11 @@ fn registration_against_a_stand_in_driver() {
     assert!(text.contains("test result: ok. 6 passed"), "{text}");
 }
 
-fn child() -> bool {
-    std::env::var_os(CHILD).is_some()
+/// Outside the child, a `fake_` test is skipped: the stand-in is not loaded.
+fn in_child() {
+    if std::env::var_os(CHILD).is_none() {
+        harness::skip("runs in the child of registration_against_a_stand_in_driver");
+    }
 }
 
 fn options() -> BlockOptions<'static> {
@@ -89,11 +91,8 @@ fn offset() -> u64 {
     unsafe { f() }
 }
 
-#[test]
 fn fake_contexts_and_devices() {
-    if !child() {
-        return;
-    }
+    in_child();
     assert!(cuda::driver_present());
     let ctx = cuda::context(0).unwrap();
     assert_eq!(ctx.ordinal(), 0);
@@ -106,11 +105,8 @@ fn fake_contexts_and_devices() {
     }
 }
 
-#[test]
 fn fake_device_addresses_are_asked_of_the_driver() {
-    if !child() {
-        return;
-    }
+    in_child();
     configure(false, 0);
     let ctx = cuda::context(0).unwrap();
     let tape = Tape::open_with(1 << 20, &options()).unwrap();
@@ -140,11 +136,8 @@ fn fake_device_addresses_are_asked_of_the_driver() {
     assert_eq!(registered_bytes(), 0, "dropping unregisters every chunk");
 }
 
-#[test]
 fn fake_gaps_between_chunks_split_device_ranges() {
-    if !child() {
-        return;
-    }
+    in_child();
     configure(true, 0);
     let ctx = cuda::context(0).unwrap();
     let block = Block::open_with(1 << 20, &options()).unwrap();
@@ -167,11 +160,8 @@ fn fake_gaps_between_chunks_split_device_ranges() {
     configure(false, 0);
 }
 
-#[test]
 fn fake_a_refused_registration_is_a_typed_error_and_undone() {
-    if !child() {
-        return;
-    }
+    in_child();
     let ctx = cuda::context(0).unwrap();
     // Fail the third chunk: the first two must be unregistered again.
     configure(false, 3);
@@ -208,11 +198,8 @@ fn fake_a_refused_registration_is_a_typed_error_and_undone() {
     assert_eq!(registered_bytes(), 0);
 }
 
-#[test]
 fn fake_zero_chunk_sizes_and_unopened_blocks_are_errors() {
-    if !child() {
-        return;
-    }
+    in_child();
     let ctx = cuda::context(0).unwrap();
     let tape = Tape::open_with(4096, &options()).unwrap();
     assert!(matches!(
@@ -227,11 +214,8 @@ fn fake_zero_chunk_sizes_and_unopened_blocks_are_errors() {
     assert_eq!(registered_bytes(), 0);
 }
 
-#[test]
 fn fake_memory_committed_later_is_registered_as_it_is_committed() {
-    if !child() {
-        return;
-    }
+    in_child();
     configure(false, 0);
     let ctx = cuda::context(0).unwrap();
     let tape = Tape::open_with(1 << 20, &options().capacity(64 << 20)).unwrap();
@@ -272,4 +256,16 @@ fn fake_memory_committed_later_is_registered_as_it_is_committed() {
     }
     drop(heap);
     assert_eq!(registered_bytes(), 0, "every range unregistered");
+}
+
+fn main() {
+    harness::main(&[
+        test!(registration_against_a_stand_in_driver),
+        test!(fake_contexts_and_devices),
+        test!(fake_device_addresses_are_asked_of_the_driver),
+        test!(fake_gaps_between_chunks_split_device_ranges),
+        test!(fake_a_refused_registration_is_a_typed_error_and_undone),
+        test!(fake_zero_chunk_sizes_and_unopened_blocks_are_errors),
+        test!(fake_memory_committed_later_is_registered_as_it_is_committed),
+    ]);
 }

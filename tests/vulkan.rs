@@ -5,10 +5,12 @@
 //! commits after the registration is imported and used too.
 //!
 //! CI runs these on Mesa's lavapipe with `UNIMEM_REQUIRE_VULKAN=1`, which
-//! makes a missing loader or device a failure; elsewhere they print
-//! `SKIPPED` and why. The shaders are WGSL in `shaders/`, compiled to the
-//! SPIR-V committed beside them (`tools/spvgen` checks it is fresh).
-#![cfg(all(feature = "vulkan", target_os = "linux", not(miri)))]
+//! makes a missing loader or device a failure; elsewhere they are reported
+//! `ignored` with the reason. The shaders are WGSL in `shaders/`, compiled
+//! to the SPIR-V committed beside them (`tools/spvgen` checks it is fresh).
+
+#[macro_use]
+mod harness;
 
 use std::process::Command;
 use std::sync::Arc;
@@ -42,20 +44,16 @@ fn options() -> BlockOptions<'static> {
     BlockOptions::new().pinning(Pinning::BestEffort).quiet(true)
 }
 
-/// The device, or `None` (with a SKIPPED line) where there is none, unless
-/// CI asked for it.
-fn device(test: &str) -> Option<Arc<Device>> {
-    match Device::open() {
-        Ok(device) => {
-            println!("{test}: on {}", device.name());
-            Some(device)
-        }
-        Err(error) if std::env::var_os("UNIMEM_REQUIRE_VULKAN").is_none() => {
-            println!("SKIPPED {test}: {error}");
-            None
-        }
-        Err(error) => panic!("{test}: UNIMEM_REQUIRE_VULKAN is set, yet: {error}"),
-    }
+/// The device; where there is none the test is skipped, or fails with
+/// `UNIMEM_REQUIRE_VULKAN` set (CI sets it).
+fn device() -> Arc<Device> {
+    let device = harness::component(
+        "UNIMEM_REQUIRE_VULKAN",
+        "needs a Vulkan device",
+        Device::open(),
+    );
+    println!("on {}", device.name());
+    device
 }
 
 /// Runs a compute shader once over `buffers` (bindings 0, 1, ...) and waits
@@ -200,11 +198,8 @@ fn dispatch(device: &Device, spirv: &[u8], buffers: &[BufferRange], groups: u32)
     }
 }
 
-#[test]
 fn shaders_write_and_read_a_vec_in_a_registered_tape() {
-    let Some(device) = device("shaders_write_and_read_a_vec_in_a_registered_tape") else {
-        return;
-    };
+    let device = device();
     let tape = Registered::new(&device, Tape::open_with(16 << 20, &options()).unwrap()).unwrap();
     let n = 16384; // Words: 1 Mi u32s, 4 MiB
     let mut out: Vec<Words, _> = Vec::with_capacity_in(n, &*tape);
@@ -250,11 +245,8 @@ fn shaders_write_and_read_a_vec_in_a_registered_tape() {
     );
 }
 
-#[test]
 fn a_shader_reads_a_heap_allocation() {
-    let Some(device) = device("a_shader_reads_a_heap_allocation") else {
-        return;
-    };
+    let device = device();
     let heap = Heap::lazy_with(16 << 20, options()).open_now().unwrap();
     // Commit what the test uses before registering: a Heap grows in steps,
     // and an allocation across two steps has no single buffer.
@@ -287,11 +279,8 @@ fn a_shader_reads_a_heap_allocation() {
     assert_eq!(u64::from(words(&total)[0]), expected % (1 << 32));
 }
 
-#[test]
 fn memory_committed_after_registering_is_imported_and_used() {
-    let Some(device) = device("memory_committed_after_registering_is_imported_and_used") else {
-        return;
-    };
+    let device = device();
     let tape = Tape::open_with(2 << 20, &options().capacity(64 << 20)).unwrap();
     let tape = Registered::new(&device, tape).unwrap();
     assert_eq!(tape.chunks(), 1);
@@ -318,11 +307,8 @@ fn memory_committed_after_registering_is_imported_and_used() {
     assert!(block.committed() >= 4 << 20);
 }
 
-#[test]
 fn a_buffer_bound_over_one_allocation() {
-    let Some(device) = device("a_buffer_bound_over_one_allocation") else {
-        return;
-    };
+    let device = device();
     let tape = Registered::new(&device, Tape::open_with(1 << 20, &options()).unwrap()).unwrap();
     let _pad: Vec<Words, _> = Vec::with_capacity_in(3, &*tape);
     let mut out: Vec<Words, _> = Vec::with_capacity_in(16, &*tape);
@@ -353,7 +339,6 @@ fn a_buffer_bound_over_one_allocation() {
 }
 
 /// Without a driver (an ICD list that names none), opening is a typed error.
-#[test]
 fn no_device_is_a_typed_error() {
     if std::env::var_os("UNIMEM_VULKAN_CHILD").is_some() {
         match Device::open() {
@@ -377,4 +362,14 @@ fn no_device_is_a_typed_error() {
         String::from_utf8_lossy(&output.stderr)
     );
     assert!(text.contains("child saw No"), "{text}");
+}
+
+fn main() {
+    harness::main(&[
+        test!(shaders_write_and_read_a_vec_in_a_registered_tape),
+        test!(a_shader_reads_a_heap_allocation),
+        test!(memory_committed_after_registering_is_imported_and_used),
+        test!(a_buffer_bound_over_one_allocation),
+        test!(no_device_is_a_typed_error),
+    ]);
 }
