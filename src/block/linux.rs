@@ -23,8 +23,11 @@ use crate::Error;
 
 /// What [`Region::share`](super::Region::share) returns on Linux: an owned,
 /// close-on-exec duplicate of a shared Block's sealed memfd. Send it to
-/// another process over a Unix socket (`SCM_RIGHTS`) or let a child inherit
-/// it.
+/// another process over a Unix socket (`SCM_RIGHTS`), or hand it to a child
+/// on purpose: being close-on-exec, it does not survive `exec` as it is, so
+/// duplicate it in the child between fork and exec (`dup2` onto a chosen
+/// number, in `std::os::unix::process::CommandExt::pre_exec`), as
+/// `examples/share.rs` does.
 pub type Export = OwnedFd;
 
 /// The operating-system side of one reservation.
