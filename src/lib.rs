@@ -1,53 +1,75 @@
 //! Pinned memory that the CPU and the machine's accelerators address directly,
-//! and allocators that put ordinary Rust data in it.
+//! and allocators that put ordinary Rust data — `Vec`, `Box`, `HashMap`, a
+//! whole program's heap — inside it, with no copies.
+//!
+//! ```sh
+//! cargo add unimem-pinned   # the library is `unimem`
+//! ```
 //!
 //! A [`Block`] is a reserved range of address space with a committed
 //! prefix: page-aligned, at a stable address, pinned (`mlock`) as it is
-//! committed, growable in place. On Linux it is private anonymous memory
-//! (copied into a forked child), or a sealed memfd when it is to be shared;
-//! on Apple platforms an IOSurface. Three allocators carve Blocks up, and
-//! commit them as they grow:
+//! committed, growable in place. Allocators carve Blocks up and commit them
+//! as they grow; registrations make them visible to a GPU or a remote peer.
 //!
-//! - [`Tape`]: a lock-free bump allocator; `clear` frees everything at once.
-//!   [`TapeLocal`] is one thread's handle on it, bumping without atomics.
-//! - [`Grid`]: fixed-size cells with a lock-free free list and a slot per
-//!   thread for the cell it gave back.
-//! - [`Heap`]: a general-purpose allocator: per-thread size-class slabs and
-//!   page runs, memory reused, more Blocks on demand.
-//! - [`Layout`]: three Tapes for inference (weights, scratch, history).
+//! # Which allocator for which job
 //!
-//! Tape, Grid and Heap implement `allocator_api2::alloc::Allocator`, so `Vec`,
-//! `Box` and `hashbrown::HashMap` live in pinned memory, and `GlobalAlloc` with
-//! `const` constructors, so a whole program's heap can.
+//! | job | use | frees |
+//! |---|---|---|
+//! | a whole program's heap, or a service's collections | [`Heap`] | each allocation, reused; memory given back |
+//! | tensors of one lifetime: a model's weights, a request's scratch | [`Tape`] (or [`Model`]) | all at once (`clear`), or the newest |
+//! | an inference engine: weights, KV cache, activations | [`Model`], with [`Talk`] and [`Pass`] | per conversation, per pass |
+//! | fixed-size buffers in a pool (I/O, frames) | [`Grid`] | each cell |
+//! | raw pinned bytes, shared with another process | [`Block`] | the whole Block |
 //!
-//! Registrations ([`register`]) make the committed parts of an allocator's
-//! Blocks visible to a device (`cuda` with feature `cuda`) or to remote
-//! peers (`ucx` with feature `ucx`), following the Blocks as they grow.
+//! Tape, Grid and Heap implement [`allocator_api2`]'s `Allocator` (this
+//! crate re-exports the series it implements: `unimem::allocator_api2::vec::Vec`
+//! always matches), so `Vec::new_in(&tape)` and `hashbrown::HashMap::new_in(&heap)`
+//! work, and `GlobalAlloc` with `const` constructors, so a whole program's
+//! heap can live in pinned memory:
 //!
-//! # Caveats
+//! ```no_run
+//! use unimem::Heap;
 //!
-//! - Pinning is real: on Linux `mlock` counts against `RLIMIT_MEMLOCK` (often
-//!   8 MiB for unprivileged users). An explicit open fails with
-//!   [`Error::Pin`] past it; the lazy constructors of the global allocators
-//!   pin what it allows and go on unpinned ([`Pinning::BestEffort`]), saying
-//!   so once on standard error.
-//! - A Tape reclaims memory only by `clear` (and the newest allocation by
-//!   deallocation); a Grid serves one size.
-//! - Memory shared with another process or device is outside Rust's aliasing
-//!   model: [`Block::attach`] is `unsafe` for that reason.
+//! // Reserved on first use, committed as the program grows (a first arena
+//! // of 256 MiB of address space, then more), pinned where the limit allows.
+//! #[global_allocator]
+//! static HEAP: Heap = Heap::lazy(256 << 20);
 //!
-//! # Example
+//! fn main() {
+//!     let words: Vec<String> = (0..1000).map(|i| i.to_string()).collect();
+//!     assert!(HEAP.owns(words.as_ptr()));
+//! }
+//! ```
+//!
+//! With a collection:
 //!
 //! ```
-//! use allocator_api2::vec::Vec;
-//! use unimem::{BlockOptions, Pinning, Tape};
+//! use unimem::allocator_api2::vec::Vec;
+//! use unimem::Tape;
 //!
-//! let tape = Tape::open_with(1 << 20, &BlockOptions::new().pinning(Pinning::BestEffort))?;
+//! let tape = Tape::open(1 << 20)?;
 //! let mut v = Vec::new_in(&tape);
 //! v.extend_from_slice(&[1.0f32, 2.0, 3.0]);
 //! assert!(tape.owns(v.as_ptr()));
 //! # Ok::<(), unimem::Error>(())
 //! ```
+//!
+//! Registrations ([`register`]) make the committed parts of an allocator's
+//! Blocks visible to a device (`cuda` with feature `cuda`, `vulkan` with
+//! feature `vulkan`, `metal` on Apple platforms) or to remote peers (`ucx`
+//! with feature `ucx`), following the Blocks as they grow.
+//!
+//! # Caveats
+//!
+//! - Pinning is real, and limited: on Linux `mlock` counts against
+//!   `RLIMIT_MEMLOCK` (often 8 MiB for an ordinary user). By default what
+//!   the limit allows is locked and the rest runs unpinned, told once on
+//!   standard error ([`Pinning::BestEffort`]); [`Pinning::Required`] makes
+//!   it an [`Error::Pin`] instead.
+//! - A Tape reclaims memory only by `clear` (and the newest allocation by
+//!   deallocation); a Grid serves one size.
+//! - Memory shared with another process or device is outside Rust's aliasing
+//!   model: [`Block::attach`] is `unsafe` for that reason.
 #![cfg_attr(feature = "nightly", feature(allocator_api))]
 #![warn(missing_docs)]
 
@@ -98,3 +120,17 @@ pub use tape::Tape;
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;
+
+#[cfg(test)]
+mod tests {
+    /// The README's install line names this package (not the older macOS
+    /// crate that has the library's name on crates.io).
+    #[test]
+    fn the_readme_installs_this_package() {
+        let line = concat!("cargo add ", env!("CARGO_PKG_NAME"));
+        assert!(
+            include_str!("../README.md").lines().any(|l| l == line),
+            "README.md lacks the line `{line}`"
+        );
+    }
+}

@@ -16,11 +16,11 @@
 //! pages dropped and unlocked, the range still committed; a group's
 //! `discarded` flag says so, and taking any of its units recommits it
 //! first). This runs on its own when a free leaves more than
-//! [`TRIM_THRESHOLD`] of free memory in the arena, keeping [`TRIM_KEEP`],
+//! [`TRIM_THRESHOLD`](super::Heap::TRIM_THRESHOLD) of free memory in the arena, keeping [`TRIM_KEEP`](super::Heap::TRIM_KEEP),
 //! and fully on `Heap::trim`. What an automatic trim keeps adapts: each time
 //! the arena has to commit again after trims gave memory back, the amount
 //! kept (and the threshold with it) doubles, and grows to at least what they
-//! gave back, up to [`TRIM_KEEP_MAX`], so that a
+//! gave back, up to [`TRIM_KEEP_MAX`](super::Heap::TRIM_KEEP_MAX), so that a
 //! program whose free memory swings back and forth stops paying a page
 //! fault for every page of the swing (glibc's trim threshold adapts the
 //! same way).
@@ -40,16 +40,16 @@ use crate::lock::SpinLock;
 use crate::{Block, BlockOptions, Error, Pages, Pinning, Region};
 
 /// When a free leaves at least this much free memory in memory in an arena,
-/// the arena gives all but [`TRIM_KEEP`] of it back to the system at once:
+/// the arena gives all but [`TRIM_KEEP`](super::Heap::TRIM_KEEP) of it back to the system at once:
 /// after a burst, committed (and locked) memory falls without waiting for
 /// `Heap::trim`.
 pub const TRIM_THRESHOLD: usize = 16 << 20;
 /// The free memory an automatic trim leaves in memory, so that the next
 /// burst does not start by committing again: what an arena starts with.
 /// It doubles (and grows to at least what the trims gave back), up to
-/// [`TRIM_KEEP_MAX`], each time the arena commits again after automatic
+/// [`TRIM_KEEP_MAX`](super::Heap::TRIM_KEEP_MAX), each time the arena commits again after automatic
 /// trims gave memory back, and the threshold with it (the threshold stays
-/// [`TRIM_THRESHOLD`] `- TRIM_KEEP` above it).
+/// [`TRIM_THRESHOLD`](super::Heap::TRIM_THRESHOLD) `- TRIM_KEEP` above it).
 pub const TRIM_KEEP: usize = 4 << 20;
 /// The most free memory an automatic trim keeps in memory.
 pub const TRIM_KEEP_MAX: usize = 64 << 20;
@@ -96,7 +96,7 @@ pub(super) struct Arena {
     groups_offset: usize,
     /// Groups discarded now (their flags set).
     discarded: AtomicUsize,
-    /// The free bytes an automatic trim keeps in memory: [`TRIM_KEEP`] and
+    /// The free bytes an automatic trim keeps in memory: [`TRIM_KEEP`](super::Heap::TRIM_KEEP) and
     /// up, doubled by `note_taken_back`. Changed under the grow lock.
     keep: AtomicUsize,
     /// Bytes automatic trims gave back since the arena last committed or

@@ -80,21 +80,24 @@ pub(crate) const MAX_ARENA: usize = 1 << 42;
 /// A general-purpose allocator over pinned Blocks, able to carry a whole
 /// program for hours: freed memory is reused, frees from other threads are
 /// fine, and arenas commit memory as they grow and give it back as they
-/// shrink, up to a limit of Blocks.
+/// shrink.
 ///
 /// Requests up to 32 KiB are served from per-thread slabs of size classes (at
 /// most a quarter of a class wasted); larger ones from runs of 4 KiB pages
 /// that merge and are reused once freed. `Heap` implements
 /// `allocator_api2::alloc::Allocator` and `GlobalAlloc`.
 ///
-/// Each arena reserves `block_bytes` of address space and commits it in
-/// steps of 2 MiB as it is used, so a Heap of any size starts in constant
-/// time and memory. When a free leaves [`TRIM_THRESHOLD`] or more of free
-/// memory in an arena, all but [`TRIM_KEEP`] of it is given back at once;
-/// an arena that has to commit again after such trims keeps twice as much
-/// from then on, and at least what they gave back (up to
-/// [`TRIM_KEEP_MAX`]), so memory that a program keeps coming back for
-/// stays. [`trim`](Heap::trim) gives back every free run at
+/// The first arena reserves `block_bytes` of address space and commits it
+/// in steps of 2 MiB as it is used, so a Heap of any size starts in
+/// constant time and memory; when the arenas are full another opens, twice
+/// the size of the last (or what the request needs), until the system
+/// refuses or the [`limit`](Heap::limit) is reached. When a free leaves
+/// [`TRIM_THRESHOLD`](Heap::TRIM_THRESHOLD) or more of free memory in an
+/// arena, all but [`TRIM_KEEP`](Heap::TRIM_KEEP) of it is given back at
+/// once; an arena that has to commit again after such trims keeps twice as
+/// much from then on, and at least what they gave back (up to
+/// [`TRIM_KEEP_MAX`](Heap::TRIM_KEEP_MAX)), so memory that a program keeps
+/// coming back for stays. [`trim`](Heap::trim) gives back every free run at
 /// the arenas' ends and every free group inside them.
 ///
 /// Freeing an object twice, or freeing a pointer that is not the start of
@@ -200,7 +203,7 @@ pub struct HeapStats {
     pub held: usize,
     /// Bytes of data committed in the arenas' Blocks: mapped and, when
     /// pinned, locked. Falls when free runs at the arenas' ends are given
-    /// back ([`Heap::trim`], and automatically past [`TRIM_THRESHOLD`]).
+    /// back ([`Heap::trim`], and automatically past [`TRIM_THRESHOLD`](Heap::TRIM_THRESHOLD)).
     pub committed: usize,
     /// The largest `committed` has been.
     pub high_water: usize,
