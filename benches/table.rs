@@ -67,6 +67,18 @@ fn measure_row(row: &support::Row, target: Duration, rounds: usize) -> Vec<(&'st
         .collect()
 }
 
+/// Why a peer's figure in a row is not like for like, if it is not: it is
+/// then marked `†`, left out of the best peer, and the reason printed under
+/// the table.
+fn unlike(row: &str, subject: &str) -> Option<&'static str> {
+    match subject {
+        "mimalloc" if row.starts_with("init") && row.contains("warm") => Some(
+            "mimalloc keeps the memory a run freed mapped and hands it to the next run:              after the first run it faults nothing in, where every other column does",
+        ),
+        _ => None,
+    }
+}
+
 fn show(unit: Unit, ns: f64) -> String {
     match unit {
         Unit::Bandwidth(bytes) => format!("{:.1} GB/s", bytes as f64 / ns),
@@ -115,6 +127,7 @@ fn main() {
     }
     println!(" best peer | ratio |");
     println!("|---|{}---|---|", "---|".repeat(COLUMNS.len()));
+    let mut notes = Vec::new();
     for row in support::rows() {
         if only.as_deref().is_some_and(|only| !row.name.contains(only)) {
             continue;
@@ -123,7 +136,16 @@ fn main() {
         print!("| {} |", row.name);
         for column in COLUMNS {
             match figures.iter().find(|(name, _)| *name == column) {
-                Some(&(_, ns)) => print!(" {} |", show(row.unit, ns)),
+                Some(&(_, ns)) => {
+                    let mark = match unlike(row.name, column) {
+                        Some(why) => {
+                            notes.push(format!("† {}, {column}: {why}", row.name));
+                            " †"
+                        }
+                        None => "",
+                    };
+                    print!(" {}{mark} |", show(row.unit, ns));
+                }
                 None => print!(" - |"),
             }
         }
@@ -133,11 +155,17 @@ fn main() {
             .map(|f| f.1);
         let best = figures
             .iter()
-            .filter(|(name, _)| *name != "unimem")
+            .filter(|(name, _)| *name != "unimem" && unlike(row.name, name).is_none())
             .min_by(|a, b| a.1.total_cmp(&b.1));
         match (unimem, best) {
             (Some(u), Some(&(peer, ns))) => println!(" {peer} | {:.2} |", u / ns),
             _ => println!(" - | - |"),
+        }
+    }
+    if !notes.is_empty() {
+        println!();
+        for note in notes {
+            println!("{note}");
         }
     }
 }
