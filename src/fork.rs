@@ -13,6 +13,10 @@
 //!    slot, central and arena locks: no Heap structure is half changed;
 //! 3. the striped commit locks (`block/mod.rs`): no Block is half committed.
 //!
+//! The child's handler first reserves again the ranges of Blocks kept out of
+//! children (`BlockOptions::inherit(false)`, see `block/linux.rs`), which
+//! `fork` left unmapped there.
+//!
 //! Tape, Grid and the Heap's per-thread fast paths take no lock: each of
 //! their steps is one atomic operation, or private to one thread, whose state
 //! the child never uses again (see `thread.rs`). Memory itself is private by
@@ -76,6 +80,7 @@ extern "C" fn parent() {
 /// After `fork`, in the child, whose only thread is the one that took the
 /// locks in `prepare`.
 extern "C" fn child() {
+    crate::block::after_fork_in_child();
     // SAFETY: as in `parent`: the child's thread is the one that forked.
     unsafe { unlock_all() }
 }

@@ -130,3 +130,83 @@ fn a_private_block_is_copied_into_a_child() {
     assert_eq!(wait(pid, DEADLINE), Ended::Exited(0));
     assert_eq!(block.as_bytes_mut()[0], 0, "the parent's copy");
 }
+
+/// Whether the page at `ptr` is taken in this process's address space: a
+/// mapping there that must not be replaced fails with EEXIST. Raw system
+/// calls only, for a forked child.
+fn reserved(ptr: *mut u8) -> bool {
+    let page = unimem::page_size();
+    // SAFETY: MAP_FIXED_NOREPLACE never replaces a mapping; a new one made
+    // is unmapped at once.
+    unsafe {
+        let addr = libc::mmap(
+            ptr.cast(),
+            page,
+            libc::PROT_READ,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE,
+            -1,
+            0,
+        );
+        if addr != libc::MAP_FAILED {
+            libc::munmap(addr, page);
+            return false;
+        }
+        *libc::__errno_location() == libc::EEXIST
+    }
+}
+
+/// A Block kept out of children (`inherit(false)`): a forked child finds
+/// its range reserved but inaccessible, its first and its last committed
+/// page alike (committed after open too); the parent's Block is as it was.
+#[test]
+fn a_block_kept_out_of_children_is_reserved_and_inaccessible_there() {
+    let page = unimem::page_size();
+    for shared in [false, true] {
+        let mut block = options()
+            .shared(shared)
+            .inherit(false)
+            .capacity(64 * page)
+            .open(4 * page)
+            .unwrap();
+        block.commit(16 * page).unwrap();
+        block.as_bytes_mut().fill(7);
+        let first = block.as_ptr();
+        let last = first.wrapping_add(15 * page);
+        let beyond = first.wrapping_add(40 * page);
+        let pid = fork(|| {
+            let all = reserved(first) && reserved(last) && reserved(beyond);
+            if all { 0 } else { 1 }
+        });
+        assert_eq!(
+            wait(pid, DEADLINE),
+            Ended::Exited(0),
+            "reserved in the child (shared: {shared})"
+        );
+        for ptr in [first, last] {
+            // SAFETY: the child reads its copy of the range, which must
+            // fault; the parent's is untouched.
+            let pid = fork(|| i32::from(unsafe { ptr.read_volatile() }));
+            assert_eq!(
+                wait(pid, DEADLINE),
+                Ended::Signalled(libc::SIGSEGV),
+                "a touch in the child (shared: {shared})"
+            );
+        }
+        assert!(block.as_bytes().iter().all(|&b| b == 7), "the parent's");
+        block.commit(64 * page).unwrap();
+        block.as_bytes_mut().fill(8);
+        assert!(block.as_bytes().iter().all(|&b| b == 8));
+    }
+}
+
+/// By default a child inherits the Block (the comparison for the test
+/// above).
+#[test]
+fn a_block_is_inherited_by_default() {
+    let mut block = options().open(4096).unwrap();
+    block.as_bytes_mut()[0] = 9;
+    let ptr = block.as_ptr();
+    // SAFETY: the child reads its copy.
+    let pid = fork(|| i32::from(unsafe { ptr.read_volatile() }));
+    assert_eq!(wait(pid, DEADLINE), Ended::Exited(9));
+}

@@ -18,7 +18,7 @@ use core::ffi::c_void;
 use core::ptr::{self, NonNull};
 use std::io;
 
-use super::{Backend, BlockOptions, Pinning, Reserved, page_size};
+use super::{Backend, BlockOptions, Pinning, Reserved, Shared, page_size};
 use crate::Error;
 
 /// An `IOSurfaceRef`, for Metal, the ANE and other IOSurface consumers.
@@ -151,6 +151,12 @@ pub(crate) fn physical_memory() -> usize {
     usize::try_from(pages).map_or(usize::MAX, |pages| pages.saturating_mul(page_size()))
 }
 
+/// Bytes of memory that can be faulted in: the physical memory (the
+/// backend never maps a handle of a size it did not create).
+pub(crate) fn available_memory() -> usize {
+    physical_memory()
+}
+
 /// The soft `RLIMIT_MEMLOCK`, in bytes; `None` when unlimited or unknown.
 pub(crate) fn memlock_limit() -> Option<u64> {
     let mut limit = libc::rlimit {
@@ -266,11 +272,17 @@ impl Backend for Raw {
         capacity: usize,
         granule: usize,
         _align: usize,
+        _open: usize,
         options: &BlockOptions<'_>,
     ) -> Result<Reserved, Error> {
         if options.pages.huge_page_size().is_some() {
             return Err(Error::Unsupported {
                 what: "explicit huge pages: IOSurface Blocks use the system's pages",
+            });
+        }
+        if !options.inherit {
+            return Err(Error::Unsupported {
+                what: "keeping a Block out of forked children: not implemented for IOSurface Blocks",
             });
         }
         let props = properties(capacity)?;
@@ -337,6 +349,11 @@ impl Backend for Raw {
         export: Export,
         options: &BlockOptions<'_>,
     ) -> Result<(Reserved, usize), Error> {
+        if !options.inherit {
+            return Err(Error::Unsupported {
+                what: "keeping a Block out of forked children: not implemented for IOSurface Blocks",
+            });
+        }
         // SAFETY: a send right we own; the lookup does not consume it, and
         // `export` deallocates it when dropped at the end of this function.
         let surface = unsafe { IOSurfaceLookupFromMachPort(export.0) };
@@ -351,7 +368,7 @@ impl Backend for Raw {
         Ok((reserved, size))
     }
 
-    fn shared_size(&self) -> Result<Option<usize>, Error> {
+    fn shared_size(&self) -> Result<Option<Shared>, Error> {
         // An IOSurface never changes size.
         Ok(None)
     }

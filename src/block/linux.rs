@@ -4,21 +4,88 @@
 //!   readable and writable (`mprotect`); decommitting unlocks it, drops its
 //!   pages (`MADV_DONTNEED`) and makes it inaccessible again, keeping the
 //!   range's label and huge-page advice. `fork` copies it into the child.
-//! - **Shared**: a memfd, sealed against shrinking (and against growing once
-//!   the whole capacity is committed), grown with `ftruncate` and mapped
-//!   `MAP_SHARED | MAP_FIXED` over the reservation as it is committed.
+//! - **Shared**: a memfd, sealed at open, grown by its owner with
+//!   `ftruncate` and mapped `MAP_SHARED | MAP_FIXED` over the reservation as
+//!   it is committed; see [who may do what](#shared-blocks-who-may-do-what).
 //! - **Explicit huge pages**: `MAP_HUGETLB` pages (private) or an
 //!   `MFD_HUGETLB` memfd (shared) mapped over the reservation; the kernel
-//!   takes them from its pool at `mmap`, so too few is an error there.
+//!   takes them from its pool at `mmap`, so too few is an error there. A
+//!   forked child shares a private huge-page Block's pages copy-on-write,
+//!   and the copy comes from the pool too: a child that writes a page (or
+//!   touches one the parent wrote since) when the pool has no free page is
+//!   killed with SIGBUS.
+//! - **Kept out of children** (`BlockOptions::inherit(false)`): every
+//!   mapping of the Block is `MADV_DONTFORK`, so `fork` copies none of it;
+//!   before `fork` returns in the child, the child reserves the range again,
+//!   inaccessible ([`after_fork_in_child`]), so that nothing else is placed
+//!   there and a touch is a SIGSEGV. (`MADV_WIPEONFORK`, which would leave
+//!   zeros instead, is refused by the kernel for huge pages and memfds,
+//!   and zeros under an allocator's live allocations would be worse than a
+//!   fault.)
+//!
+//! # Shared Blocks: who may do what
+//!
+//! The owner (the process that opened the Block) creates the memfd and seals
+//! it at once against shrinking and against any further seal
+//! (`F_SEAL_SHRINK | F_SEAL_SEAL`); a Block that commits its whole capacity
+//! at open is first sized to it and sealed against growing as well. The
+//! memfd's size says how far the owner has committed: the owner grows it
+//! before it maps more, and no one else in this crate ever resizes it. A
+//! receiver ([`Block::attach`](super::Block::attach)) maps what the size
+//! says, and [`follow`](super::Region::follow) maps up to the size again,
+//! within the capacity the receiver reserved.
+//!
+//! Why not size the memfd to the whole capacity at open and seal it against
+//! growing too, so that committing is only mapping and nobody can change
+//! the size? Because the size would then no longer say how far the owner
+//! has committed, and nothing else can tell a receiver without changing
+//! what is sent (a header page inside the Block, a second fd): a receiver
+//! would have to map the owner's whole capacity, and with prefault or
+//! pinning fault all of it in, allocating pages the owner only reserved (a
+//! lazy shared Tape of 64 GiB would cost every receiver 64 GiB).
+//!
+//! What each side trusts of the other holders of the fd:
+//!
+//! - **The owner** trusts them with the contents, as any shared memory
+//!   does: they can write every byte (bytes the owner has not committed yet
+//!   too, which are then not zero when it commits them) and punch holes
+//!   (`fallocate(FALLOC_FL_PUNCH_HOLE)`, which zeroes pages). It trusts them
+//!   with nothing else. No holder can shrink the memfd (pages vanishing
+//!   under the owner's mapping would be SIGBUS) or seal it: `F_SEAL_SEAL`
+//!   refuses `F_SEAL_WRITE`, `F_SEAL_FUTURE_WRITE` and `F_SEAL_GROW`, each
+//!   of which would stop the owner's next commit. A holder can grow the
+//!   memfd (`ftruncate` or `fallocate` past its end), which costs nothing
+//!   until touched: the owner grows it only where it is smaller than what
+//!   it commits, and goes on; receivers then follow it past what the owner
+//!   committed, up to their own capacity.
+//! - **A receiver** trusts the fd for nothing but its contents: `attach`
+//!   checks that it is a memfd sealed against shrinking and not against
+//!   writing, of whole pages, and that what pinning or prefaulting would
+//!   fault in fits in the memory available (a sparse memfd of any size costs
+//!   its sender nothing); `follow` checks what it adds the same way. A
+//!   sender that kept the right to seal can seal against writing later (the
+//!   next `follow` is an error), or grow the memfd past the receiver's
+//!   capacity (`follow` maps up to the capacity and says
+//!   [`Error::Capacity`]). A receiver never resizes the memfd: it commits
+//!   only what the size covers.
+//! - **Huge pages** (`MFD_HUGETLB`): a hole punched in a huge-page memfd
+//!   gives its pages back to the system's pool, and the next touch of that
+//!   range through any mapping takes a free huge page again. If the pool has
+//!   none by then, that touch is SIGBUS, not an error, whether or not the
+//!   pages were pinned. So `attach` refuses a huge-page memfd unless the
+//!   receiver accepts the risk (`BlockOptions::accept_huge_page_sigbus`),
+//!   and the owner of a shared huge-page Block trusts every holder of its fd
+//!   not to punch holes.
 //!
 //! Every call here is a raw system call through `libc`; nothing allocates, so a
 //! global allocator can open and grow Blocks from its first allocation.
 
 use core::ptr::{self, NonNull};
+use core::sync::atomic::{AtomicUsize, Ordering};
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
-use super::{Backend, BlockOptions, Pages, Reserved, page_size};
+use super::{Backend, BlockOptions, Pages, Reserved, Shared, page_size};
 use crate::Error;
 
 /// What [`Region::share`](super::Region::share) returns on Linux: an owned,
@@ -34,15 +101,18 @@ pub type Export = OwnedFd;
 pub(crate) struct Raw {
     /// The memfd of a shared Block; `None` for private memory.
     fd: Option<OwnedFd>,
+    /// Whether this mapping opened the memfd and grows it (the owner), or
+    /// attached it and maps only what the memfd's size covers.
+    owner: bool,
     /// `MAP_HUGETLB` and its size flag for private explicit huge pages, 0
     /// otherwise.
     hugetlb: libc::c_int,
     /// The unit of commits: the page or huge page size.
     granule: usize,
-    /// The owner's capacity, for a shared Block it opened: once committed
-    /// that far, the memfd is sealed against growing too. 0 for private
-    /// and attached memory.
-    seal_at: usize,
+    /// Whether forked children are kept out: every mapping of the
+    /// reservation is `MADV_DONTFORK`, and the reservation is in
+    /// [`KEPT_OUT`].
+    kept_out: bool,
     /// The label, NUL-terminated, for ranges mapped afresh.
     name: [u8; NAME_MAX + 1],
 }
@@ -70,7 +140,7 @@ pub(crate) fn physical_memory() -> usize {
 /// Bytes the kernel expects it can hand out without swapping (`MemAvailable`
 /// in `/proc/meminfo`), read into a stack buffer; free memory if that file
 /// cannot be read.
-fn available_memory() -> usize {
+pub(crate) fn available_memory() -> usize {
     const PATH: &[u8] = b"/proc/meminfo\0";
     let mut buf = [0u8; 4096];
     // SAFETY: a NUL-terminated path; the descriptor is closed below.
@@ -156,8 +226,10 @@ fn huge_page_error(granule: usize, bytes: usize, source: io::Error) -> Error {
 }
 
 /// Reserves `capacity` bytes of inaccessible address space aligned to
-/// `align`: nothing is committed, counted or locked.
-fn reserve_range(capacity: usize, align: usize) -> Result<NonNull<u8>, Error> {
+/// `align`: nothing is committed, counted or locked. With `kept_out` the
+/// range is `MADV_DONTFORK` and recorded in [`KEPT_OUT`], so that a forked
+/// child reserves it again rather than inheriting it.
+fn reserve_range(capacity: usize, align: usize, kept_out: bool) -> Result<NonNull<u8>, Error> {
     let page = page_size();
     let extra = align.saturating_sub(page);
     let len = capacity.checked_add(extra).ok_or(Error::Overflow {
@@ -197,7 +269,145 @@ fn reserve_range(capacity: usize, align: usize) -> Result<NonNull<u8>, Error> {
             source: io::Error::from_raw_os_error(libc::EFAULT),
         });
     };
+    if kept_out {
+        // Advice first, record second: a child forked in between finds a
+        // hole nobody refers to, never a recorded range that it inherited.
+        let result = keep_from_children(ptr.as_ptr(), capacity).and_then(|()| {
+            record_kept_out(ptr.as_ptr().addr(), capacity)
+                .then_some(())
+                .ok_or(Error::Unsupported {
+                    what: "keeping more than 128 Blocks out of forked children at once",
+                })
+        });
+        if let Err(error) = result {
+            // SAFETY: our own fresh reservation, which nothing refers to.
+            unsafe { libc::munmap(ptr.as_ptr().cast(), capacity) };
+            return Err(error);
+        }
+    }
     Ok(ptr)
+}
+
+/// `MADV_DONTFORK` over `len` bytes at `at`: `fork` leaves them out of the
+/// child. Needed again for every mapping made afresh over the range (a
+/// new mapping does not take the old one's advice).
+fn keep_from_children(at: *mut u8, len: usize) -> Result<(), Error> {
+    // SAFETY: advice on our own mapping; it changes no byte.
+    if unsafe { libc::madvise(at.cast(), len, libc::MADV_DONTFORK) } != 0 {
+        return Err(Error::last_os("madvise(MADV_DONTFORK)"));
+    }
+    Ok(())
+}
+
+/// One reservation kept out of forked children: its first byte (0: a free
+/// slot) and its length (0 while it is being recorded).
+struct KeptOut {
+    start: AtomicUsize,
+    len: AtomicUsize,
+}
+
+/// How many reservations can be kept out of forked children at once.
+const KEPT_OUT_SLOTS: usize = 128;
+
+/// The reservations kept out of forked children, which
+/// [`after_fork_in_child`] reserves again in the child. A fixed table, so
+/// that recording never allocates.
+///
+/// Relaxed, every access: a slot changes only while its Block is being
+/// opened or released, by the one thread doing it. A child only ever uses
+/// Blocks that were neither at the fork, whose slots were settled before
+/// any thread could reach them; a slot in flux belongs to a Block no thread
+/// of the child can reach (its opener or releaser is not copied into the
+/// child), and the child never replaces a mapping, so a half-written slot
+/// at worst reserves an unused range there.
+static KEPT_OUT: [KeptOut; KEPT_OUT_SLOTS] = [const {
+    KeptOut {
+        start: AtomicUsize::new(0),
+        len: AtomicUsize::new(0),
+    }
+}; KEPT_OUT_SLOTS];
+
+/// Records `start..start + len` in a free slot of [`KEPT_OUT`]; false if
+/// the table is full.
+fn record_kept_out(start: usize, len: usize) -> bool {
+    for slot in &KEPT_OUT {
+        // Relaxed: see `KEPT_OUT`; the compare-exchange alone decides who
+        // takes the slot.
+        if slot
+            .start
+            .compare_exchange(0, start, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+        {
+            slot.len.store(len, Ordering::Relaxed);
+            return true;
+        }
+    }
+    false
+}
+
+/// Forgets the slot of the reservation at `start`, if it has one.
+fn forget_kept_out(start: usize) {
+    // Relaxed: see `KEPT_OUT`.
+    if let Some(slot) = KEPT_OUT
+        .iter()
+        .find(|slot| slot.start.load(Ordering::Relaxed) == start)
+    {
+        slot.len.store(0, Ordering::Relaxed);
+        slot.start.store(0, Ordering::Relaxed);
+    }
+}
+
+/// In a forked child, before `fork` returns there: reserves again,
+/// inaccessible, every range kept out of children (`MADV_DONTFORK` left it
+/// unmapped), so that no later mapping of the child lands in it while the
+/// child's copy of its Block still points there. Raw system calls only: the
+/// child may be the copy of a multi-threaded process.
+pub(crate) fn after_fork_in_child() {
+    for slot in &KEPT_OUT {
+        // Relaxed: see `KEPT_OUT`.
+        let start = slot.start.load(Ordering::Relaxed);
+        let len = slot.len.load(Ordering::Relaxed);
+        if start == 0 || len == 0 {
+            continue;
+        }
+        // SAFETY: MAP_FIXED_NOREPLACE never replaces a mapping: it maps the
+        // range only where nothing is mapped.
+        let addr = unsafe {
+            libc::mmap(
+                ptr::without_provenance_mut(start),
+                len,
+                libc::PROT_NONE,
+                libc::MAP_PRIVATE
+                    | libc::MAP_ANONYMOUS
+                    | libc::MAP_NORESERVE
+                    | libc::MAP_FIXED_NOREPLACE,
+                -1,
+                0,
+            )
+        };
+        if addr != libc::MAP_FAILED && addr.addr() != start {
+            // A kernel before 4.17 took the flag as a hint and mapped
+            // elsewhere: give that back.
+            // SAFETY: the mapping just made, which nothing refers to.
+            unsafe { libc::munmap(addr, len) };
+        }
+    }
+}
+
+/// The size of the memfd behind `fd`, and the bytes of it in memory.
+fn fd_size(fd: BorrowedFd<'_>) -> Result<(usize, usize), Error> {
+    // SAFETY: `stat` is plain data; all zeroes is a valid value.
+    let mut st: libc::stat = unsafe { core::mem::zeroed() };
+    // SAFETY: a valid out-pointer.
+    if unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } != 0 {
+        return Err(Error::last_os("fstat"));
+    }
+    Ok((
+        usize::try_from(st.st_size).unwrap_or(0),
+        usize::try_from(st.st_blocks)
+            .unwrap_or(0)
+            .saturating_mul(512),
+    ))
 }
 
 impl Backend for Raw {
@@ -205,6 +415,7 @@ impl Backend for Raw {
         capacity: usize,
         granule: usize,
         align: usize,
+        open: usize,
         options: &BlockOptions<'_>,
     ) -> Result<Reserved, Error> {
         let huge = huge_flags(options.pages);
@@ -229,27 +440,41 @@ impl Backend for Raw {
             // SAFETY: memfd_create just returned this descriptor; nothing
             // else owns it.
             let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-            // Sealed against shrinking from the start, so that no holder of
-            // a shared fd can truncate the pages under a mapping (which would
-            // turn accesses into SIGBUS). Growing and the seals themselves
-            // are sealed once the whole capacity is committed (`map`).
+            // Sealed before anyone else can hold the fd (see the module
+            // documentation): against shrinking, so that no holder can take
+            // pages from under a mapping, and against any further seal, so
+            // that no holder can stop the owner's growth. A Block that
+            // commits its whole capacity now is sized to it and sealed
+            // against growing too: its size is final.
+            let mut seals = libc::F_SEAL_SHRINK | libc::F_SEAL_SEAL;
+            if open >= capacity {
+                let size = libc::off_t::try_from(capacity).map_err(|_| Error::Overflow {
+                    requested: capacity,
+                })?;
+                // SAFETY: a plain system call on a descriptor we own.
+                if unsafe { libc::ftruncate(fd.as_raw_fd(), size) } != 0 {
+                    return Err(Error::last_os("ftruncate"));
+                }
+                seals |= libc::F_SEAL_GROW;
+            }
             // SAFETY: a plain system call on a descriptor we own.
-            if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, libc::F_SEAL_SHRINK) } != 0 {
+            if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, seals) } != 0 {
                 return Err(Error::last_os("fcntl(F_ADD_SEALS)"));
             }
             Some(fd)
         } else {
             None
         };
-        let ptr = reserve_range(capacity, align)?;
+        let ptr = reserve_range(capacity, align, !options.inherit)?;
         let raw = Raw {
-            seal_at: if fd.is_some() { capacity } else { 0 },
             fd,
+            owner: true,
             hugetlb: match huge {
                 Some((map, _)) if !options.shared => libc::MAP_HUGETLB | map,
                 _ => 0,
             },
             granule,
+            kept_out: !options.inherit,
             name: name(options.label, ANON_NAME_MAX - 1),
         };
         // From here `reserved` owns the reservation: an early return would
@@ -277,19 +502,25 @@ impl Backend for Raw {
 
     unsafe fn map(&self, base: NonNull<u8>, from: usize, to: usize) -> Result<(), Error> {
         // SAFETY: the caller's contract: `from..to` is ours, uncommitted.
-        let at = unsafe { base.as_ptr().add(from) }.cast::<libc::c_void>();
+        let at = unsafe { base.as_ptr().add(from) };
         let len = to - from;
         if let Some(fd) = &self.fd {
-            let size = libc::off_t::try_from(to).map_err(|_| Error::Overflow { requested: to })?;
-            // SAFETY: plain system calls on a descriptor we own.
-            if unsafe { libc::ftruncate(fd.as_raw_fd(), size) } != 0 {
-                return Err(Error::last_os("ftruncate"));
+            if self.owner {
+                grow(fd.as_fd(), to)?;
+            } else if fd_size(fd.as_fd())?.0 < to {
+                // Mapped past the memfd's end, the pages would be SIGBUS;
+                // and only the owner grows the memfd.
+                return Err(Error::InvalidArgument {
+                    reason: "an attached Block commits only what the memfd's owner committed: \
+                             only the owner grows a shared Block, and follow() maps its growth",
+                });
             }
             // SAFETY: maps the memfd's pages over our own reservation; other
-            // mappings of them are covered by `attach`'s contract.
+            // mappings of them are covered by `attach`'s contract. The memfd
+            // covers `to` (grown above, or checked), and cannot shrink.
             let addr = unsafe {
                 libc::mmap(
-                    at,
+                    at.cast(),
                     len,
                     libc::PROT_READ | libc::PROT_WRITE,
                     libc::MAP_SHARED | libc::MAP_FIXED,
@@ -307,20 +538,11 @@ impl Backend for Raw {
                     source,
                 });
             }
-            if to == self.seal_at {
-                // The whole capacity is committed: seal the size for good,
-                // and the seals, so that nobody can add F_SEAL_WRITE later.
-                let seals = libc::F_SEAL_GROW | libc::F_SEAL_SEAL;
-                // SAFETY: a plain system call on a descriptor we own.
-                if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, seals) } != 0 {
-                    return Err(Error::last_os("fcntl(F_ADD_SEALS)"));
-                }
-            }
         } else if self.hugetlb != 0 {
             // SAFETY: replaces part of our own reservation with huge pages.
             let addr = unsafe {
                 libc::mmap(
-                    at,
+                    at.cast(),
                     len,
                     libc::PROT_READ | libc::PROT_WRITE,
                     libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED | self.hugetlb,
@@ -337,9 +559,18 @@ impl Backend for Raw {
             }
             self.label(base, from, to);
         } else {
-            // SAFETY: part of our own reservation.
-            if unsafe { libc::mprotect(at, len, libc::PROT_READ | libc::PROT_WRITE) } != 0 {
+            // SAFETY: part of our own reservation; the range keeps its
+            // advice (`MADV_DONTFORK` included).
+            if unsafe { libc::mprotect(at.cast(), len, libc::PROT_READ | libc::PROT_WRITE) } != 0 {
                 return Err(Error::last_os("mprotect"));
+            }
+            return Ok(());
+        }
+        if self.kept_out {
+            if let Err(error) = keep_from_children(at, len) {
+                // SAFETY: just mapped, not yet committed: nothing refers to it.
+                let _ = unsafe { self.unmap(base, from, to) };
+                return Err(error);
             }
         }
         Ok(())
@@ -409,6 +640,9 @@ impl Backend for Raw {
             }
             if self.fd.is_none() {
                 self.label(base, from, to);
+            }
+            if self.kept_out {
+                keep_from_children(at.cast(), len)?;
             }
             return Ok(());
         }
@@ -505,6 +739,14 @@ impl Backend for Raw {
             });
         }
         let hugetlbfs = is_hugetlbfs(fd.as_fd());
+        if hugetlbfs && !options.accept_huge_page_sigbus {
+            return Err(Error::BadHandle {
+                reason: "the memfd is of explicit huge pages, in which its sender can punch \
+                         holes that make this process's next touch a SIGBUS when the huge-page \
+                         pool is empty; accept that with \
+                         BlockOptions::accept_huge_page_sigbus(true)",
+            });
+        }
         let granule = if hugetlbfs {
             usize::try_from(st.st_blksize).unwrap_or(0)
         } else {
@@ -533,26 +775,20 @@ impl Backend for Raw {
             let allocated = usize::try_from(st.st_blocks)
                 .unwrap_or(0)
                 .saturating_mul(512);
-            let to_fault = size.saturating_sub(allocated);
-            let available = available_memory();
-            if to_fault > available {
-                return Err(Error::OutOfMemory {
-                    requested: to_fault,
-                    available,
-                });
-            }
+            super::check_fault_in(size.saturating_sub(allocated))?;
         }
         let capacity = options
             .capacity
             .checked_next_multiple_of(granule)
             .unwrap_or(size)
             .max(size);
-        let ptr = reserve_range(capacity, granule)?;
+        let ptr = reserve_range(capacity, granule, !options.inherit)?;
         let raw = Raw {
             fd: Some(fd),
+            owner: false,
             hugetlb: 0,
             granule,
-            seal_at: 0,
+            kept_out: !options.inherit,
             name: [0; NAME_MAX + 1],
         };
         let reserved = Reserved {
@@ -566,25 +802,50 @@ impl Backend for Raw {
         Ok((reserved, size))
     }
 
-    fn shared_size(&self) -> Result<Option<usize>, Error> {
-        let Some(fd) = &self.fd else {
-            return Ok(None);
-        };
-        // SAFETY: as in `attach`.
-        let mut st: libc::stat = unsafe { core::mem::zeroed() };
-        // SAFETY: a valid out-pointer.
-        if unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } != 0 {
-            return Err(Error::last_os("fstat"));
+    fn shared_size(&self) -> Result<Option<Shared>, Error> {
+        match &self.fd {
+            Some(fd) if !self.owner => {
+                let (size, resident) = fd_size(fd.as_fd())?;
+                Ok(Some(Shared { size, resident }))
+            }
+            _ => Ok(None),
         }
-        Ok(Some(usize::try_from(st.st_size).unwrap_or(0)))
     }
 
     unsafe fn release(&mut self, ptr: NonNull<u8>, capacity: usize) {
+        if self.kept_out {
+            forget_kept_out(ptr.as_ptr().addr());
+        }
         // SAFETY: the caller passes the reservation `reserve` made; munmap
         // also drops the locks. The fd closes when `self` drops, right after.
         let rc = unsafe { libc::munmap(ptr.as_ptr().cast(), capacity) };
         debug_assert_eq!(rc, 0, "munmap of a Block failed");
     }
+}
+
+/// Grows the owner's memfd to at least `to` bytes before it maps them.
+/// Another holder may have grown it already (or does so meanwhile): the
+/// memfd cannot shrink, so once it covers `to` it always will, and then
+/// there is nothing to do.
+fn grow(fd: BorrowedFd<'_>, to: usize) -> Result<(), Error> {
+    if fd_size(fd)?.0 >= to {
+        return Ok(());
+    }
+    let size = libc::off_t::try_from(to).map_err(|_| Error::Overflow { requested: to })?;
+    // SAFETY: a plain system call on a descriptor we own.
+    if unsafe { libc::ftruncate(fd.as_raw_fd(), size) } == 0 {
+        return Ok(());
+    }
+    let source = io::Error::last_os_error();
+    // EPERM: a shrink, refused because another holder grew the memfd past
+    // `to` since we looked.
+    if source.raw_os_error() == Some(libc::EPERM) && fd_size(fd)?.0 >= to {
+        return Ok(());
+    }
+    Err(Error::Os {
+        call: "ftruncate",
+        source,
+    })
 }
 
 impl Raw {

@@ -7,7 +7,7 @@
 //!
 //! | backend | chosen when | reserve | commit | decommit | export |
 //! |---|---|---|---|---|---|
-//! | `linux.rs` | Linux, not Miri | `mmap(PROT_NONE, MAP_NORESERVE)`, aligned | private: `mprotect`; shared: grow the sealed memfd and map it in place; huge pages: map `MAP_HUGETLB` pages in place | private: map fresh `PROT_NONE` pages over the range (frees and unlocks them); shared: refused | the memfd (shared Blocks) |
+//! | `linux.rs` | Linux, not Miri | `mmap(PROT_NONE, MAP_NORESERVE)`, aligned | private: `mprotect`; shared: the owner grows the sealed memfd, every mapping maps it in place (an attached one only as far as the memfd's size); huge pages: map `MAP_HUGETLB` pages in place | private: map fresh `PROT_NONE` pages over the range (frees and unlocks them); shared: refused | the memfd (shared Blocks) |
 //! | `apple.rs` | Apple targets, not Miri | cannot reserve: an IOSurface of the whole capacity, all committed at open | nothing left to commit | refused | a Mach port |
 //! | `portable.rs` | everything else, and Miri | zeroed `System` memory of the whole capacity | bookkeeping | zeroes the range | none |
 //!
@@ -87,11 +87,14 @@ pub(crate) struct Reserved {
 pub(crate) trait Backend: Sized {
     /// Reserves `capacity` bytes (a positive multiple of `granule`) of
     /// address space aligned to `align`, committing nothing unless the
-    /// backend cannot reserve.
+    /// backend cannot reserve. `open` is what the caller commits right
+    /// after (0 for a lazy Block): a shared Block that commits its whole
+    /// capacity at once can be sealed at its final size.
     fn reserve(
         capacity: usize,
         granule: usize,
         align: usize,
+        open: usize,
         options: &BlockOptions<'_>,
     ) -> Result<Reserved, Error>;
 
@@ -146,7 +149,8 @@ pub(crate) trait Backend: Sized {
 
     /// Reserves room for the pages behind `export` (untrusted: checked
     /// first) and returns the reservation, nothing committed yet, with the
-    /// size to commit: what the owner committed.
+    /// size to commit: what the owner committed. The mapping never resizes
+    /// the pages: its `map` refuses to go past what they hold.
     ///
     /// # Safety
     /// As [`Block::attach`].
@@ -155,9 +159,10 @@ pub(crate) trait Backend: Sized {
         options: &BlockOptions<'_>,
     ) -> Result<(Reserved, usize), Error>;
 
-    /// How many bytes the pages behind a shared reservation hold now (what
-    /// its owner committed); `None` for private memory.
-    fn shared_size(&self) -> Result<Option<usize>, Error>;
+    /// What the pages behind an attached reservation hold now (what their
+    /// owner committed, as far as the handle says); `None` for private
+    /// memory and for the owner's own mapping, which has nothing to follow.
+    fn shared_size(&self) -> Result<Option<Shared>, Error>;
 
     /// Unmaps the whole reservation and releases the operating-system object.
     ///
@@ -165,6 +170,37 @@ pub(crate) trait Backend: Sized {
     /// `ptr` and `capacity` are the ones this backend returned with `self`,
     /// and no reference into the region outlives this call.
     unsafe fn release(&mut self, ptr: NonNull<u8>, capacity: usize);
+}
+
+/// The size of the pages behind an attached reservation, as its handle says
+/// (untrusted).
+pub(crate) struct Shared {
+    /// Bytes the pages hold.
+    pub(crate) size: usize,
+    /// Bytes of them in memory already (which following does not fault in
+    /// again).
+    pub(crate) resident: usize,
+}
+
+/// Checks that faulting `bytes` in fits in the memory available, for pages
+/// whose size an untrusted handle chose.
+pub(crate) fn check_fault_in(bytes: usize) -> Result<(), Error> {
+    let available = imp::available_memory();
+    if bytes > available {
+        return Err(Error::OutOfMemory {
+            requested: bytes,
+            available,
+        });
+    }
+    Ok(())
+}
+
+/// In a forked child, before `fork` returns there (see `fork.rs`): reserves
+/// again the ranges of Blocks kept out of children
+/// ([`BlockOptions::inherit`]).
+pub(crate) fn after_fork_in_child() {
+    #[cfg(all(target_os = "linux", not(miri)))]
+    imp::after_fork_in_child();
 }
 
 /// The system's page size in bytes (read once from the system, then cached).
@@ -232,6 +268,23 @@ pub enum Pages {
     /// Explicit 2 MiB huge pages from the system's pool (`MAP_HUGETLB`,
     /// `MFD_HUGETLB`; reserve them in `/proc/sys/vm/nr_hugepages`). Sizes
     /// round up to 2 MiB; too few free huge pages is [`Error::HugePages`].
+    ///
+    /// Where the kernel takes a huge page later than at commit, too few is
+    /// SIGBUS instead, which no option turns into an error:
+    /// - **`fork`**: a child shares a private Block's huge pages
+    ///   copy-on-write, and each copy is a page from the pool. A child that
+    ///   writes a page (or touches one the parent wrote since the fork) when
+    ///   the pool has no free page is killed with SIGBUS; the parent is never
+    ///   affected. A child that uses the Block needs a free huge page for
+    ///   every page either side writes; one that does not is safest with
+    ///   [`BlockOptions::inherit`]`(false)`, which leaves the Block out of it.
+    /// - **Sharing**: any holder of a shared Block's memfd can punch a hole
+    ///   in it (`fallocate(FALLOC_FL_PUNCH_HOLE)`), which gives the pages
+    ///   back to the pool; the next touch through any mapping, the owner's
+    ///   included, takes a page again, and is SIGBUS if none is free. So
+    ///   [`Block::attach`] maps a huge-page memfd only with
+    ///   [`BlockOptions::accept_huge_page_sigbus`], and the owner trusts
+    ///   whoever it gives the fd to.
     Huge2M,
     /// Explicit 1 GiB huge pages, as [`Pages::Huge2M`]
     /// (`/sys/kernel/mm/hugepages/hugepages-1048576kB/nr_hugepages`).
@@ -275,6 +328,8 @@ pub struct BlockOptions<'a> {
     pub(crate) capacity: usize,
     pub(crate) shared: bool,
     pub(crate) quiet: bool,
+    pub(crate) inherit: bool,
+    pub(crate) accept_huge_page_sigbus: bool,
 }
 
 impl Default for BlockOptions<'_> {
@@ -286,7 +341,8 @@ impl Default for BlockOptions<'_> {
 impl<'a> BlockOptions<'a> {
     /// Private, pinned where the locked-memory limit allows
     /// ([`Pinning::BestEffort`]), pages prefaulted, transparent huge page
-    /// advice, label `"unimem"`, capacity equal to what is opened.
+    /// advice, label `"unimem"`, capacity equal to what is opened,
+    /// inherited by forked children, huge-page memfds not attached.
     ///
     /// Best effort is the default so that a program works the first time
     /// for an ordinary user, whose limit (`RLIMIT_MEMLOCK`) is often 8 MiB:
@@ -304,6 +360,8 @@ impl<'a> BlockOptions<'a> {
             capacity: 0,
             shared: false,
             quiet: false,
+            inherit: true,
+            accept_huge_page_sigbus: false,
         }
     }
 
@@ -360,8 +418,50 @@ impl<'a> BlockOptions<'a> {
     /// instead of private memory. A shared Block is shared with forked
     /// children too, as any `MAP_SHARED` memory is; a private one (the
     /// default) is copied into them.
+    ///
+    /// The memfd is sealed at open against shrinking and against further
+    /// seals, so that no holder of the fd can pull pages from under a
+    /// mapping or stop the owner's growth; a Block that commits its whole
+    /// capacity at open is sealed against growing too. Its size is how far
+    /// the owner has committed: only the owner grows it. Holders of the fd
+    /// can write the pages (and punch holes, which zero them), so give it
+    /// only to processes trusted with the contents; see [`Pages::Huge2M`]
+    /// for what a hole means in huge pages.
     pub const fn shared(mut self, shared: bool) -> Self {
         self.shared = shared;
+        self
+    }
+
+    /// Whether a forked child inherits the Block (the default: a copy of a
+    /// private Block, the same pages of a shared one). With `false` the
+    /// child finds the Block's address range reserved and inaccessible
+    /// (Linux: `MADV_DONTFORK` on every mapping of it, and the range
+    /// reserved again in the child before `fork` returns there): `fork`
+    /// copies none of its pages, and the child must not touch the Block, nor
+    /// use an allocator over it, which would be SIGSEGV. Meant for large
+    /// Blocks of explicit huge pages in a process that forks: a child that
+    /// writes to an inherited huge page needs a free page from the pool or
+    /// is killed with SIGBUS (see [`Pages::Huge2M`]), and leaving the
+    /// Block out spares the copy of its page tables at every `fork` too.
+    /// Also for [`Block::attach`]. Other backends refuse `false`
+    /// ([`Error::Unsupported`]).
+    pub const fn inherit(mut self, inherit: bool) -> Self {
+        self.inherit = inherit;
+        self
+    }
+
+    /// Whether [`Block::attach`] may map a memfd of explicit huge pages
+    /// (off by default), accepting that its sender can make this process's
+    /// next touch of the Block a SIGBUS. Any holder of such a memfd can punch
+    /// a hole in it (`fallocate(FALLOC_FL_PUNCH_HOLE)`, which the seals a
+    /// growable Block needs allow), giving the pages back to the system's
+    /// huge-page pool; the next touch of that range takes a free huge page
+    /// again, and if the pool has none by then the kernel raises SIGBUS,
+    /// pinned or not. Memfds of base pages have no such risk: a hole there
+    /// is refilled with zeros from ordinary memory. Accept it only from a
+    /// sender trusted not to punch holes.
+    pub const fn accept_huge_page_sigbus(mut self, accept: bool) -> Self {
+        self.accept_huge_page_sigbus = accept;
         self
     }
 
@@ -899,19 +999,40 @@ impl Region {
         Ok(())
     }
 
-    /// Maps what another mapping of the same (shared) pages committed since
-    /// this one attached or last followed, up to the capacity reserved at
-    /// attach; returns the committed size. For an owner's own Block this
-    /// changes nothing.
+    /// Maps what the owner of an attached Block's pages committed since this
+    /// mapping attached or last followed, as the memfd's size says (whole
+    /// granules of it), and returns the committed size. The owner may grow
+    /// meanwhile, in this process or another: following never resizes the
+    /// memfd, so it never races the owner, and maps what was there when it
+    /// looked. For the owner's own Block, and a private one, it changes
+    /// nothing.
+    ///
+    /// The size comes from another process: what pinning or prefaulting the
+    /// new part would fault in is checked against the memory available
+    /// first ([`Error::OutOfMemory`]). When the owner has grown past the
+    /// capacity this mapping reserved ([`BlockOptions::capacity`] at
+    /// attach), everything up to the capacity is mapped and the answer is
+    /// [`Error::Capacity`], whose `requested` is the owner's size: to see
+    /// the rest, attach again with a larger capacity.
     pub fn follow(&self) -> Result<usize, Error> {
-        match self.raw.shared_size()? {
-            Some(size) => {
-                let size = size - size % self.granule;
-                self.commit_to(size.min(self.capacity), Caller::Follower)?;
-                Ok(self.committed())
-            }
-            None => Ok(self.committed()),
+        let Some(shared) = self.raw.shared_size()? else {
+            return Ok(self.committed());
+        };
+        let size = shared.size - shared.size % self.granule;
+        let to = size.min(self.capacity);
+        let committed = self.committed();
+        let settings = self.settings;
+        if to > committed && (settings.prefault || settings.pinning != Pinning::Off) {
+            check_fault_in((to - committed).saturating_sub(shared.resident))?;
         }
+        self.commit_to(to, Caller::Follower)?;
+        if size > self.capacity {
+            return Err(Error::Capacity {
+                requested: size,
+                capacity: self.capacity,
+            });
+        }
+        Ok(self.committed())
     }
 
     fn commit_lock(&self) -> &'static SpinLock<()> {
@@ -964,6 +1085,13 @@ impl Region {
     /// this one, see [`Block::attach`]) reaches the same pages: on Linux an
     /// owned, close-on-exec duplicate of the sealed memfd of a Block opened
     /// with [`BlockOptions::shared`], on Apple platforms a Mach send right.
+    ///
+    /// Whoever holds the memfd can read and write every page and punch
+    /// holes (zeroing them; in huge pages, see [`Pages::Huge2M`]), but can
+    /// neither shrink it nor seal it: the owner's mapping stays valid and
+    /// its commits go on whatever the holders do. A holder can grow the
+    /// memfd, which costs nothing until touched and only makes receivers
+    /// [`follow`](Region::follow) further.
     ///
     /// A private Block is [`Error::InvalidArgument`] (it names the option);
     /// the portable backend has no handle ([`Error::Unsupported`]).
@@ -1066,7 +1194,7 @@ impl Block {
     /// committing `bytes` of them (zero is allowed when the capacity is
     /// not), with `options`.
     pub fn open_with(bytes: usize, options: &BlockOptions<'_>) -> Result<Block, Error> {
-        let block = Block::reserve(bytes.max(options.capacity), options)?;
+        let block = Block::reserve_for(bytes.max(options.capacity), 1, bytes, options)?;
         block.commit_to(bytes, Caller::User)?;
         Ok(block)
     }
@@ -1084,6 +1212,17 @@ impl Block {
         align: usize,
         options: &BlockOptions<'_>,
     ) -> Result<Block, Error> {
+        Block::reserve_for(capacity, align, 0, options)
+    }
+
+    /// As [`reserve_aligned`](Block::reserve_aligned), for a caller that
+    /// commits `open` bytes right after.
+    fn reserve_for(
+        capacity: usize,
+        align: usize,
+        open: usize,
+        options: &BlockOptions<'_>,
+    ) -> Result<Block, Error> {
         if options.label.as_bytes().contains(&0) {
             return Err(Error::InvalidArgument {
                 reason: "a Block label cannot contain a NUL byte",
@@ -1098,7 +1237,9 @@ impl Block {
             granule
         }
         .max(align);
-        let reserved = <imp::Raw as Backend>::reserve(capacity, granule, align, options)?;
+        // `open` in granules, as the commit right after rounds it.
+        let open = open.checked_next_multiple_of(granule).unwrap_or(usize::MAX);
+        let reserved = <imp::Raw as Backend>::reserve(capacity, granule, align, open, options)?;
         Ok(Block {
             region: Region::new(reserved, Settings::of(options)),
         })
@@ -1108,11 +1249,17 @@ impl Block {
     /// another process), pinned as the default [`BlockOptions`] say.
     ///
     /// On Linux the fd must be a memfd sealed against shrinking (and not
-    /// against writing), of a whole number of pages; anything else is
-    /// [`Error::BadHandle`]. The fd is untrusted: its size is checked
-    /// against the memory that can be committed and locked before a page is
-    /// touched. With [`BlockOptions::capacity`] the mapping reserves room to
-    /// [`follow`](Region::follow) the owner's growth.
+    /// against writing), of a whole number of pages, and of base pages
+    /// unless [`BlockOptions::accept_huge_page_sigbus`] accepts a huge-page
+    /// one; anything else is [`Error::BadHandle`]. The fd is untrusted: its
+    /// size is checked against the memory that can be committed and locked
+    /// before a page is touched. The new Block maps what the memfd's size
+    /// covers at that moment, while the owner may be growing it; with
+    /// [`BlockOptions::capacity`] it reserves room to
+    /// [`follow`](Region::follow) the owner's growth. It never resizes the
+    /// memfd: committing past what the owner committed is
+    /// [`Error::InvalidArgument`] (a Tape over an attached Block stops
+    /// there).
     ///
     /// # Safety
     /// The new Block aliases every other mapping of the same pages, in this

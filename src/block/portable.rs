@@ -15,7 +15,7 @@ use core::ptr::NonNull;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::io;
 
-use super::{Backend, BlockOptions, Pinning, Reserved};
+use super::{Backend, BlockOptions, Pinning, Reserved, Shared};
 use crate::Error;
 
 /// The portable backend has no export handle; this type has no values.
@@ -44,6 +44,11 @@ pub(crate) fn system_page_size() -> usize {
 
 /// The portable backend does not know the machine's memory.
 pub(crate) fn physical_memory() -> usize {
+    usize::MAX
+}
+
+/// The portable backend does not know the memory available either.
+pub(crate) fn available_memory() -> usize {
     usize::MAX
 }
 
@@ -86,6 +91,7 @@ impl Backend for Raw {
         capacity: usize,
         granule: usize,
         align: usize,
+        _open: usize,
         options: &BlockOptions<'_>,
     ) -> Result<Reserved, Error> {
         if options.pinning == Pinning::Required {
@@ -96,6 +102,11 @@ impl Backend for Raw {
         if options.shared {
             return Err(Error::Unsupported {
                 what: "sharing: the portable backend has no export handle",
+            });
+        }
+        if !options.inherit {
+            return Err(Error::Unsupported {
+                what: "keeping a Block out of forked children: the portable backend cannot",
             });
         }
         let layout =
@@ -171,7 +182,7 @@ impl Backend for Raw {
         match export {}
     }
 
-    fn shared_size(&self) -> Result<Option<usize>, Error> {
+    fn shared_size(&self) -> Result<Option<Shared>, Error> {
         Ok(None)
     }
 
