@@ -346,7 +346,10 @@ fn a_receiver_follows_and_attaches_while_the_owner_grows_in_another_process() {
         std::thread::yield_now();
     }
     for pages in 2..=GROWTH / page {
-        owner.commit(pages * page).unwrap();
+        if let Err(error) = owner.commit(pages * page) {
+            child.kill().unwrap();
+            panic!("the owner growing to {pages} pages: {error}");
+        }
         // SAFETY: the page was committed just now; the receiver reads it
         // only after `done`.
         unsafe {
@@ -397,6 +400,7 @@ fn receiver_follows_and_attaches() {
     let (mut follows, mut attaches) = (0usize, 0usize);
     let mut errors = Vec::new();
     let mut seen = follower.committed();
+    let started = Instant::now();
     loop {
         // Acquire: pairs with the owner's Release store after its last
         // commit, so the follow below sees the whole capacity.
@@ -416,6 +420,10 @@ fn receiver_follows_and_attaches() {
             Err(error) => errors.push(format!("attach: {error}")),
         }
         if finished {
+            break;
+        }
+        if started.elapsed() > DEADLINE {
+            errors.push("the owner never finished growing".to_owned());
             break;
         }
     }
