@@ -7,13 +7,15 @@
 //!
 //! The pool is the system's (`/proc/sys/vm/nr_hugepages`): CI reserves some
 //! and sets `UNIMEM_REQUIRE_HUGE_PAGES=1`, so there these tests must run;
-//! elsewhere, with no 2 MiB pages free, the ones that need them say SKIPPED.
-#![cfg(all(target_os = "linux", not(miri)))]
+//! elsewhere, with no 2 MiB pages free, the ones that need them are
+//! reported `ignored` with the reason (tests/harness).
 
 mod common;
+#[macro_use]
+mod harness;
 
 use std::os::fd::AsRawFd;
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use common::fork::{Ended, fork, wait};
@@ -24,6 +26,12 @@ const HUGE: usize = 2 << 20;
 /// The pool is process-wide (and system-wide): the tests take turns.
 static POOL: Mutex<()> = Mutex::new(());
 
+/// A turn at the pool (a test that failed or was skipped holding it gave
+/// it up all the same).
+fn pool() -> MutexGuard<'static, ()> {
+    POOL.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 fn free_pages(size_kib: usize) -> usize {
     let path = format!("/sys/kernel/mm/hugepages/hugepages-{size_kib}kB/free_hugepages");
     std::fs::read_to_string(path)
@@ -32,20 +40,19 @@ fn free_pages(size_kib: usize) -> usize {
         .unwrap_or(0)
 }
 
-/// Whether `pages` free 2 MiB pages are there; fails in CI if not.
-fn have_pages(test: &str, pages: usize) -> bool {
+/// Skips the test unless `pages` free 2 MiB pages are there (fails it in
+/// CI, which reserves them).
+fn need_pages(pages: usize) {
     let free = free_pages(2048);
-    if free >= pages {
-        return true;
+    if free < pages {
+        harness::component::<(), _>(
+            "UNIMEM_REQUIRE_HUGE_PAGES",
+            "needs free 2 MiB huge pages",
+            Err(format!(
+                "{free} free, {pages} needed (reserve them in /proc/sys/vm/nr_hugepages)"
+            )),
+        );
     }
-    if std::env::var_os("UNIMEM_REQUIRE_HUGE_PAGES").is_some() {
-        panic!("{test}: CI reserved huge pages, but only {free} of 2 MiB are free");
-    }
-    println!(
-        "SKIPPED {test}: {free} free 2 MiB huge pages, {pages} needed \
-         (reserve them in /proc/sys/vm/nr_hugepages)"
-    );
-    false
 }
 
 /// The address range of an smaps header line ("start-end perms ...").
@@ -77,15 +84,9 @@ fn options(shared: bool) -> BlockOptions<'static> {
         .quiet(true)
 }
 
-#[test]
 fn a_huge_page_block_opens_pinned_and_reports_its_page_size() {
-    let _pool = POOL.lock().unwrap();
-    if !have_pages(
-        "a_huge_page_block_opens_pinned_and_reports_its_page_size",
-        4,
-    ) {
-        return;
-    }
+    let _pool = pool();
+    need_pages(4);
     for shared in [false, true] {
         let before = free_pages(2048);
         let mut block = options(shared).open(3 << 20).unwrap();
@@ -106,12 +107,9 @@ fn a_huge_page_block_opens_pinned_and_reports_its_page_size() {
     }
 }
 
-#[test]
 fn a_huge_page_block_grows_and_shrinks_by_whole_pages() {
-    let _pool = POOL.lock().unwrap();
-    if !have_pages("a_huge_page_block_grows_and_shrinks_by_whole_pages", 4) {
-        return;
-    }
+    let _pool = pool();
+    need_pages(4);
     let before = free_pages(2048);
     let mut block = options(false)
         .capacity(8 * HUGE)
@@ -138,9 +136,8 @@ fn a_huge_page_block_grows_and_shrinks_by_whole_pages() {
     );
 }
 
-#[test]
 fn too_few_huge_pages_is_a_typed_error_naming_the_pool() {
-    let _pool = POOL.lock().unwrap();
+    let _pool = pool();
     let free = free_pages(2048);
     for shared in [false, true] {
         match options(shared).open((free + 1) * HUGE) {
@@ -174,19 +171,18 @@ fn pool_value(name: &str) -> usize {
 }
 
 /// Takes every 2 MiB page of the pool that no mapping has reserved (a
-/// private Block of them), until dropped; `None` (after saying why) where
-/// the pool grows on demand (`nr_overcommit_hugepages`), so that it cannot
-/// be emptied.
-fn empty_the_pool(test: &str) -> Option<Block> {
+/// private Block of them), until dropped; skips the test where the pool
+/// grows on demand (`nr_overcommit_hugepages`), so that it cannot be
+/// emptied.
+fn empty_the_pool() -> Block {
     let overcommit = std::fs::read_to_string("/proc/sys/vm/nr_overcommit_hugepages")
         .ok()
         .and_then(|text| text.trim().parse::<usize>().ok())
         .unwrap_or(0);
     if overcommit != 0 {
-        println!(
-            "SKIPPED {test}: the pool grows on demand (nr_overcommit_hugepages = {overcommit})"
-        );
-        return None;
+        harness::skip(format_args!(
+            "the pool grows on demand (nr_overcommit_hugepages = {overcommit}): it cannot be emptied"
+        ));
     }
     let unreserved = free_pages(2048) - pool_value("resv_hugepages");
     let block = options(false)
@@ -198,19 +194,16 @@ fn empty_the_pool(test: &str) -> Option<Block> {
         pool_value("resv_hugepages"),
         "no unreserved page is left"
     );
-    Some(block)
+    block
 }
 
 const DEADLINE: Duration = Duration::from_secs(20);
 
 /// `attach` maps a huge-page memfd only when the caller accepts that its
 /// sender can make a touch SIGBUS.
-#[test]
 fn attaching_a_huge_page_memfd_needs_the_sigbus_opt_in() {
-    let _pool = POOL.lock().unwrap();
-    if !have_pages("attaching_a_huge_page_memfd_needs_the_sigbus_opt_in", 1) {
-        return;
-    }
+    let _pool = pool();
+    need_pages(1);
     let mut owner = options(true).open(HUGE).unwrap();
     owner.as_bytes_mut()[0] = 5;
     let fd = owner.share().unwrap();
@@ -237,13 +230,9 @@ fn attaching_a_huge_page_memfd_needs_the_sigbus_opt_in() {
 /// next touch of the hole is SIGBUS (in a forked child here, which shares
 /// the mapping), pinned or not. Once a page is free again, the hole reads
 /// as zero.
-#[test]
 fn a_hole_punched_in_shared_huge_pages_is_sigbus_while_the_pool_is_empty() {
-    let test = "a_hole_punched_in_shared_huge_pages_is_sigbus_while_the_pool_is_empty";
-    let _pool = POOL.lock().unwrap();
-    if !have_pages(test, 2) {
-        return;
-    }
+    let _pool = pool();
+    need_pages(2);
     let mut owner = options(true)
         .pinning(Pinning::BestEffort)
         .open(2 * HUGE)
@@ -267,9 +256,7 @@ fn a_hole_punched_in_shared_huge_pages_is_sigbus_while_the_pool_is_empty() {
         before + 1,
         "the page went back to the pool"
     );
-    let Some(drain) = empty_the_pool(test) else {
-        return;
-    };
+    let drain = empty_the_pool();
     let hole = guest.as_ptr().wrapping_add(HUGE);
     let pid = fork(|| {
         // SAFETY: the child writes the shared hole, which must fault.
@@ -291,13 +278,9 @@ fn a_hole_punched_in_shared_huge_pages_is_sigbus_while_the_pool_is_empty() {
 /// SIGBUS (the parent is never affected). A Block opened with
 /// `inherit(false)` is not in the child at all: a touch there is SIGSEGV,
 /// whatever the pool holds.
-#[test]
 fn a_forked_child_needs_a_free_huge_page_for_each_it_writes() {
-    let test = "a_forked_child_needs_a_free_huge_page_for_each_it_writes";
-    let _pool = POOL.lock().unwrap();
-    if !have_pages(test, 3) {
-        return;
-    }
+    let _pool = pool();
+    need_pages(3);
     let pinned = options(false).pinning(Pinning::BestEffort);
     let mut inherited = pinned.open(HUGE).unwrap();
     let mut kept_out = pinned.inherit(false).open(HUGE).unwrap();
@@ -314,9 +297,7 @@ fn a_forked_child_needs_a_free_huge_page_for_each_it_writes() {
         Ended::Exited(3),
         "a free page for the copy"
     );
-    let Some(drain) = empty_the_pool(test) else {
-        return;
-    };
+    let drain = empty_the_pool();
     let pid = fork(|| {
         // SAFETY: the child writes its copy of the page, which must fault.
         unsafe { ptr.write_volatile(3) };
@@ -336,4 +317,15 @@ fn a_forked_child_needs_a_free_huge_page_for_each_it_writes() {
     assert!(inherited.as_bytes().iter().all(|&b| b == 4));
     assert!(kept_out.as_bytes().iter().all(|&b| b == 5));
     drop(drain);
+}
+
+fn main() {
+    harness::main(&[
+        test!(a_huge_page_block_opens_pinned_and_reports_its_page_size),
+        test!(a_huge_page_block_grows_and_shrinks_by_whole_pages),
+        test!(too_few_huge_pages_is_a_typed_error_naming_the_pool),
+        test!(attaching_a_huge_page_memfd_needs_the_sigbus_opt_in),
+        test!(a_hole_punched_in_shared_huge_pages_is_sigbus_while_the_pool_is_empty),
+        test!(a_forked_child_needs_a_free_huge_page_for_each_it_writes),
+    ]);
 }
