@@ -8,7 +8,10 @@
 //! - the cost of 10 000 pinned, device-mapped 4 KiB buffers: taken from a
 //!   Tape over a registered Block, or one `cuMemHostAlloc` each;
 //! - the time to register (and unregister) a committed 1 GiB Block, against
-//!   `cuMemHostAlloc` of 1 GiB.
+//!   `cuMemHostAlloc` of 1 GiB;
+//! - cudarc's own copies (`memcpy_htod`, `memcpy_dtoh` on a second stream,
+//!   each waited for): from and to a `HostBuffer` in a registered Tape, a
+//!   cudarc `PinnedHostSlice`, and a plain `Vec`.
 //!
 //! Run with `cargo bench -p unimem-benches --features cuda --bench cuda`. Without a driver or a
 //! device it prints why and exits successfully (unless `UNIMEM_REQUIRE_CUDA`
@@ -19,6 +22,7 @@ use std::hint::black_box;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use unimem::allocator_api2::vec::Vec as InVec;
 use unimem::cuda::cudarc::driver::{
     CudaContext, CudaFunction, CudaStream, LaunchConfig, PushKernelArg, result, sys,
 };
@@ -291,12 +295,22 @@ fn run(ctx: &Arc<CudaContext>) {
     let (best, median) = millis(&mut host_alloc_times);
     table.row("cuMemHostAlloc of 1 GiB (for scale)", best, median);
 
+    let (view_htod, view_dtoh, pinned_htod, pinned_dtoh, vec_htod, vec_dtoh) =
+        cudarc_copies(ctx, &options, &mut table);
+
     // SAFETY: allocated above, no longer used.
     unsafe {
         result::free_sync(device).unwrap();
         result::free_sync(sink).unwrap();
     }
     table.print();
+    println!(
+        "cudarc copies through a HostBuffer / PinnedHostSlice: H2D {:.2}, D2H {:.2}; / plain Vec: H2D {:.1}x, D2H {:.1}x",
+        view_htod / pinned_htod,
+        view_dtoh / pinned_dtoh,
+        view_htod / vec_htod,
+        view_dtoh / vec_dtoh,
+    );
     println!(
         "registered Block / cuMemHostAlloc: copies {:.1}%, kernel reads {:.1}%; mlock alone reached {:.1}% of the registered copy",
         100.0 * from_block / from_host_alloc,
@@ -307,4 +321,79 @@ fn run(ctx: &Arc<CudaContext>) {
         "10 000 pinned 4 KiB buffers: a Tape over a registered Block was {tape_vs_alloc:.0}x faster than cuMemHostAlloc each (best runs); registering 1 GiB took {:.2} s per GiB",
         register_best.as_secs_f64(),
     );
+}
+
+/// cudarc's copies on a stream of their own (its multi-stream mode, where
+/// copies are asynchronous), each waited for: through a `HostBuffer` in a
+/// registered Tape, a `PinnedHostSlice`, a plain `Vec`. Returns the best
+/// bandwidths, H2D and D2H for each, in that order.
+fn cudarc_copies(
+    ctx: &Arc<CudaContext>,
+    options: &BlockOptions<'static>,
+    table: &mut Table,
+) -> (f64, f64, f64, f64, f64, f64) {
+    let stream = ctx.new_stream().unwrap();
+    let n = BYTES / 4;
+    // SAFETY: written by the copies before anything reads it.
+    let mut device = unsafe { stream.alloc::<f32>(n) }.unwrap();
+    let tape = Registered::new(ctx, Tape::open_with(BYTES, options).unwrap()).unwrap();
+    let mut values: InVec<f32, _> = InVec::with_capacity_in(n, &*tape);
+    values.resize(n, 1.0);
+    let mut buffer = tape.host_buffer(values).unwrap();
+    let view_htod = table.bandwidth(
+        "cudarc H2D from a HostBuffer (registered Tape)",
+        time(|| {
+            stream.memcpy_htod(&buffer, &mut device).unwrap();
+            stream.synchronize().unwrap();
+        }),
+    );
+    let view_dtoh = table.bandwidth(
+        "cudarc D2H into a HostBuffer (registered Tape)",
+        time(|| {
+            stream.memcpy_dtoh(&device, &mut buffer).unwrap();
+            buffer.as_slice().unwrap();
+        }),
+    );
+    drop(buffer);
+    // SAFETY: filled before it is read.
+    let mut pinned = unsafe { ctx.alloc_pinned::<f32>(n) }.unwrap();
+    pinned.as_mut_slice().unwrap().fill(1.0);
+    let pinned_htod = table.bandwidth(
+        "cudarc H2D from a PinnedHostSlice",
+        time(|| {
+            stream.memcpy_htod(&pinned, &mut device).unwrap();
+            stream.synchronize().unwrap();
+        }),
+    );
+    let pinned_dtoh = table.bandwidth(
+        "cudarc D2H into a PinnedHostSlice",
+        time(|| {
+            stream.memcpy_dtoh(&device, &mut pinned).unwrap();
+            stream.synchronize().unwrap();
+        }),
+    );
+    drop(pinned);
+    let mut plain = vec![1.0f32; n];
+    let vec_htod = table.bandwidth(
+        "cudarc H2D from a plain Vec (pageable)",
+        time(|| {
+            stream.memcpy_htod(&plain, &mut device).unwrap();
+            stream.synchronize().unwrap();
+        }),
+    );
+    let vec_dtoh = table.bandwidth(
+        "cudarc D2H into a plain Vec (pageable)",
+        time(|| {
+            stream.memcpy_dtoh(&device, &mut plain).unwrap();
+            stream.synchronize().unwrap();
+        }),
+    );
+    (
+        view_htod,
+        view_dtoh,
+        pinned_htod,
+        pinned_dtoh,
+        vec_htod,
+        vec_dtoh,
+    )
 }

@@ -51,6 +51,13 @@ pub trait Backend: Send + Sync + 'static {
     /// Whether `next`, registered right after `prev` in host memory,
     /// continues it on the device side too (one device range covers both).
     fn continues(&self, prev: &Range<Self::Chunk>, next: &Range<Self::Chunk>) -> bool;
+
+    /// Waits until the device no longer reads or writes memory of the
+    /// registration that the allocator is about to hand out again (a
+    /// Tape's `clear`) or that is about to be unregistered: work the
+    /// backend knows is in flight on it (the CUDA backend: the copies
+    /// queued through its `HostBuffer`s). Nothing to wait for by default.
+    fn quiesce(&self) {}
 }
 
 /// `chunk_bytes` rounded up to whole pages: a backend's
@@ -272,10 +279,21 @@ impl<B: Backend> State<B> {
         }
     }
 
+    /// The watcher's hook: the Block's memory is about to be reused.
+    ///
+    /// # Safety
+    /// `data` is a live `State<B>`.
+    unsafe fn reused(data: *const ()) {
+        // SAFETY: the caller's contract.
+        let state = unsafe { &*data.cast::<State<B>>() };
+        state.backend.quiesce();
+    }
+
     fn watcher(&self) -> Watcher {
         Watcher {
             data: core::ptr::from_ref(self).cast(),
             committed: Self::committed,
+            reused: Self::reused,
         }
     }
 }
@@ -429,8 +447,10 @@ impl<A: Regions, B: Backend> Registered<A, B> {
         }
     }
 
-    /// Stops watching, then unregisters every range.
+    /// Waits for the device's work on the ranges, stops watching, then
+    /// unregisters every range.
     fn unregister(&mut self) {
+        self.state.get().backend.quiesce();
         let data = self.state.0.as_ptr().cast_const().cast::<()>();
         self.inner.unfollow(data);
         self.inner

@@ -261,6 +261,7 @@ impl Tape {
     /// No allocation of the Tape is alive or used again, and no other
     /// thread takes from it during the call.
     pub(crate) unsafe fn clear_shared(&self) {
+        self.before_reuse();
         // Release: pairs with the Acquire of the next take's compare-exchange
         // (`move_cursor`, `bump`), so that what was done with the old
         // allocations happens before their bytes are handed out again.
@@ -272,7 +273,18 @@ impl Tape {
     /// borrowing the Tape) can outlive it. What is committed stays
     /// committed; see [`clear_to`](Tape::clear_to).
     pub fn clear(&mut self) {
+        self.before_reuse();
         *self.cursor.get_mut() = 0;
+    }
+
+    /// Waits until no device registration uses the Tape's memory any more
+    /// (a copy still in flight from a CUDA `HostBuffer` that was leaked):
+    /// what `clear` hands out again must not be read or written by a device
+    /// meanwhile.
+    fn before_reuse(&self) {
+        if let Some(block) = self.block.get() {
+            block.reuse();
+        }
     }
 
     /// [`clear`](Tape::clear), and gives back what is committed past the

@@ -2,6 +2,10 @@
 //! so that the chunking, the device addresses and the unregistering are
 //! checked on machines without a GPU. The stand-in gives device addresses
 //! unlike the host ones, and can leave gaps between chunks or fail on demand.
+//! Its copies follow the driver's ordering (copies with pinned memory are
+//! queued and done later; pageable ones are done before the call returns),
+//! so that the race of a bare registered slice in cudarc's copies, and the
+//! order `HostBuffer` keeps, show here too.
 //!
 //! The parent test compiles the stand-in with the system C compiler and runs
 //! this binary again with it first on LD_LIBRARY_PATH; the `fake_` tests do
@@ -14,9 +18,10 @@ mod harness;
 use std::path::PathBuf;
 use std::process::Command;
 
+use allocator_api2::vec::Vec;
 use unimem::cuda::cudarc::driver::sys;
 use unimem::cuda::{self, CudaError, Registered};
-use unimem::{Block, BlockOptions, Error, Heap, Pinning, Tape};
+use unimem::{Block, BlockOptions, Error, Heap, Model, Pinning, Tape};
 
 const CHILD: &str = "UNIMEM_FAKE_CUDA";
 
@@ -48,7 +53,7 @@ fn registration_against_a_stand_in_driver() {
     let text = String::from_utf8_lossy(&output.stdout).into_owned()
         + &String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "child failed:\n{text}");
-    assert!(text.contains("test result: ok. 6 passed"), "{text}");
+    assert!(text.contains("test result: ok. 10 passed"), "{text}");
 }
 
 /// Outside the child, a `fake_` test is skipped: the stand-in is not loaded.
@@ -258,6 +263,165 @@ fn fake_memory_committed_later_is_registered_as_it_is_committed() {
     assert_eq!(registered_bytes(), 0, "every range unregistered");
 }
 
+/// Copies queued in the stand-in and not done yet.
+fn pending() -> u64 {
+    let f: unsafe extern "C" fn() -> u64 = hook("fake_pending");
+    // SAFETY: `uint64_t fake_pending(void)`.
+    unsafe { f() }
+}
+
+const N: usize = 4096;
+
+/// A bare slice of registered memory handed to cudarc's copies races: the
+/// copy is queued, the call returns, and the program's next write lands in
+/// what the device reads (host to device), or the program reads before the
+/// bytes land (device to host). Through a `HostBuffer` neither happens.
+fn fake_a_bare_registered_slice_races_and_a_host_buffer_does_not() {
+    in_child();
+    let ctx = cuda::context(0).unwrap();
+    // A second stream: cudarc's multi-stream mode, where copies are
+    // asynchronous and ordered by events.
+    let stream = ctx.new_stream().unwrap();
+    assert!(ctx.is_managing_stream_synchronization());
+    let tape = Registered::new(&ctx, Tape::open_with(1 << 20, &options()).unwrap()).unwrap();
+    // SAFETY: filled before it is read.
+    let mut device = unsafe { stream.alloc::<u32>(N) }.unwrap();
+
+    // Host to device from a bare slice: the write after the call wins.
+    let mut bare: Vec<u32, _> = Vec::with_capacity_in(N, &*tape);
+    bare.resize(N, 1);
+    stream.memcpy_htod(&bare[..], &mut device).unwrap();
+    assert_eq!(pending(), 1, "the copy from pinned memory is queued");
+    bare.fill(2);
+    let seen = stream.clone_dtoh(&device).unwrap();
+    assert!(
+        seen.iter().all(|&x| x == 2),
+        "the race: the device read the later write"
+    );
+
+    // Through a buffer: host access waits for the copy.
+    let mut values: Vec<u32, _> = Vec::with_capacity_in(N, &*tape);
+    values.resize(N, 1);
+    let mut buffer = tape.host_buffer(values).unwrap();
+    stream.memcpy_htod(&buffer, &mut device).unwrap();
+    assert_eq!(pending(), 1, "queued, not done");
+    buffer.as_mut_slice().unwrap().fill(2);
+    let seen = stream.clone_dtoh(&device).unwrap();
+    assert!(
+        seen.iter().all(|&x| x == 1),
+        "the device read what was there at the call"
+    );
+
+    // Device to host into a bare slice: read right after, stale.
+    stream.memcpy_htod(&vec![7u32; N], &mut device).unwrap();
+    stream.memcpy_dtoh(&device, &mut bare[..]).unwrap();
+    assert!(
+        bare.iter().all(|&x| x == 2),
+        "the race: the bytes have not landed"
+    );
+    stream.synchronize().unwrap();
+    assert!(bare.iter().all(|&x| x == 7));
+
+    // Into a buffer: read right after, the new bytes.
+    stream.memcpy_htod(&vec![9u32; N], &mut device).unwrap();
+    stream.memcpy_dtoh(&device, &mut buffer).unwrap();
+    assert_eq!(pending(), 1);
+    assert!(buffer.as_slice().unwrap().iter().all(|&x| x == 9));
+    let values = buffer.into_vec().unwrap();
+    assert!(values.iter().all(|&x| x == 9));
+    drop((values, bare, device));
+    assert_eq!(pending(), 0);
+}
+
+/// Memory outside the registration is no host buffer, and the Vec comes
+/// back.
+fn fake_a_host_buffer_needs_registered_memory() {
+    in_child();
+    let ctx = cuda::context(0).unwrap();
+    let tape = Registered::new(&ctx, Tape::open_with(1 << 20, &options()).unwrap()).unwrap();
+    let elsewhere = Tape::open_with(1 << 20, &options()).unwrap();
+    let mut v: Vec<u32, _> = Vec::with_capacity_in(16, &elsewhere);
+    v.push(3);
+    let rejected = tape.host_buffer(v).unwrap_err();
+    assert!(
+        matches!(rejected.error, Error::InvalidArgument { .. }),
+        "{rejected}"
+    );
+    assert_eq!(rejected.vec[0], 3, "the Vec comes back untouched");
+    // An empty Vec has no memory to check.
+    let empty: Vec<u32, _> = Vec::new_in(&elsewhere);
+    assert!(tape.host_buffer(empty).is_ok());
+}
+
+/// Where cudarc records no events (one stream), a copy through a buffer is
+/// done before the call returns.
+fn fake_with_one_stream_a_copy_is_done_when_it_returns() {
+    in_child();
+    let ctx = cuda::context(0).unwrap();
+    assert!(!ctx.is_managing_stream_synchronization());
+    let stream = ctx.default_stream();
+    let tape = Registered::new(&ctx, Tape::open_with(1 << 20, &options()).unwrap()).unwrap();
+    let mut values: Vec<u32, _> = Vec::with_capacity_in(N, &*tape);
+    values.resize(N, 4);
+    let buffer = tape.host_buffer(values).unwrap();
+    // SAFETY: filled before it is read.
+    let mut device = unsafe { stream.alloc::<u32>(N) }.unwrap();
+    stream.memcpy_htod(&buffer, &mut device).unwrap();
+    assert_eq!(pending(), 0, "synchronized after the copy");
+}
+
+/// Memory handed out again without a free — a registered Tape's clear, a
+/// Model's pass ending — waits for the copies of every buffer over it, a
+/// leaked one too.
+fn fake_reuse_waits_for_the_copies_of_leaked_buffers() {
+    in_child();
+    let ctx = cuda::context(0).unwrap();
+    let stream = ctx.new_stream().unwrap();
+    // SAFETY: filled before it is read.
+    let mut device = unsafe { stream.alloc::<u32>(N) }.unwrap();
+
+    let mut tape = Registered::new(&ctx, Tape::open_with(1 << 20, &options()).unwrap()).unwrap();
+    let mut values: Vec<u32, _> = Vec::with_capacity_in(N, &*tape);
+    values.resize(N, 5);
+    let buffer = tape.host_buffer(values).unwrap();
+    stream.memcpy_htod(&buffer, &mut device).unwrap();
+    core::mem::forget(buffer);
+    assert_eq!(pending(), 1);
+    tape.clear();
+    assert_eq!(pending(), 0, "the clear waited for the copy");
+    let p = tape.take(N * 4, 64).unwrap().cast::<u32>();
+    // SAFETY: N u32s just taken (the leaked buffer's memory again).
+    unsafe { core::slice::from_raw_parts_mut(p, N) }.fill(6);
+    let seen = stream.clone_dtoh(&device).unwrap();
+    assert!(
+        seen.iter().all(|&x| x == 5),
+        "the device read the values at the call"
+    );
+
+    let model = Registered::new(
+        &ctx,
+        Model::open_with(1 << 20, 1 << 20, 1 << 20, &options()).unwrap(),
+    )
+    .unwrap();
+    let talk = model.talk().unwrap();
+    {
+        let pass = talk.pass().unwrap();
+        let mut values: Vec<u32, _> = Vec::with_capacity_in(N, pass.scratch());
+        values.resize(N, 8);
+        let buffer = model.host_buffer(values).unwrap();
+        stream.memcpy_htod(&buffer, &mut device).unwrap();
+        core::mem::forget(buffer);
+        assert_eq!(pending(), 1);
+    }
+    assert_eq!(pending(), 0, "the pass waited for the copy as it ended");
+    let pass = talk.pass().unwrap();
+    let p = pass.scratch().take(N * 4, 64).unwrap().cast::<u32>();
+    // SAFETY: N u32s just taken.
+    unsafe { core::slice::from_raw_parts_mut(p, N) }.fill(9);
+    let seen = stream.clone_dtoh(&device).unwrap();
+    assert!(seen.iter().all(|&x| x == 8));
+}
+
 fn main() {
     harness::main(&[
         test!(registration_against_a_stand_in_driver),
@@ -267,5 +431,9 @@ fn main() {
         test!(fake_a_refused_registration_is_a_typed_error_and_undone),
         test!(fake_zero_chunk_sizes_and_unopened_blocks_are_errors),
         test!(fake_memory_committed_later_is_registered_as_it_is_committed),
+        test!(fake_a_bare_registered_slice_races_and_a_host_buffer_does_not),
+        test!(fake_a_host_buffer_needs_registered_memory),
+        test!(fake_with_one_stream_a_copy_is_done_when_it_returns),
+        test!(fake_reuse_waits_for_the_copies_of_leaked_buffers),
     ]);
 }

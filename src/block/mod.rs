@@ -520,6 +520,12 @@ pub(crate) struct Watcher {
     /// Called with the `data` it was registered with, under the commit lock,
     /// for mapped bytes of the Block.
     pub(crate) committed: unsafe fn(data: *const (), base: NonNull<u8>, from: usize, to: usize),
+    /// Waits until the registration's device no longer uses memory of the
+    /// Block that its owner is about to hand out again ([`Region::reuse`]).
+    ///
+    /// # Safety
+    /// Called with the `data` it was registered with, under the commit lock.
+    pub(crate) reused: unsafe fn(data: *const ()),
 }
 
 /// What [`Region::watch`] did.
@@ -1039,6 +1045,18 @@ impl Region {
         // Fibonacci hashing of the address above the smallest granule.
         let hash = (self.ptr.as_ptr().addr() >> 12).wrapping_mul(0x9E37_79B9_7F4A_7C15);
         &COMMIT_LOCKS[hash >> (usize::BITS - STRIPES.trailing_zeros())]
+    }
+
+    /// Tells every watcher that memory of the Block is about to be handed
+    /// out again (a Tape's clear), and returns once each has waited for its
+    /// device to stop using it.
+    pub(crate) fn reuse(&self) {
+        let _lock = self.commit_lock().lock();
+        // SAFETY: we hold the commit lock, which guards the watchers.
+        for watcher in unsafe { &*self.watchers.get() }.iter().flatten() {
+            // SAFETY: registered with this `data`, under the commit lock.
+            unsafe { (watcher.reused)(watcher.data) };
+        }
     }
 
     /// Adds a watcher, told of every commit from now on.

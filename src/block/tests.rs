@@ -168,10 +168,15 @@ fn watchers_see_commits_and_hold_the_pages() {
         assert_eq!(region.committed(), from, "told before it is published");
         SEEN.fetch_add(to - from, Ordering::Relaxed);
     }
+    static REUSED: AtomicUsize = AtomicUsize::new(0);
+    unsafe fn reused(_data: *const ()) {
+        REUSED.fetch_add(1, Ordering::Relaxed);
+    }
     let mut block = options().capacity(4 * MIB).open(MIB).unwrap();
     let watcher = Watcher {
         data: core::ptr::from_ref::<Region>(&block).cast(),
         committed,
+        reused,
     };
     assert!(matches!(block.watch(watcher), Watch::Added(committed) if committed == MIB));
     assert!(matches!(block.watch(watcher), Watch::Already));
@@ -179,7 +184,11 @@ fn watchers_see_commits_and_hold_the_pages() {
     assert_eq!(SEEN.load(Ordering::Relaxed), 2 * MIB);
     assert!(matches!(block.decommit(0), Err(Error::Registered)));
     assert_eq!(block.committed(), 3 * MIB);
+    block.reuse();
+    assert_eq!(REUSED.load(Ordering::Relaxed), 1, "told of the reuse");
     block.unwatch(watcher.data);
+    block.reuse();
+    assert_eq!(REUSED.load(Ordering::Relaxed), 1, "no longer told");
     block.commit(4 * MIB).unwrap();
     assert_eq!(SEEN.load(Ordering::Relaxed), 2 * MIB, "no longer told");
     block.decommit(0).unwrap();

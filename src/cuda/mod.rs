@@ -15,6 +15,22 @@
 //! builds and its tests pass on machines without CUDA, and every entry point
 //! here returns [`CudaError::NoDriver`] there instead of panicking.
 //!
+//! # Copies with cudarc: use a [`HostBuffer`], never a bare slice
+//!
+//! cudarc implements its `HostSlice` for `[T]` and `Vec<T>` as if their
+//! memory were pageable, whose copies the driver finishes before the call
+//! returns. Registered memory is pinned: the driver queues the copy and
+//! returns, so `stream.memcpy_htod(&v[..], &mut dst)` with `v` in a
+//! registered allocator is a race — the program may overwrite or free `v`
+//! while the DMA still reads it — and `memcpy_dtoh(&src, &mut v[..])`
+//! returns before the bytes land. A [`HostBuffer`] (from
+//! [`Registered::host_buffer`]) owns an allocation and does what cudarc's
+//! own `PinnedHostSlice` does: the stream waits on its event before a copy,
+//! the event is recorded once the copy is queued, host access waits for it,
+//! and dropping it waits before the memory is freed. A leaked buffer keeps
+//! its memory; a registered Tape's `clear` waits for every buffer's copies
+//! first.
+//!
 //! ```no_run
 //! use allocator_api2::vec::Vec;
 //! use unimem::Tape;
@@ -30,13 +46,17 @@
 //! # Ok::<(), unimem::Error>(())
 //! ```
 
+mod host_buffer;
+
 use core::fmt;
 use core::ptr::NonNull;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 pub use cudarc;
 pub use cudarc::driver::CudaContext;
-use cudarc::driver::{DriverError, sys};
+use cudarc::driver::{CudaEvent, DriverError, sys};
+
+pub use host_buffer::{HostBuffer, Rejected};
 
 use crate::Error;
 
@@ -139,6 +159,9 @@ pub use crate::register::{Range, Regions};
 pub struct Cuda {
     ctx: Arc<CudaContext>,
     chunk: usize,
+    /// The events of the [`HostBuffer`]s made over this registration that
+    /// may still be alive (a leaked one too): `quiesce` waits for each.
+    pending: Mutex<Vec<Arc<CudaEvent>>>,
 }
 
 impl fmt::Debug for Cuda {
@@ -202,6 +225,18 @@ impl crate::register::Backend for Cuda {
     fn continues(&self, prev: &Range<sys::CUdeviceptr>, next: &Range<sys::CUdeviceptr>) -> bool {
         next.chunk == prev.chunk + prev.len as u64
     }
+
+    /// Waits for the copies queued through every [`HostBuffer`] of this
+    /// registration that may be alive, and forgets those that are gone.
+    fn quiesce(&self) {
+        let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
+        for event in pending.iter() {
+            // An error here is the device's (a failed copy): nothing is in
+            // flight on the event any more either way.
+            let _ = event.synchronize();
+        }
+        pending.retain(|event| Arc::strong_count(event) > 1);
+    }
 }
 
 /// An allocator (or Block) whose Blocks are registered with the CUDA driver.
@@ -233,6 +268,7 @@ impl<A: Regions> crate::register::Registered<A, Cuda> {
         let backend = Cuda {
             ctx: ctx.clone(),
             chunk,
+            pending: Mutex::new(Vec::new()),
         };
         Self::with_backend(backend, inner)
     }
