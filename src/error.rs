@@ -112,16 +112,20 @@ pub enum Error {
     },
     /// The CUDA driver is absent or refused a call.
     #[cfg(feature = "cuda")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "cuda")))]
     Cuda(crate::cuda::CudaError),
     /// The Vulkan loader or device is absent or refused a call.
     #[cfg(feature = "vulkan")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "vulkan")))]
     Vulkan(crate::vulkan::VulkanError),
     /// Metal has no device, or refused to wrap memory.
     #[cfg(all(feature = "metal", target_vendor = "apple"))]
+    #[cfg_attr(docsrs, doc(cfg(all(feature = "metal", target_vendor = "apple"))))]
     Metal(crate::metal::MetalError),
     /// UCX refused a call, or a descriptor, remote access or bootstrap link
     /// failed.
     #[cfg(feature = "ucx")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "ucx")))]
     Ucx(crate::ucx::UcxError),
 }
 

@@ -71,12 +71,16 @@
 //! - Memory shared with another process or device is outside Rust's aliasing
 //!   model: [`Block::attach`] is `unsafe` for that reason.
 #![cfg_attr(feature = "nightly", feature(allocator_api))]
+// docs.rs (`--cfg docsrs`, nightly) marks each feature-gated item with its
+// feature.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(missing_docs)]
 
 mod alloc;
 mod api2;
 mod block;
 #[cfg(feature = "cuda")]
+#[cfg_attr(docsrs, doc(cfg(feature = "cuda")))]
 pub mod cuda;
 mod error;
 mod fork;
@@ -87,6 +91,7 @@ mod lazy;
 mod local;
 mod lock;
 #[cfg(all(feature = "metal", target_vendor = "apple"))]
+#[cfg_attr(docsrs, doc(cfg(all(feature = "metal", target_vendor = "apple"))))]
 pub mod metal;
 mod misuse;
 mod model;
@@ -96,8 +101,10 @@ mod stderr;
 mod tape;
 mod thread;
 #[cfg(feature = "ucx")]
+#[cfg_attr(docsrs, doc(cfg(feature = "ucx")))]
 pub mod ucx;
 #[cfg(feature = "vulkan")]
+#[cfg_attr(docsrs, doc(cfg(feature = "vulkan")))]
 pub mod vulkan;
 
 /// The `allocator-api2` series whose `Allocator` trait Tape, Grid and Heap
