@@ -22,7 +22,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use allocator_api2::vec::Vec;
-use unimem::ucx::{Context, Descriptor, ErrorMode, Link, Registered};
+use unimem::ucx::{Context, Descriptor, ErrorMode, Link, Peers, Registered};
 use unimem::{BlockOptions, Error, Pinning, Tape};
 
 /// Message sizes, iterations and warm-up iterations.
@@ -106,7 +106,7 @@ fn size_name(size: usize) -> String {
 
 /// unimem's put bandwidth over `tls` for each of `SIZES`, in MiB/s.
 fn unimem(tls: &str, quick: bool) -> Result<std::vec::Vec<f64>, Error> {
-    let context = Context::with_settings(&[("TLS", tls), ("NET_DEVICES", "lo")])?;
+    let context = Context::with_settings(Peers::Trusted, &[("TLS", tls), ("NET_DEVICES", "lo")])?;
     let worker = context.worker()?;
     let largest = SIZES.iter().map(|s| s.0).max().unwrap();
     let local = Registered::new(&context, Tape::open_with(largest + (1 << 20), &options())?)?;
@@ -131,14 +131,15 @@ fn unimem(tls: &str, quick: bool) -> Result<std::vec::Vec<f64>, Error> {
             })?,
     );
     let mut link = Link::accept(&listener, WAIT)?;
-    let address = link.recv(WAIT)?;
     // UCX 1.13's shared-memory transports cannot detect a failed peer.
     let endpoint = match tls {
-        "tcp" => worker.connect(&address)?,
-        _ => worker.connect_with(&address, ErrorMode::None)?,
+        "tcp" => worker.connect(&mut link, WAIT)?,
+        _ => worker.connect_with(&mut link, WAIT, ErrorMode::None)?,
     };
     endpoint.set_timeout(WAIT);
-    let remote = endpoint.remote(&Descriptor::from_bytes(&link.recv(WAIT)?)?)?;
+    let descriptor = Descriptor::from_bytes(&link.recv(WAIT)?)?;
+    let grant = link.verify(&descriptor, WAIT)?;
+    let remote = endpoint.remote(&grant)?;
 
     let mut rates = std::vec::Vec::new();
     for (size, iters, warmup) in SIZES {
@@ -164,8 +165,11 @@ fn unimem(tls: &str, quick: bool) -> Result<std::vec::Vec<f64>, Error> {
             rates.last().unwrap()
         );
     }
-    link.send(b"done")?;
+    // Flushed: dropping them lets the owner know (before "done") that
+    // nothing here uses its Vec any more.
     drop(remote);
+    drop(grant);
+    link.send(b"done")?;
     drop(endpoint);
     owner.wait();
     Ok(rates)
@@ -174,14 +178,14 @@ fn unimem(tls: &str, quick: bool) -> Result<std::vec::Vec<f64>, Error> {
 /// The owner: shares a 64 MiB `Vec<u8>` in a registered Tape and serves
 /// until told it is done.
 fn owner(port: u16) -> Result<(), Error> {
-    let context = Context::new()?;
+    let context = Context::new(Peers::Trusted)?;
     let worker = context.worker()?;
     let largest = SIZES.iter().map(|s| s.0).max().unwrap();
     let tape = Registered::new(&context, Tape::open_with(largest + (1 << 20), &options())?)?;
     let mut target: Vec<u8, _> = Vec::with_capacity_in(largest, &*tape);
     target.resize(largest, 0);
     let mut link = Link::connect(("127.0.0.1", port), WAIT)?;
-    link.send(&worker.address()?)?;
+    link.send_address(&worker)?;
     link.send(&tape.descriptor_of(&target)?.to_bytes())?;
     link.recv_serving(&worker, Duration::from_secs(1800))?;
     Ok(())

@@ -14,7 +14,9 @@
 //! the client here, and prints the bandwidth of each. As `server` and
 //! `client` it takes UCX's settings from the environment (`UCX_TLS`,
 //! `UCX_NET_DEVICES`). The server progresses its worker while it waits for
-//! the client: without RDMA hardware, that is what moves the bytes.
+//! the client: without RDMA hardware, that is what moves the bytes. The
+//! client has the server confirm each descriptor over the link before it
+//! unpacks it, and the server revokes them before it drops its Model.
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
@@ -22,7 +24,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use allocator_api2::vec::Vec;
-use unimem::ucx::{Context, Descriptor, ErrorMode, Link, Registered, Remote};
+use unimem::ucx::{Context, Descriptor, ErrorMode, Link, Peers, Registered, Remote};
 use unimem::{BlockOptions, Error, Model, Pinning};
 
 /// Floats in the weight tensor (32 MiB) and in the history tensor (8 MiB).
@@ -54,11 +56,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     match args.first().map(String::as_str) {
         Some("server") => {
             let port = args.get(1).map_or(Ok(0), |p| p.parse())?;
-            server(&Context::new()?, port)?;
+            server(&Context::new(Peers::Trusted)?, port)?;
         }
         Some("client") => {
             let port = args.get(1).ok_or("client PORT")?.parse()?;
-            client(&Context::new()?, port, "UCX_TLS from the environment", None)?;
+            client(
+                &Context::new(Peers::Trusted)?,
+                port,
+                "UCX_TLS from the environment",
+                None,
+            )?;
         }
         None => {
             for tls in ["tcp", "posix,sysv,cma"] {
@@ -73,7 +80,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// Runs the server as a child over `tls`, and the client here.
 fn both(tls: &str) -> Result<(), Box<dyn std::error::Error>> {
     let settings = [("TLS", tls), ("NET_DEVICES", "lo")];
-    let context = match Context::with_settings(&settings) {
+    let context = match Context::with_settings(Peers::Trusted, &settings) {
         Ok(context) => context,
         Err(error @ Error::Ucx(_)) => {
             println!("UCX_TLS={tls}: UCX cannot be set up here: {error}");
@@ -136,7 +143,7 @@ fn server(context: &Context, port: u16) -> Result<(), Error> {
     })?;
     println!("listening on {address}");
     let mut link = Link::accept(&listener, WAIT)?;
-    link.send(&worker.address()?)?;
+    link.send_address(&worker)?;
     link.send(&model.descriptor_of(&weights)?.to_bytes())?;
     link.send(&model.descriptor_of(&history)?.to_bytes())?;
 
@@ -158,9 +165,12 @@ fn server(context: &Context, port: u16) -> Result<(), Error> {
     };
     println!("{verdict}");
     link.send(verdict.as_bytes())?;
-    // Serve the client's reads until it is done.
+    // Serve the client's reads until it is done; then take back what it
+    // was given before the Model goes.
     let said = link.recv_serving(&worker, WAIT)?;
     assert_eq!(said, b"done");
+    link.revoke(&worker, WAIT)?;
+    link.send(b"bye")?;
     Ok(())
 }
 
@@ -174,13 +184,17 @@ fn client(
 ) -> Result<(), Error> {
     let worker = context.worker()?;
     let mut link = Link::connect(("127.0.0.1", port), WAIT)?;
-    let address = link.recv(WAIT)?;
     let endpoint = match mode {
-        Some(mode) => worker.connect_with(&address, mode)?,
-        None => worker.connect(&address)?,
+        Some(mode) => worker.connect_with(&mut link, WAIT, mode)?,
+        None => worker.connect(&mut link, WAIT)?,
     };
-    let weights = endpoint.remote(&Descriptor::from_bytes(&link.recv(WAIT)?)?)?;
-    let history = endpoint.remote(&Descriptor::from_bytes(&link.recv(WAIT)?)?)?;
+    // Descriptors are unverified bytes until the server confirms them.
+    let weights = Descriptor::from_bytes(&link.recv(WAIT)?)?;
+    let weights = link.verify(&weights, WAIT)?;
+    let history = Descriptor::from_bytes(&link.recv(WAIT)?)?;
+    let history = link.verify(&history, WAIT)?;
+    let weights = endpoint.remote(&weights)?;
+    let history = endpoint.remote(&history)?;
 
     let mine: [std::vec::Vec<f32>; 2] = [
         (0..WEIGHTS).map(|i| value(0, i)).collect(),
@@ -202,7 +216,11 @@ fn client(
     read(&weights, back_weights)?;
     read(&history, back_history)?;
     let read_took = started.elapsed();
+    endpoint.flush()?;
     link.send(b"done")?;
+    // The server revokes the descriptors meanwhile: flushed, this side
+    // lets go as soon as it reads that.
+    assert_eq!(link.recv(WAIT)?, b"bye");
     let same = back == mine;
 
     let rate = |took: Duration| bytes as f64 / took.as_secs_f64() / (1u64 << 20) as f64;

@@ -7,9 +7,39 @@ use std::ffi::{CStr, CString};
 use std::sync::Arc;
 
 use super::error::check;
-use super::sys;
 use super::worker::Worker;
+use super::{grant, sys};
 use crate::Error;
+
+/// Whom a context's workers are open to: the choice every [`Context`]
+/// constructor asks for, so that it is made where the context is.
+///
+/// UCX's remote memory access trusts its peers. A context with it
+/// (`UCP_FEATURE_RMA`, which a [`Registered`](super::Registered) needs)
+/// makes every worker carry out software puts and gets that a connected
+/// peer sends (UCX 1.13.1, `src/ucp/rma/rma_sw.c`: `ucp_put_handler`
+/// writes, and `ucp_get_req_handler` reads, the address the message names,
+/// with no key check), on every transport, those whose hardware checks
+/// keys (`rc`, `dc`) included; and UCX connects peers without
+/// authentication. So a process that connects to a worker of this context
+/// can read and write all of this process's memory, registered or not, by
+/// driving UCX itself. Who can connect depends on the transports: over
+/// `tcp`, anyone who reaches the worker's TCP port on a device it uses
+/// (`UCX_NET_DEVICES`); over shared memory (`posix`, `sysv`, `cma`),
+/// processes of the same user on the machine; over InfiniBand or RoCE
+/// (`rc`, `ud`, `dc`), the fabric. The module docs (*Trust*) say what
+/// unimem guarantees on top: a peer that uses unimem reaches only what the
+/// owner granted it, and no bytes that did not come from a peer reach UCX
+/// through a safe call.
+#[non_exhaustive]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Peers {
+    /// Every process that can connect to this context's workers (see
+    /// above) is trusted with this process's memory: run it on a machine
+    /// and network whose processes you trust that far. UCX 1.13 has no
+    /// other mode.
+    Trusted,
+}
 
 /// A UCP context (`ucp_init`) with remote memory access: what memory is
 /// registered with ([`Registered`](super::Registered)) and workers are made
@@ -25,8 +55,15 @@ pub struct Context {
     inner: Arc<Handle>,
 }
 
-/// The context handle, cleaned up on drop.
-struct Handle(sys::ucp_context_h);
+/// The context handle, cleaned up on drop, and the context's identity.
+struct Handle {
+    raw: sys::ucp_context_h,
+    /// A random number naming the context in this process's link frames:
+    /// a worker address and a descriptor it confirms carry it, and a peer
+    /// unpacks a key only on an endpoint to a worker of the context that
+    /// packed it.
+    id: u64,
+}
 
 // SAFETY: the context is created with `mt_workers_shared`, which makes UCP
 // guard it with a lock for use from several threads; the calls made on it
@@ -40,15 +77,16 @@ impl Drop for Handle {
     fn drop(&mut self) {
         // SAFETY: every worker and registration holds a clone of the `Arc`
         // around this handle, so none is left.
-        unsafe { sys::ucp_cleanup(self.0) }
+        unsafe { sys::ucp_cleanup(self.raw) }
     }
 }
 
 impl Context {
     /// Initializes UCP for remote memory access (`UCP_FEATURE_RMA`), with
-    /// the settings in the environment.
-    pub fn new() -> Result<Context, Error> {
-        Context::with_settings(&[])
+    /// the settings in the environment, for the `peers` it is open to
+    /// ([`Peers`]: read it).
+    pub fn new(peers: Peers) -> Result<Context, Error> {
+        Context::with_settings(peers, &[])
     }
 
     /// As [`Context::new`], with `settings` (name and value, the name
@@ -58,7 +96,8 @@ impl Context {
     /// Errors: a name or value with a NUL byte ([`Error::InvalidArgument`]),
     /// and what UCX says of a setting it does not know or a value it does
     /// not take.
-    pub fn with_settings(settings: &[(&str, &str)]) -> Result<Context, Error> {
+    pub fn with_settings(peers: Peers, settings: &[(&str, &str)]) -> Result<Context, Error> {
+        let Peers::Trusted = peers;
         let settings = settings
             .iter()
             .map(|&(name, value)| Ok((CString::new(name)?, CString::new(value)?)))
@@ -109,8 +148,11 @@ impl Context {
             )
         };
         check("ucp_init", status)?;
+        let mut handle = Handle { raw: handle, id: 0 };
+        // A failure to read random bytes cleans the context up (drop).
+        handle.id = u64::from_ne_bytes(grant::random()?);
         Ok(Context {
-            inner: Arc::new(Handle(handle)),
+            inner: Arc::new(handle),
         })
     }
 
@@ -134,14 +176,19 @@ impl Context {
 
     /// The context handle, live while `self` is.
     pub(crate) fn raw(&self) -> sys::ucp_context_h {
-        self.inner.0
+        self.inner.raw
+    }
+
+    /// The context's random identity (see `Handle::id`).
+    pub(crate) fn id(&self) -> u64 {
+        self.inner.id
     }
 }
 
 impl fmt::Debug for Context {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Context")
-            .field("handle", &self.inner.0)
+            .field("handle", &self.inner.raw)
             .field("version", &Context::version())
             .finish()
     }

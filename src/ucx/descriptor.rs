@@ -10,10 +10,10 @@ use crate::Error;
 pub const MAGIC: [u8; 4] = *b"UMXD";
 
 /// The descriptor format's version.
-pub const VERSION: u16 = 1;
+pub const VERSION: u16 = 2;
 
 /// The bytes before the packed key.
-pub const HEADER: usize = 32;
+pub const HEADER: usize = 48;
 
 /// The longest packed key UCX 1.13 can make: its memory-domain map (8
 /// bytes), memory type (1), and for each of at most 64 domains a length byte
@@ -25,33 +25,52 @@ const HOST: u8 = 0;
 
 /// A remote peer's handle on one allocation in a registration
 /// ([`Registered::descriptor_of`](super::Registered::descriptor_of)): the
-/// allocation's address and length in the owner's process and the packed
-/// remote key (`ucp_rkey_pack`) of the registered range that holds it.
+/// allocation's address and length in the owner's process, the packed
+/// remote key (`ucp_rkey_pack`) of the registered range that holds it, and
+/// a random tag the owner chose when it issued the descriptor.
 ///
 /// [`to_bytes`](Descriptor::to_bytes) gives the bytes to send to the peer,
 /// [`from_bytes`](Descriptor::from_bytes) reads them back, treating them as
-/// untrusted. The format, integers little-endian:
+/// untrusted: it checks their format, nothing more. A descriptor read from
+/// bytes is *unverified*: whoever sent the bytes may have forged or
+/// corrupted them, and UCX parses a packed key without checking it (a
+/// corrupted key aborts the process inside `ucp_ep_rkey_unpack` with the
+/// shared-memory transports). The safe way to use one is to have its owner
+/// confirm it over the [`Link`](super::Link) to the owner
+/// ([`Link::verify`](super::Link::verify)), which gives a
+/// [`Grant`](super::Grant) that an endpoint unpacks
+/// ([`Endpoint::remote`](super::Endpoint::remote)); the owner confirms only
+/// descriptors it issued, byte for byte. The tag makes a descriptor a
+/// capability: a peer that knows an allocation's address and the key of
+/// the range around it still cannot name it to the owner without the tag.
+///
+/// The format, integers little-endian:
 ///
 /// | bytes | what |
 /// |---|---|
 /// | 0..4 | `UMXD` |
-/// | 4..6 | version, 1 |
+/// | 4..6 | version, 2 |
 /// | 6..8 | zero |
 /// | 8..16 | the allocation's address |
 /// | 16..24 | its length, 1 to `isize::MAX` |
 /// | 24..28 | the packed key's length, 9 to [`MAX_KEY`] |
 /// | 28..32 | zero |
-/// | 32.. | the packed key, exactly as long as bytes 24..28 say |
+/// | 32..48 | the owner's tag for it |
+/// | 48.. | the packed key, exactly as long as bytes 24..28 say |
 ///
 /// The key itself is opaque to unimem except for its framing, which is
 /// checked because UCX parses it without a length
 /// (`ucp_ep_rkey_unpack`): a memory-domain map, a memory type that must be
 /// host memory, and one length-prefixed part per domain in the map, all
-/// inside the key. What each part holds is for the transports to read.
+/// inside the key. What each part holds is for the transports to read, and
+/// they trust it: a well-framed key with a bad part still crashes UCX,
+/// which is why reaching UCX with an unverified descriptor is `unsafe`
+/// ([`Endpoint::remote_unchecked`](super::Endpoint::remote_unchecked)).
 #[derive(Clone, PartialEq, Eq)]
 pub struct Descriptor {
     address: u64,
     size: usize,
+    tag: u128,
     key: Box<[u8]>,
 }
 
@@ -61,12 +80,18 @@ fn bad(reason: &'static str) -> Error {
 }
 
 impl Descriptor {
-    /// A descriptor of `size` bytes at `address` under `key`, checked as
-    /// `from_bytes` checks one.
-    pub(crate) fn new(address: u64, size: usize, key: Vec<u8>) -> Result<Descriptor, Error> {
+    /// A descriptor of `size` bytes at `address` under `key`, tagged `tag`,
+    /// checked as `from_bytes` checks one.
+    pub(crate) fn new(
+        address: u64,
+        size: usize,
+        tag: u128,
+        key: Vec<u8>,
+    ) -> Result<Descriptor, Error> {
         let descriptor = Descriptor {
             address,
             size,
+            tag,
             key: key.into_boxed_slice(),
         };
         descriptor.check()?;
@@ -76,7 +101,9 @@ impl Descriptor {
     /// Reads a descriptor from bytes a peer sent: anything malformed
     /// (short, long, another format or version, an empty, wrapping or absurd
     /// range, a key whose framing does not hold) is
-    /// [`UcxError::BadDescriptor`].
+    /// [`UcxError::BadDescriptor`]. What it gives is unverified: the bytes
+    /// are well formed, not necessarily what the owner issued (see
+    /// [`Link::verify`](super::Link::verify)).
     pub fn from_bytes(bytes: &[u8]) -> Result<Descriptor, Error> {
         let Some((header, key)) = bytes.split_first_chunk::<HEADER>() else {
             return Err(bad("shorter than a descriptor's 32-byte header"));
@@ -88,7 +115,7 @@ impl Descriptor {
             return Err(bad("not a unimem UCX descriptor (wrong magic bytes)"));
         }
         if u16_at(4) != VERSION {
-            return Err(bad("a descriptor version other than 1"));
+            return Err(bad("a descriptor version other than 2"));
         }
         if u16_at(6) != 0 || u32_at(28) != 0 {
             return Err(bad("reserved header bytes are not zero"));
@@ -103,7 +130,8 @@ impl Descriptor {
                 "the packed key is not as long as the header says (cut short, or bytes after it)",
             ));
         }
-        Descriptor::new(u64_at(8), size, key.to_vec())
+        let tag = u128::from_le_bytes(header[32..48].try_into().unwrap());
+        Descriptor::new(u64_at(8), size, tag, key.to_vec())
     }
 
     /// The bytes to send to a peer (the format above).
@@ -116,6 +144,7 @@ impl Descriptor {
         bytes.extend_from_slice(&(self.size as u64).to_le_bytes());
         bytes.extend_from_slice(&(self.key.len() as u32).to_le_bytes());
         bytes.extend_from_slice(&0u32.to_le_bytes());
+        bytes.extend_from_slice(&self.tag.to_le_bytes());
         bytes.extend_from_slice(&self.key);
         bytes
     }
@@ -133,6 +162,11 @@ impl Descriptor {
     /// The packed remote key.
     pub fn packed_key(&self) -> &[u8] {
         &self.key
+    }
+
+    /// The owner's tag: what names the descriptor to its owner.
+    pub(crate) fn tag(&self) -> u128 {
+        self.tag
     }
 
     /// Checks the range and the key's framing.
@@ -180,6 +214,8 @@ fn check_key(key: &[u8]) -> Result<(), &'static str> {
     Ok(())
 }
 
+/// Leaves the tag out: it is what makes the descriptor a capability, and
+/// logs are read by others.
 impl fmt::Debug for Descriptor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Descriptor")
@@ -204,8 +240,10 @@ mod tests {
         key
     }
 
+    const TAG: u128 = 0x0123_4567_89ab_cdef_fedc_ba98_7654_3210;
+
     fn descriptor() -> Descriptor {
-        Descriptor::new(0x7f00_0000_1000, 4096, key()).unwrap()
+        Descriptor::new(0x7f00_0000_1000, 4096, TAG, key()).unwrap()
     }
 
     fn reason(bytes: &[u8]) -> &'static str {
@@ -234,6 +272,8 @@ mod tests {
         assert_eq!(back.address(), 0x7f00_0000_1000);
         assert_eq!(back.size(), 4096);
         assert_eq!(back.packed_key(), &key()[..]);
+        assert_eq!(back.tag(), TAG);
+        assert_eq!(&bytes[32..48], &TAG.to_le_bytes());
     }
 
     #[test]
@@ -251,7 +291,8 @@ mod tests {
     #[test]
     fn wrong_format_or_version_is_refused() {
         assert!(reason(&edited(|b| b[0] = b'X')).contains("magic"));
-        assert!(reason(&edited(|b| b[4] = 2)).contains("version"));
+        assert!(reason(&edited(|b| b[4] = 1)).contains("version"));
+        assert!(reason(&edited(|b| b[4] = 3)).contains("version"));
         assert!(reason(&edited(|b| b[7] = 1)).contains("reserved"));
         assert!(reason(&edited(|b| b[31] = 1)).contains("reserved"));
         assert!(reason(&[0xff; 64]).contains("magic"));

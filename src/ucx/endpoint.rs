@@ -1,17 +1,19 @@
 //! [`Endpoint`]: a connection from a worker to a peer's worker.
 
-use core::cell::Cell;
+use core::cell::{Cell, RefCell};
 use core::ffi::c_void;
 use core::fmt;
 use core::mem::ManuallyDrop;
 use core::ptr;
 use core::sync::atomic::{AtomicI8, Ordering};
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use super::error::{UcxError, check};
+use super::grant::{Peer, Track};
 use super::remote::Remote;
 use super::sys;
-use super::{Descriptor, Worker};
+use super::{Descriptor, Grant, Worker};
 use crate::Error;
 
 /// How long an operation may take before it fails with
@@ -41,10 +43,13 @@ pub enum ErrorMode {
 
 /// A connection to a peer's worker, through which [`Remote`]s put and get.
 ///
-/// Made by [`Worker::connect`]; borrows its worker, whose progress moves its
-/// operations. Every operation waits at most its timeout
+/// Made by [`Worker::connect`], through the [`Link`](super::Link) that
+/// carried the peer's address (or by the `unsafe`
+/// [`Worker::connect_unchecked`]); borrows its worker, whose progress moves
+/// its operations. Every operation waits at most its timeout
 /// ([`DEFAULT_TIMEOUT`], [`set_timeout`](Endpoint::set_timeout)) and then
-/// poisons the worker (see [`Worker`]). Dropping it force-closes it
+/// poisons the worker (see [`Worker`]). Dropping it flushes what its
+/// remotes started (two seconds at most), then force-closes it
 /// ([`ErrorMode::Peer`]) or closes it with a bounded flush
 /// ([`ErrorMode::None`]): [`flush`](Endpoint::flush) first for puts to be
 /// sure to land.
@@ -52,6 +57,13 @@ pub struct Endpoint<'w> {
     handle: sys::ucp_ep_h,
     worker: &'w Worker,
     mode: ErrorMode,
+    /// The link it was connected through and the context of the address,
+    /// if it was (`Worker::connect`): grants confirmed over that link are
+    /// for it.
+    peer: Option<Peer>,
+    /// The remotes with operations no flush has completed yet: a flush
+    /// settles them, so that their owners hear the peer is done.
+    unsettled: RefCell<Vec<Rc<Track>>>,
     /// The status the error handler reported, 0 while none. Boxed: UCX
     /// holds its address as the handler's argument. Freed after the
     /// endpoint is closed, or leaked with a poisoned worker.
@@ -73,10 +85,18 @@ unsafe extern "C" fn on_error(arg: *mut c_void, _ep: sys::ucp_ep_h, status: sys:
 }
 
 impl<'w> Endpoint<'w> {
-    pub(crate) fn connect(
+    /// Connects `worker` to the worker whose address this is.
+    ///
+    /// # Safety
+    /// `address` is a worker address made by UCX (`ucp_worker_get_address`)
+    /// in a process this one trusts as a UCX peer: UCX parses it without a
+    /// length and trusts what it says. `peer`, if given, names the link it
+    /// came over and the context it names.
+    pub(crate) unsafe fn connect(
         worker: &'w Worker,
         address: &[u8],
         mode: ErrorMode,
+        peer: Option<Peer>,
     ) -> Result<Endpoint<'w>, Error> {
         worker.usable()?;
         if address.is_empty() || address.len() > MAX_ADDRESS {
@@ -105,7 +125,8 @@ impl<'w> Endpoint<'w> {
         }
         let mut handle = ptr::null_mut();
         // SAFETY: a live worker, valid parameters (the address bytes live
-        // through the call; UCX copies what it keeps) and out-pointer.
+        // through the call, and are a worker address as the caller
+        // promises; UCX copies what it keeps) and out-pointer.
         let status = unsafe { sys::ucp_ep_create(worker.raw(), &params, &mut handle) };
         if let Err(error) = check("ucp_ep_create", status) {
             drop(ManuallyDrop::into_inner(failed));
@@ -115,21 +136,60 @@ impl<'w> Endpoint<'w> {
             handle,
             worker,
             mode,
+            peer,
+            unsettled: RefCell::new(Vec::new()),
             failed,
             timeout: Cell::new(DEFAULT_TIMEOUT),
         })
     }
 
-    /// The peer's allocation that `descriptor` names, ready for puts and
-    /// gets: its packed key unpacked on this endpoint.
-    pub fn remote(&self, descriptor: &Descriptor) -> Result<Remote<'_>, Error> {
+    /// The peer's allocation that `grant` names, ready for puts and gets:
+    /// its packed key unpacked on this endpoint. The grant must have been
+    /// confirmed over the link this endpoint was connected through
+    /// ([`UcxError::OtherPeer`] otherwise), and not revoked
+    /// ([`UcxError::Revoked`]).
+    pub fn remote(&self, grant: &Grant) -> Result<Remote<'_>, Error> {
         self.usable()?;
-        Remote::unpack(self, descriptor)
+        if self.peer != Some(grant.peer()) {
+            return Err(UcxError::OtherPeer.into());
+        }
+        grant.held().hold()?;
+        let track = Track::new(grant.held().clone());
+        // SAFETY: the process at the other end of the link this endpoint
+        // was connected through confirmed the descriptor as one it issued,
+        // byte for byte, from a live registration of the context whose
+        // worker address the same link carried (the peers match, checked
+        // above): the key is what UCX packed there, for this endpoint's
+        // peer, and that process is trusted as a UCX peer (`Peers`).
+        unsafe { Remote::unpack(self, grant.descriptor(), Some(track)) }
+    }
+
+    /// The peer's allocation that `descriptor` names, its key unpacked on
+    /// this endpoint without its owner's confirmation.
+    ///
+    /// # Safety
+    /// The descriptor's bytes are exactly what
+    /// [`Registered::descriptor_of`](super::Registered::descriptor_of) made
+    /// in the process whose worker this endpoint is connected to, from a
+    /// registration on the context of that worker: UCX parses and trusts
+    /// the packed key (a corrupted one aborts the process, or crashes it,
+    /// inside `ucp_ep_rkey_unpack` with the shared-memory transports; one
+    /// from another process or context is read against the wrong memory
+    /// domains). Only the framing is checked here. Nothing tells the owner
+    /// this peer uses it: the caller makes sure the owner keeps the
+    /// registration until every put and get through the remote has been
+    /// flushed (else a put may land in memory the owner unmapped, which
+    /// kills it), and the descriptor's range is trusted as it is.
+    pub unsafe fn remote_unchecked(&self, descriptor: &Descriptor) -> Result<Remote<'_>, Error> {
+        self.usable()?;
+        // SAFETY: the caller's contract.
+        unsafe { Remote::unpack(self, descriptor, None) }
     }
 
     /// Waits until every put and get issued on this endpoint has completed
     /// at the peer (`ucp_ep_flush_nbx`): after it returns, the owner's
-    /// memory holds what was put.
+    /// memory holds what was put, and grants the owner revoked (or that
+    /// were dropped with their remotes) are let go of.
     pub fn flush(&self) -> Result<(), Error> {
         self.usable()?;
         let (deadline, timeout) = self.deadline();
@@ -142,7 +202,24 @@ impl<'w> Endpoint<'w> {
             self.worker
                 .wait("ucp_ep_flush_nbx", status, deadline, timeout)
         }?;
-        self.usable()
+        self.usable()?;
+        self.settle();
+        Ok(())
+    }
+
+    /// Keeps `track` until the next flush: its remote began an operation.
+    pub(crate) fn unsettled(&self, track: &Rc<Track>) {
+        self.unsettled.borrow_mut().push(track.clone());
+    }
+
+    /// After a flush completed every operation begun before it: the
+    /// remotes are settled. (The endpoint is used by one thread, so no
+    /// operation began while the flush ran.)
+    fn settle(&self) {
+        let tracks = core::mem::take(&mut *self.unsettled.borrow_mut());
+        for track in tracks {
+            track.settle();
+        }
     }
 
     /// Orders the worker's operations (`ucp_worker_fence`): puts and gets
@@ -203,6 +280,41 @@ impl<'w> Endpoint<'w> {
 }
 
 impl Endpoint<'_> {
+    /// Flushes what its remotes started, waiting `CLOSE_WAIT` at most, and
+    /// settles them if it completed (without poisoning the worker if it did
+    /// not: the flush holds no buffer of ours).
+    fn flush_before_close(&self) {
+        if self.unsettled.borrow().is_empty() || self.usable().is_err() {
+            return;
+        }
+        let param = sys::ucp_request_param_t::default();
+        // SAFETY: a live endpoint and a parameter with nothing set.
+        let status = unsafe { sys::ucp_ep_flush_nbx(self.handle, &param) };
+        let flushed = if status.is_null() {
+            true
+        } else if sys::ptr_is_err(status) {
+            false
+        } else {
+            let end = Instant::now() + CLOSE_WAIT;
+            let mut idle = 0;
+            let state = loop {
+                // SAFETY: a live flush request, not yet freed.
+                let state = unsafe { sys::ucp_request_check_status(status) };
+                if state != sys::UCS_INPROGRESS || Instant::now() >= end {
+                    break state;
+                }
+                self.worker.spin(&mut idle);
+            };
+            // SAFETY: freed once, here; one still running is released to
+            // UCX, which frees it when it ends.
+            unsafe { sys::ucp_request_free(status) };
+            state == sys::UCS_OK
+        };
+        if flushed && self.usable().is_ok() {
+            self.settle();
+        }
+    }
+
     /// Closes the endpoint: at once in [`ErrorMode::Peer`], else with a
     /// flush that waits `CLOSE_WAIT` at most.
     fn close(&mut self) {
@@ -238,9 +350,11 @@ impl Drop for Endpoint<'_> {
     fn drop(&mut self) {
         if self.worker.is_poisoned() {
             // Never touched again: the endpoint and its handler's flag are
-            // leaked with the worker.
+            // leaked with the worker (and its remotes stay unsettled, so
+            // their owners keep their memory).
             return;
         }
+        self.flush_before_close();
         self.close();
         // SAFETY: dropped once, here, after the endpoint is closed: UCX
         // calls its error handler no more.
@@ -253,6 +367,7 @@ impl fmt::Debug for Endpoint<'_> {
         f.debug_struct("Endpoint")
             .field("handle", &self.handle)
             .field("mode", &self.mode)
+            .field("through_link", &self.peer.is_some())
             .field("timeout", &self.timeout.get())
             // Relaxed: a snapshot for display.
             .field("failed", &self.failed.load(Ordering::Relaxed))

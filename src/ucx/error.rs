@@ -43,6 +43,22 @@ pub enum UcxError {
         /// What is wrong with them.
         reason: &'static str,
     },
+    /// The owner did not confirm a descriptor ([`Link::verify`](super::Link::verify)):
+    /// it did not issue those bytes (they were forged or corrupted, or
+    /// come from another process), or withdrew it, or its registration is
+    /// gone, or the owner is revoking what the link holds.
+    Refused {
+        /// What the owner said.
+        reason: &'static str,
+    },
+    /// The owner revoked the descriptor this [`Remote`](super::Remote) or
+    /// [`Grant`](super::Grant) came from ([`Link::revoke`](super::Link::revoke)):
+    /// nothing was sent.
+    Revoked,
+    /// A [`Grant`](super::Grant) used on an endpoint that was not connected
+    /// through the link that confirmed it (to another process, or another
+    /// context of it, whose key formats may differ).
+    OtherPeer,
     /// A put or get outside the remote allocation a descriptor names:
     /// refused before anything was sent.
     OutOfRange {
@@ -123,6 +139,17 @@ impl fmt::Display for UcxError {
             ),
             UcxError::Closed { reason } => write!(f, "the UCX endpoint is closed: {reason}"),
             UcxError::BadDescriptor { reason } => write!(f, "not a UCX descriptor: {reason}"),
+            UcxError::Refused { reason } => {
+                write!(f, "the owner did not confirm the descriptor: {reason}")
+            }
+            UcxError::Revoked => f.write_str(
+                "the owner revoked this descriptor; nothing was sent (flush, drop the \
+                 remote, and ask the owner again)",
+            ),
+            UcxError::OtherPeer => f.write_str(
+                "the grant was confirmed over another link than the one this endpoint was \
+                 connected through",
+            ),
             UcxError::OutOfRange {
                 offset,
                 len,

@@ -4,10 +4,12 @@
 use core::ffi::c_void;
 use core::fmt;
 use core::ptr;
+use std::rc::Rc;
 
 use super::batch::Batch;
 use super::endpoint::Endpoint;
 use super::error::{UcxError, check};
+use super::grant::Track;
 use super::sys;
 use super::{Descriptor, Registered};
 use crate::Error;
@@ -35,14 +37,17 @@ impl Op {
     }
 }
 
-/// A peer's allocation, named by a [`Descriptor`], unpacked on an endpoint:
-/// puts and gets of bytes at offsets inside it.
+/// A peer's allocation, named by a [`Grant`](super::Grant) (or, `unsafe`,
+/// a [`Descriptor`]), unpacked on an endpoint: puts and gets of bytes at
+/// offsets inside it.
 ///
 /// Every put and get is checked against the descriptor's range before
 /// anything is sent: UCX does not check remote addresses against the key
 /// (without RDMA hardware the owner's worker would write wherever the
 /// address points), so a range outside the allocation is refused here with
-/// [`UcxError::OutOfRange`].
+/// [`UcxError::OutOfRange`]. Once the owner revokes the grant it came from,
+/// every operation is refused with [`UcxError::Revoked`], before anything
+/// is sent.
 ///
 /// `put` and `get` wait for local completion: the source may be reused, the
 /// destination holds the bytes. A put has landed at the owner once
@@ -53,22 +58,34 @@ pub struct Remote<'e> {
     rkey: sys::ucp_rkey_h,
     address: u64,
     size: usize,
+    /// Its part in the hold of the grant it came from (none when unpacked
+    /// from a descriptor directly).
+    track: Option<Rc<Track>>,
 }
 
 impl<'e> Remote<'e> {
-    pub(crate) fn unpack(
+    /// Unpacks `descriptor`'s key on `endpoint`; `track` is the remote's
+    /// part in the hold of the grant it came from, if any.
+    ///
+    /// # Safety
+    /// The key is what UCX packed in the process whose worker `endpoint`
+    /// is connected to, on that worker's context (see
+    /// `Endpoint::remote_unchecked`).
+    pub(crate) unsafe fn unpack(
         endpoint: &'e Endpoint<'e>,
         descriptor: &Descriptor,
+        track: Option<Rc<Track>>,
     ) -> Result<Remote<'e>, Error> {
         let key = descriptor.packed_key();
         let mut padded = Vec::with_capacity(key.len() + KEY_PADDING);
         padded.extend_from_slice(key);
         padded.resize(key.len() + KEY_PADDING, 0);
         let mut rkey = ptr::null_mut();
-        // SAFETY: a live endpoint and out-pointer; the key's framing was
-        // checked when the descriptor was made (`Descriptor::from_bytes`), so
-        // UCX's parse of it stays inside `padded`, which lives through the
-        // call (UCX copies what it keeps).
+        // SAFETY: a live endpoint and out-pointer; the key is what UCX
+        // packed for this endpoint's peer (the caller's contract), and its
+        // framing was checked when the descriptor was made
+        // (`Descriptor::from_bytes`), so UCX's parse of it stays inside
+        // `padded`, which lives through the call (UCX copies what it keeps).
         let status =
             unsafe { sys::ucp_ep_rkey_unpack(endpoint.raw(), padded.as_ptr().cast(), &mut rkey) };
         check("ucp_ep_rkey_unpack", status)?;
@@ -77,6 +94,7 @@ impl<'e> Remote<'e> {
             rkey,
             address: descriptor.address(),
             size: descriptor.size(),
+            track,
         })
     }
 
@@ -88,6 +106,12 @@ impl<'e> Remote<'e> {
     /// Its length in bytes.
     pub fn size(&self) -> usize {
         self.size
+    }
+
+    /// Whether its owner revoked it (as far as the link has read): then
+    /// every operation is refused.
+    pub fn is_revoked(&self) -> bool {
+        self.track.as_ref().is_some_and(|track| track.is_revoked())
     }
 
     /// The endpoint it was unpacked on.
@@ -209,6 +233,13 @@ impl<'e> Remote<'e> {
     ) -> Result<Option<sys::ucs_status_ptr_t>, Error> {
         self.endpoint.usable()?;
         let target = self.target(offset, len)?;
+        if let Some(track) = &self.track {
+            // Refused once revoked; the first operation since a flush keeps
+            // the track with the endpoint until the next one.
+            if track.begin(len > 0)? {
+                self.endpoint.unsettled(track);
+            }
+        }
         if len == 0 {
             return Ok(None);
         }
@@ -219,8 +250,9 @@ impl<'e> Remote<'e> {
         }
         let ep = self.endpoint.raw();
         // SAFETY: a live endpoint and key unpacked on it; the target range
-        // lies inside the owner's registered allocation (checked above);
-        // the local buffer is valid as the caller promises.
+        // lies inside the descriptor's allocation (checked above), which
+        // its owner confirmed (or the caller of `remote_unchecked` vouched
+        // for); the local buffer is valid as the caller promises.
         let status = unsafe {
             match op {
                 Op::Put => {

@@ -4,13 +4,16 @@
 //! chooses). `tests/ucx.rs` runs two processes.
 //!
 //! Where UCX cannot be set up, each test prints `SKIPPED` and why, unless
-//! `UNIMEM_REQUIRE_UCX` is set.
+//! `UNIMEM_REQUIRE_UCX` is set. The link's confirm, revoke and release
+//! protocol is tested here without UCX's transports too, with a table of
+//! issued descriptors whose keys no UCX call ever reads.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::Duration;
 
+use super::grant::{Issued, Track};
 use super::*;
 use crate::{BlockOptions, Error, Pinning, Tape};
 
@@ -26,7 +29,7 @@ fn required() -> bool {
 
 /// A context, or `None` after saying why the test is skipped.
 fn context(test: &str) -> Option<Context> {
-    match Context::new() {
+    match Context::new(Peers::Trusted) {
         Ok(context) => Some(context),
         Err(error) if !required() => {
             println!("SKIPPED {test}: {error}");
@@ -103,8 +106,11 @@ fn a_peer_puts_into_and_gets_from_a_registered_tape() {
 
     let owner = Owner::start(&context, true);
     let worker = context.worker().unwrap();
-    let endpoint = worker.connect(&owner.address).unwrap();
-    let remote = endpoint.remote(&descriptor).unwrap();
+    // SAFETY: the address of a worker of this process, made by UCX.
+    let endpoint = unsafe { worker.connect_unchecked(&owner.address, None) }.unwrap();
+    // SAFETY: the bytes `descriptor_range` made in this process, on the
+    // context of the owner's worker; the registration outlives the remote.
+    let remote = unsafe { endpoint.remote_unchecked(&descriptor) }.unwrap();
     assert_eq!(remote.size(), 1 << 20);
 
     let data = pattern(1 << 20, 7);
@@ -222,7 +228,7 @@ fn memory_committed_later_is_mapped_part_by_part() {
         Err(Error::Ucx(UcxError::NotRegistered { .. }))
     ));
     // Unmapped, and the Tape given back with its allocations.
-    let tape = tape.into_inner();
+    let tape = tape.into_inner().unwrap();
     assert!(tape.owns(grown));
 }
 
@@ -237,9 +243,11 @@ fn a_timed_out_operation_poisons_the_worker() {
     // The owner holds its worker but never progresses it.
     let owner = Owner::start(&context, false);
     let worker = context.worker().unwrap();
-    let endpoint = worker.connect(&owner.address).unwrap();
+    // SAFETY: as in the test above.
+    let endpoint = unsafe { worker.connect_unchecked(&owner.address, None) }.unwrap();
     endpoint.set_timeout(Duration::from_millis(300));
-    let remote = endpoint.remote(&descriptor).unwrap();
+    // SAFETY: as in the test above.
+    let remote = unsafe { endpoint.remote_unchecked(&descriptor) }.unwrap();
     let data = vec![1u8; 64 << 10];
     let put = remote.put(0, &data).and_then(|()| endpoint.flush());
     assert!(
@@ -264,8 +272,10 @@ fn bad_worker_addresses_are_refused_before_ucx_reads_them() {
     };
     let worker = context.worker().unwrap();
     for address in [&[][..], &vec![0u8; MAX_ADDRESS + 1][..]] {
+        // SAFETY: refused for its length before UCX reads it.
+        let connected = unsafe { worker.connect_unchecked(address, None) };
         assert!(matches!(
-            worker.connect(address),
+            connected,
             Err(Error::Ucx(UcxError::BadDescriptor { .. }))
         ));
     }
@@ -339,4 +349,300 @@ fn errors_name_the_call_and_the_status() {
         registered: 12,
     };
     assert!(range.to_string().contains("nothing was sent"));
+}
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// A key framed as UCX 1.13 frames one (two domains, parts of 3 and 0
+/// bytes), for descriptors that never reach UCX.
+fn fake_key() -> std::vec::Vec<u8> {
+    let mut key = 0b101u64.to_ne_bytes().to_vec();
+    key.push(0);
+    key.extend_from_slice(&[3, 0xaa, 0xbb, 0xcc, 0]);
+    key
+}
+
+/// Runs `owner` on a thread with the accepting end of a link; gives the
+/// connecting end.
+fn link_pair<T: Send + 'static>(
+    owner: impl FnOnce(Link) -> T + Send + 'static,
+) -> (Link, thread::JoinHandle<T>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let thread = thread::spawn(move || owner(Link::accept(&listener, WAIT).unwrap()));
+    (Link::connect(("127.0.0.1", port), WAIT).unwrap(), thread)
+}
+
+/// The owner's side of the protocol tests: answers `held` with the link's
+/// and the table's holds, `revoke` by revoking (300 ms at most, with no
+/// worker), until `bye` or the link fails; gives the final holds.
+fn serve_commands(mut link: Link, issued: &Issued) -> (usize, usize) {
+    while let Ok(command) = link.recv(WAIT) {
+        match &command[..] {
+            b"held" => {
+                let held = [link.held() as u8, issued.held() as u8];
+                link.send(&held).unwrap();
+            }
+            b"revoke" => {
+                let tags = link.held_tags();
+                let result = link.revoke_tags(tags, None, Duration::from_millis(300));
+                link.send(if result.is_ok() { b"ok" } else { b"timed out" })
+                    .unwrap();
+            }
+            b"bye" => break,
+            other => panic!("unknown command {other:?}"),
+        }
+    }
+    (link.held(), issued.held())
+}
+
+fn refused(result: &Result<Grant, Error>) -> bool {
+    matches!(result, Err(Error::Ucx(UcxError::Refused { .. })))
+}
+
+/// What the owner answers `held` with: the link's holds and the table's.
+fn held(link: &mut Link) -> [u8; 2] {
+    link.send(b"held").unwrap();
+    link.recv(WAIT).unwrap().try_into().unwrap()
+}
+
+#[test]
+fn the_owner_confirms_exactly_the_descriptors_it_issued_and_counts_who_holds_them() {
+    let issued = Issued::new(0x5eed);
+    let genuine = issued
+        .issue(0x7f00_0010_0000, 4096, || Ok(fake_key()))
+        .unwrap();
+    let guard = issued
+        .issue(0x7f00_0010_1000, 64, || Ok(fake_key()))
+        .unwrap();
+    let again = issued.issue(0x7f00_0010_0000, 4096, || unreachable!());
+    assert_eq!(again.unwrap(), genuine, "a range keeps its descriptor");
+    assert_ne!(genuine.tag(), guard.tag());
+    let (mut link, owner) = link_pair({
+        let issued = issued.clone();
+        move |link| serve_commands(link, &issued)
+    });
+
+    // Every one-byte change that still parses is refused by the owner:
+    // corrupted keys, other ranges, other tags.
+    let bytes = genuine.to_bytes();
+    let mut asked = 0;
+    for at in 0..bytes.len() {
+        for flip in [0x01u8, 0x80, 0xff] {
+            let mut mutated = bytes.clone();
+            mutated[at] ^= flip;
+            if let Ok(descriptor) = Descriptor::from_bytes(&mutated) {
+                asked += 1;
+                assert!(
+                    refused(&link.verify(&descriptor, WAIT)),
+                    "byte {at} ^ {flip:#x}"
+                );
+            }
+        }
+    }
+    assert!(asked > bytes.len(), "{asked} mutations parsed");
+    // Another allocation's range (the guard after it), or 8 bytes past the
+    // end, under the genuine tag and key.
+    for (address, size) in [
+        (guard.address(), guard.size()),
+        (genuine.address() + 8, 4096),
+    ] {
+        let mut forged = bytes.clone();
+        forged[8..16].copy_from_slice(&address.to_le_bytes());
+        forged[16..24].copy_from_slice(&(size as u64).to_le_bytes());
+        let forged = Descriptor::from_bytes(&forged).unwrap();
+        assert!(refused(&link.verify(&forged, WAIT)));
+    }
+    assert_eq!(held(&mut link), [0, 0], "refusals hold nothing");
+
+    // The genuine bytes: confirmed, held once per link however often.
+    let grant = link.verify(&genuine, WAIT).unwrap();
+    assert_eq!((grant.address(), grant.size()), (0x7f00_0010_0000, 4096));
+    let twice = link.verify(&genuine, WAIT).unwrap();
+    assert_eq!(held(&mut link), [1, 1]);
+
+    // A remote made from it begins an operation, and the grants go: still
+    // held, since nothing flushed it.
+    grant.held().hold().unwrap();
+    let track = Track::new(grant.held().clone());
+    assert!(track.begin(true).unwrap());
+    drop((grant, twice));
+    assert_eq!(held(&mut link), [1, 1]);
+
+    // The owner revokes: the peer's link reads it while waiting for the
+    // answer, refuses new operations, and cannot let go before a flush,
+    // so the owner's wait times out; the hold stays.
+    link.send(b"revoke").unwrap();
+    assert_eq!(link.recv(WAIT).unwrap(), b"timed out");
+    assert!(matches!(
+        track.begin(true),
+        Err(Error::Ucx(UcxError::Revoked))
+    ));
+    assert!(matches!(
+        link.verify(&genuine, WAIT),
+        Err(Error::Ucx(UcxError::Revoked))
+    ));
+    assert_eq!(held(&mut link), [1, 1]);
+    // The flush: let go (RELEASED goes out before the next question).
+    track.settle();
+    drop(track);
+    assert_eq!(held(&mut link), [0, 0]);
+    link.send(b"revoke").unwrap();
+    assert_eq!(link.recv(WAIT).unwrap(), b"ok", "nothing left to revoke");
+
+    // Held again, and let go by dropping the grant.
+    let grant = link.verify(&genuine, WAIT).unwrap();
+    assert_eq!(held(&mut link), [1, 1]);
+    drop(grant);
+    assert_eq!(held(&mut link), [0, 0]);
+
+    // Withdrawn: refused. A grant held when the link goes stays held.
+    assert!(issued.withdraw(&genuine));
+    assert!(!issued.withdraw(&genuine));
+    assert!(refused(&link.verify(&genuine, WAIT)));
+    let kept = link.verify(&guard, WAIT).unwrap();
+    drop(link);
+    assert_eq!(owner.join().unwrap(), (1, 1));
+    drop(kept);
+    assert_eq!(issued.close(), 1, "the closed table still counts the hold");
+}
+
+#[test]
+fn a_closed_table_confirms_nothing() {
+    let issued = Issued::new(1);
+    let descriptor = issued.issue(0x10_0000, 64, || Ok(fake_key())).unwrap();
+    let (mut link, owner) = link_pair({
+        let issued = issued.clone();
+        move |link| serve_commands(link, &issued)
+    });
+    assert_eq!(issued.close_if_unheld(), Ok(()));
+    let verified = link.verify(&descriptor, WAIT);
+    assert!(refused(&verified), "{verified:?}");
+    link.send(b"bye").unwrap();
+    assert_eq!(owner.join().unwrap(), (0, 0));
+}
+
+/// The owner's side of `a_revoked_remote_refuses_and_a_registration_held_keeps_its_memory`.
+fn owner_of_two(context: Context, mut link: Link) -> std::vec::Vec<u8> {
+    let worker = context.worker().unwrap();
+    let first = Registered::new(&context, Tape::open_with(1 << 20, &options()).unwrap()).unwrap();
+    let second = Registered::new(&context, Tape::open_with(1 << 20, &options()).unwrap()).unwrap();
+    let a = first.take(64 << 10, 64).unwrap();
+    let b = second.take(64 << 10, 64).unwrap();
+    link.send_address(&worker).unwrap();
+    link.send(&worker.address().unwrap()).unwrap();
+    for (registered, at) in [(&first, a), (&second, b)] {
+        let descriptor = registered.descriptor_range(at, 64 << 10).unwrap();
+        link.send(&descriptor.to_bytes()).unwrap();
+    }
+    assert_eq!(link.recv_serving(&worker, WAIT).unwrap(), b"revoke first");
+    assert_eq!((first.held(), second.held()), (1, 1));
+    link.revoke_in(&first, &worker, WAIT).unwrap();
+    assert_eq!((first.held(), second.held()), (0, 1));
+    // Unheld: unmapped and given back.
+    let tape = first.into_inner().unwrap();
+    drop(tape);
+    link.send(b"revoked").unwrap();
+
+    // The peer holds the second one again; dropping it keeps its memory.
+    assert_eq!(link.recv_serving(&worker, WAIT).unwrap(), b"drop second");
+    assert_eq!(second.held(), 1);
+    let second = second.into_inner().unwrap_err();
+    drop(second);
+    link.send(b"dropped").unwrap();
+    // The peer puts into it now: the bytes land in the kept memory.
+    assert_eq!(link.recv_serving(&worker, WAIT).unwrap(), b"put");
+    // SAFETY: the registration was leaked with its Tape, so these 64 KiB
+    // stay mapped; the peer flushed before saying "put".
+    unsafe { core::slice::from_raw_parts(b, 64 << 10) }.to_vec()
+}
+
+#[test]
+fn a_revoked_remote_refuses_and_a_registration_held_keeps_its_memory() {
+    let Some(context) =
+        context("a_revoked_remote_refuses_and_a_registration_held_keeps_its_memory")
+    else {
+        return;
+    };
+    let (mut link, owner) = link_pair({
+        let context = context.clone();
+        move |link| owner_of_two(context, link)
+    });
+    let worker = context.worker().unwrap();
+    let endpoint = worker.connect(&mut link, WAIT).unwrap();
+    let address = link.recv(WAIT).unwrap();
+    let first = Descriptor::from_bytes(&link.recv(WAIT).unwrap()).unwrap();
+    let second = Descriptor::from_bytes(&link.recv(WAIT).unwrap()).unwrap();
+    let first = link.verify(&first, WAIT).unwrap();
+    let kept = link.verify(&second, WAIT).unwrap();
+    let remote = endpoint.remote(&first).unwrap();
+    remote.put(0, &[1; 4096]).unwrap();
+    endpoint.flush().unwrap();
+
+    // A grant is for endpoints connected through its link.
+    // SAFETY: the address of a worker of this process, made by UCX.
+    let other = unsafe { worker.connect_unchecked(&address, None) }.unwrap();
+    assert!(matches!(
+        other.remote(&first),
+        Err(Error::Ucx(UcxError::OtherPeer))
+    ));
+    drop(other);
+
+    // Flushed and idle: let go as soon as the link reads the revocation.
+    link.send(b"revoke first").unwrap();
+    assert_eq!(link.recv(WAIT).unwrap(), b"revoked");
+    assert!(remote.is_revoked() && first.is_revoked());
+    assert!(matches!(
+        remote.put(0, &[2; 8]),
+        Err(Error::Ucx(UcxError::Revoked))
+    ));
+    assert!(matches!(
+        remote.get(0, &mut [0; 8]),
+        Err(Error::Ucx(UcxError::Revoked))
+    ));
+    assert!(matches!(
+        endpoint.remote(&first),
+        Err(Error::Ucx(UcxError::Revoked))
+    ));
+    drop(remote);
+
+    // The second registration is dropped while held: a put afterwards
+    // lands in the memory it kept.
+    let remote = endpoint.remote(&kept).unwrap();
+    link.send(b"drop second").unwrap();
+    assert_eq!(link.recv(WAIT).unwrap(), b"dropped");
+    let data = pattern(64 << 10, 3);
+    remote.put(0, &data).unwrap();
+    endpoint.flush().unwrap();
+    link.send(b"put").unwrap();
+    assert!(
+        owner.join().unwrap() == data,
+        "the put landed in the kept memory"
+    );
+    drop(remote);
+    drop(endpoint);
+}
+
+#[test]
+fn frames_that_arrive_with_the_greeting_are_not_left_waiting() {
+    // A raw owner that sends its greeting and a frame in one write, then
+    // only waits: the frame must be read from what came with the greeting.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let owner = thread::spawn(move || {
+        use std::io::{Read, Write};
+        let (mut stream, _) = listener.accept().unwrap();
+        let mut bytes = b"unimemL2".to_vec();
+        bytes.extend_from_slice(&6u32.to_le_bytes());
+        bytes.push(0);
+        bytes.extend_from_slice(b"hello");
+        stream.write_all(&bytes).unwrap();
+        let mut rest = Vec::new();
+        let _ = stream.read_to_end(&mut rest);
+    });
+    let mut link = Link::connect(("127.0.0.1", port), WAIT).unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(link.recv(Duration::from_secs(2)).unwrap(), b"hello");
+    drop(link);
+    owner.join().unwrap();
 }

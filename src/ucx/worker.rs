@@ -7,10 +7,10 @@ use core::marker::PhantomData;
 use core::ptr;
 use std::time::{Duration, Instant};
 
-use super::Context;
 use super::endpoint::{Endpoint, ErrorMode};
 use super::error::{UcxError, check};
-use super::sys;
+use super::grant::Peer;
+use super::{Context, Link, sys};
 use crate::Error;
 
 /// Progress calls in a row that find nothing to do before a wait yields
@@ -75,8 +75,9 @@ impl Worker {
         })
     }
 
-    /// The worker's address: the bytes a peer needs to connect to it
-    /// ([`Worker::connect`]), sent to it out of band ([`Link`](super::Link)).
+    /// The worker's address: the bytes a peer needs to connect to it,
+    /// which [`Link::send_address`] sends ([`Worker::connect`] on the
+    /// other side).
     pub fn address(&self) -> Result<Vec<u8>, Error> {
         self.usable()?;
         let mut address = ptr::null_mut();
@@ -92,36 +93,103 @@ impl Worker {
         Ok(bytes)
     }
 
-    /// Connects to the worker whose [`address`](Worker::address) this is,
-    /// with peer error handling where the transports allow it
-    /// ([`ErrorMode::Peer`]; UCX 1.13's shared-memory transports do not, and
-    /// then [`ErrorMode::None`], after UCX logs that the first try found no
+    /// Connects to the owner at the other end of `link`: waits up to
+    /// `timeout` for the worker address it sends
+    /// ([`Link::send_address`]), and connects to it with peer error
+    /// handling where the transports allow it ([`ErrorMode::Peer`]; UCX
+    /// 1.13's shared-memory transports do not, and then
+    /// [`ErrorMode::None`], after UCX logs that the first try found no
     /// transport; the worker's later connections skip that try).
     ///
-    /// The address goes to UCX as it is: UCX parses it without a length, so
-    /// it must come from a peer trusted as far as UCX trusts its peers (the
-    /// bootstrap link frames it and bounds its length).
-    pub fn connect(&self, address: &[u8]) -> Result<Endpoint<'_>, Error> {
-        if self.no_peer_mode.get() {
-            return Endpoint::connect(self, address, ErrorMode::None);
-        }
-        match Endpoint::connect(self, address, ErrorMode::Peer) {
-            Err(Error::Ucx(UcxError::Call { status, .. }))
-                if status == sys::UCS_ERR_UNREACHABLE =>
-            {
-                let endpoint = Endpoint::connect(self, address, ErrorMode::None)?;
-                // The transports are the context's: later connections go
-                // straight to `ErrorMode::None`, without UCX's log line.
-                self.no_peer_mode.set(true);
-                Ok(endpoint)
-            }
-            other => other,
-        }
+    /// The endpoint unpacks the [`Grant`](super::Grant)s confirmed over
+    /// the same link ([`Endpoint::remote`]). The address goes to UCX as the
+    /// owner sent it: UCX parses it without a length and trusts it, as it
+    /// trusts the peer it names ([`Peers`](super::Peers)); no bytes from
+    /// anyone but the process at the other end of the link reach it.
+    pub fn connect(&self, link: &mut Link, timeout: Duration) -> Result<Endpoint<'_>, Error> {
+        self.connect_through(link, timeout, None)
     }
 
     /// As [`connect`](Worker::connect), with the error handling mode chosen.
-    pub fn connect_with(&self, address: &[u8], mode: ErrorMode) -> Result<Endpoint<'_>, Error> {
-        Endpoint::connect(self, address, mode)
+    pub fn connect_with(
+        &self,
+        link: &mut Link,
+        timeout: Duration,
+        mode: ErrorMode,
+    ) -> Result<Endpoint<'_>, Error> {
+        self.connect_through(link, timeout, Some(mode))
+    }
+
+    /// Connects to the worker whose [`address`](Worker::address) this is,
+    /// however it came (`mode`: as [`connect`](Worker::connect) chooses
+    /// when `None`). The endpoint takes no [`Grant`](super::Grant)s, only
+    /// descriptors through the `unsafe`
+    /// [`Endpoint::remote_unchecked`].
+    ///
+    /// # Safety
+    /// `address` is a worker address that UCX made
+    /// (`ucp_worker_get_address`) in a process trusted as a UCX peer
+    /// ([`Peers`](super::Peers)): UCX parses it without a length and trusts
+    /// what it says, so other bytes may crash this process. (Its length is
+    /// checked: 1 byte to [`MAX_ADDRESS`](super::MAX_ADDRESS).)
+    pub unsafe fn connect_unchecked(
+        &self,
+        address: &[u8],
+        mode: Option<ErrorMode>,
+    ) -> Result<Endpoint<'_>, Error> {
+        // SAFETY: the caller's contract.
+        unsafe { self.connect_address(address, mode, None) }
+    }
+
+    fn connect_through(
+        &self,
+        link: &mut Link,
+        timeout: Duration,
+        mode: Option<ErrorMode>,
+    ) -> Result<Endpoint<'_>, Error> {
+        self.usable()?;
+        let (context, address) = link.peer_address(timeout)?;
+        let peer = Peer {
+            link: link.id(),
+            context,
+        };
+        // SAFETY: the address came in the address frame of the process at
+        // the other end of `link` (`Link::send_address`, which sends what
+        // `ucp_worker_get_address` made there); that process is the peer
+        // this connects to, trusted as UCX trusts its peers (`Peers`).
+        unsafe { self.connect_address(&address, mode, Some(peer)) }
+    }
+
+    /// # Safety
+    /// As `Endpoint::connect`.
+    unsafe fn connect_address(
+        &self,
+        address: &[u8],
+        mode: Option<ErrorMode>,
+        peer: Option<Peer>,
+    ) -> Result<Endpoint<'_>, Error> {
+        let mode = match mode {
+            Some(mode) => mode,
+            None if self.no_peer_mode.get() => ErrorMode::None,
+            None => {
+                // SAFETY: the caller's contract.
+                let tried = unsafe { Endpoint::connect(self, address, ErrorMode::Peer, peer) };
+                match tried {
+                    Err(Error::Ucx(UcxError::Call { status, .. }))
+                        if status == sys::UCS_ERR_UNREACHABLE =>
+                    {
+                        // The transports are the context's: later
+                        // connections go straight to `ErrorMode::None`,
+                        // without UCX's log line.
+                        self.no_peer_mode.set(true);
+                        ErrorMode::None
+                    }
+                    other => return other,
+                }
+            }
+        };
+        // SAFETY: the caller's contract.
+        unsafe { Endpoint::connect(self, address, mode, peer) }
     }
 
     /// Progresses the worker once: carries out what peers asked of this
