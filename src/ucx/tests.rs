@@ -646,3 +646,73 @@ fn frames_that_arrive_with_the_greeting_are_not_left_waiting() {
     drop(link);
     owner.join().unwrap();
 }
+
+#[test]
+fn accept_if_turns_away_the_peers_it_does_not_allow() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    // A stranger connects first and is turned away; the peer after it is
+    // greeted.
+    let stranger = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let stranger_port = stranger.local_addr().unwrap().port();
+    let peer = thread::spawn(move || {
+        thread::sleep(Duration::from_millis(50));
+        let mut link = Link::connect(("127.0.0.1", port), WAIT).unwrap();
+        link.send(b"let in").unwrap();
+    });
+    let mut seen = std::vec::Vec::new();
+    let mut link = Link::accept_if(&listener, WAIT, |from| {
+        seen.push(from.port());
+        from.port() != stranger_port
+    })
+    .unwrap();
+    assert_eq!(link.recv(WAIT).unwrap(), b"let in");
+    assert_eq!(seen[0], stranger_port);
+    use std::io::Read;
+    let mut byte = [0; 1];
+    assert_eq!((&stranger).read(&mut byte).unwrap(), 0, "closed at once");
+    peer.join().unwrap();
+}
+
+#[test]
+fn malformed_control_frames_break_the_link() {
+    // A raw owner that greets, then sends one bad frame: a tag list that is
+    // not whole tags, a short confirmation, an address frame with no
+    // address, a kind no link sends.
+    for (kind, body) in [
+        (5u8, vec![0u8; 15]),
+        (3, vec![0; 7]),
+        (1, vec![0; 8]),
+        (9, vec![]),
+    ] {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let owner = thread::spawn(move || {
+            use std::io::{Read, Write};
+            let (mut stream, _) = listener.accept().unwrap();
+            let mut bytes = b"unimemL2".to_vec();
+            bytes.extend_from_slice(&(1 + body.len() as u32).to_le_bytes());
+            bytes.push(kind);
+            bytes.extend_from_slice(&body);
+            stream.write_all(&bytes).unwrap();
+            let mut rest = Vec::new();
+            let _ = stream.read_to_end(&mut rest);
+        });
+        let mut link = Link::connect(("127.0.0.1", port), WAIT).unwrap();
+        for _ in 0..2 {
+            // The second call fails at once: the link stays out of step.
+            match link.recv(WAIT) {
+                Err(Error::Ucx(UcxError::Bootstrap { source, .. })) => {
+                    assert_eq!(
+                        source.kind(),
+                        std::io::ErrorKind::InvalidData,
+                        "kind {kind}"
+                    );
+                }
+                other => panic!("kind {kind}: {other:?}"),
+            }
+        }
+        drop(link);
+        owner.join().unwrap();
+    }
+}
