@@ -18,12 +18,14 @@
 //! it, run as a child so that its exit status says so.
 //!
 //! CI sets `UNIMEM_REQUIRE_UCX=1`, which makes any failure to set UCX up a
-//! test failure; elsewhere such a test prints `SKIPPED <test>: <why>`. Every
-//! wait has a timeout, and the child is killed if it outlives its test.
+//! test failure; elsewhere such a test is reported `ignored` with the
+//! reason (tests/harness). Every wait has a timeout, and the child is killed if it outlives its test.
 //! The children's output (UCX's log lines among it: a child whose peer
 //! exits on purpose logs the connection it lost) is shown only when a
 //! test fails.
-#![cfg(all(feature = "ucx", target_os = "linux"))]
+
+#[macro_use]
+mod harness;
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::TcpListener;
@@ -84,27 +86,18 @@ fn settings(tls: &str) -> [(&'static str, String); 2] {
     [("TLS", tls.to_owned()), ("NET_DEVICES", "lo".to_owned())]
 }
 
-/// Whether `UNIMEM_REQUIRE_UCX` is set (to anything but empty or `0`):
-/// then a failure to set UCX up fails the test.
-fn required() -> bool {
-    std::env::var_os("UNIMEM_REQUIRE_UCX").is_some_and(|v| !v.is_empty() && v != "0")
-}
-
-/// A context for `tls`, or `None` after saying why the test is skipped.
-fn context(test: &str, tls: &str) -> Option<Context> {
+/// A context for `tls`; where UCX cannot be set up the test is skipped, or
+/// fails with `UNIMEM_REQUIRE_UCX` set (CI sets it).
+fn context(tls: &str) -> Context {
     let settings = settings(tls);
     let settings: std::vec::Vec<(&str, &str)> =
         settings.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    match Context::with_settings(Peers::Trusted, &settings)
-        .and_then(|context| probe(&context).map(|()| context))
-    {
-        Ok(context) => Some(context),
-        Err(error) if !required() => {
-            println!("SKIPPED {test}: UCX with UCX_TLS={tls}: {error}");
-            None
-        }
-        Err(error) => panic!("{test}: UNIMEM_REQUIRE_UCX is set, yet UCX_TLS={tls}: {error}"),
-    }
+    harness::component(
+        "UNIMEM_REQUIRE_UCX",
+        &format!("needs UCX with UCX_TLS={tls}"),
+        Context::with_settings(Peers::Trusted, &settings)
+            .and_then(|context| probe(&context).map(|()| context)),
+    )
 }
 
 /// Whether the transports work on this machine: two workers of `context`
@@ -247,9 +240,7 @@ impl Drop for Peer {
 
 /// The owner's side of `put_and_get`, over `tls`.
 fn owner(test: &str, tls: &str) {
-    let Some(context) = context(test, tls) else {
-        return;
-    };
+    let context = context(tls);
     let worker = context.worker().unwrap();
 
     // A Vec<f32> in a Tape, with a guard allocation right after it: inside
@@ -425,10 +416,9 @@ fn peer(port: u16) -> Result<(), Error> {
 
 /// Runs the peer's side when the owner spawned this binary as its peer;
 /// otherwise does nothing.
-#[test]
 fn peer_process() {
     let Some(port) = std::env::var_os(PEER_PORT) else {
-        return;
+        harness::skip("a process the other tests start");
     };
     let port = port.to_str().unwrap().parse().unwrap();
     if let Err(error) = peer(port) {
@@ -436,7 +426,6 @@ fn peer_process() {
     }
 }
 
-#[test]
 fn a_peer_puts_and_gets_a_vec_in_a_tape_and_a_map_in_a_heap_over_tcp() {
     owner(
         "a_peer_puts_and_gets_a_vec_in_a_tape_and_a_map_in_a_heap_over_tcp",
@@ -444,7 +433,6 @@ fn a_peer_puts_and_gets_a_vec_in_a_tape_and_a_map_in_a_heap_over_tcp() {
     );
 }
 
-#[test]
 fn a_peer_puts_and_gets_a_vec_in_a_tape_and_a_map_in_a_heap_over_shared_memory() {
     owner(
         "a_peer_puts_and_gets_a_vec_in_a_tape_and_a_map_in_a_heap_over_shared_memory",
@@ -459,10 +447,9 @@ const OWNER_FAILS: &str = "UNIMEM_UCX_TEST_OWNER_FAILS";
 
 /// An owner that shares a registered Tape, then stops serving: it never
 /// progresses its worker, or it exits without closing anything.
-#[test]
 fn owner_process() {
     let Some(port) = std::env::var_os(OWNER_PORT) else {
-        return;
+        harness::skip("a process the other tests start");
     };
     let port: u16 = port.to_str().unwrap().parse().unwrap();
     let context = Context::new(Peers::Trusted).unwrap();
@@ -485,13 +472,10 @@ fn owner_process() {
 
 /// A peer whose owner stops progressing, or dies, gets an error within its
 /// timeout instead of waiting forever, and its worker is not used again.
-#[test]
 fn a_peer_whose_owner_stalls_or_dies_fails_in_time() {
     let test = "a_peer_whose_owner_stalls_or_dies_fails_in_time";
     for tls in ["tcp", "posix,sysv,cma"] {
-        let Some(context) = context(test, tls) else {
-            return;
-        };
+        let context = context(tls);
         for fails in ["stall", "exit"] {
             let listener = TcpListener::bind("127.0.0.1:0").unwrap();
             let port = listener.local_addr().unwrap().port().to_string();
@@ -637,9 +621,7 @@ fn mutate(bytes: &[u8], guard: (u64, u64), random: &mut Random, i: usize) -> std
 
 /// The owner's side of `mutated_and_forged_descriptors_...`, over `tls`.
 fn mutations_owner(test: &str, tls: &str) {
-    let Some(context) = context(test, tls) else {
-        return;
-    };
+    let context = context(tls);
     let worker = context.worker().unwrap();
     let tape = Registered::new(&context, Tape::open_with(4 << 20, &options()).unwrap()).unwrap();
     let mut target: Vec<u8, _> = Vec::with_capacity_in(1 << 20, &*tape);
@@ -687,10 +669,9 @@ fn mutations_owner(test: &str, tls: &str) {
 /// owner check every mutation that parses: each must be refused, none may
 /// reach UCX (it would abort this process inside `ucp_ep_rkey_unpack` with
 /// shared memory). Then the genuine descriptor works.
-#[test]
 fn mutating_peer_process() {
     let Some(port) = std::env::var_os(MUTATING_PORT) else {
-        return;
+        harness::skip("a process the other tests start");
     };
     let port: u16 = port.to_str().unwrap().parse().unwrap();
     let tls = std::env::var("UCX_TLS").unwrap();
@@ -731,7 +712,6 @@ fn mutating_peer_process() {
     assert!(remote.is_revoked());
 }
 
-#[test]
 fn mutated_and_forged_descriptors_are_refused_and_never_reach_ucx_over_tcp() {
     mutations_owner(
         "mutated_and_forged_descriptors_are_refused_and_never_reach_ucx_over_tcp",
@@ -739,7 +719,6 @@ fn mutated_and_forged_descriptors_are_refused_and_never_reach_ucx_over_tcp() {
     );
 }
 
-#[test]
 fn mutated_and_forged_descriptors_are_refused_and_never_reach_ucx_over_shared_memory() {
     mutations_owner(
         "mutated_and_forged_descriptors_are_refused_and_never_reach_ucx_over_shared_memory",
@@ -759,10 +738,9 @@ const DROPPING_WAY: &str = "UNIMEM_UCX_TEST_DROPPING_WAY";
 /// serves on until the peer is done. Prints `|>dropped` once the
 /// registration is gone, and `|>landed` if the peer's late put landed in the
 /// memory it kept.
-#[test]
 fn dropping_owner_process() {
     let Some(port) = std::env::var_os(DROPPING_PORT) else {
-        return;
+        harness::skip("a process the other tests start");
     };
     let port: u16 = port.to_str().unwrap().parse().unwrap();
     let way = std::env::var(DROPPING_WAY).unwrap();
@@ -814,13 +792,10 @@ fn dropping_owner_process() {
 /// registration: without revoking, after revoking, after a revocation the
 /// peer did not answer. The owner never dies of the peer's next put: it
 /// kept the memory (the put lands there), or the peer refused to send it.
-#[test]
 fn a_put_after_the_owner_dropped_its_registration_does_not_kill_the_owner() {
     let test = "a_put_after_the_owner_dropped_its_registration_does_not_kill_the_owner";
     for tls in ["tcp", "posix,sysv,cma"] {
-        let Some(context) = context(test, tls) else {
-            return;
-        };
+        let context = context(tls);
         for way in ["drop", "revoke", "stalled"] {
             let listener = TcpListener::bind("127.0.0.1:0").unwrap();
             let port = listener.local_addr().unwrap().port().to_string();
@@ -889,4 +864,19 @@ fn a_put_after_the_owner_dropped_its_registration_does_not_kill_the_owner() {
             println!("{test}: UCX_TLS={tls}, {way}: the owner survived the late put");
         }
     }
+}
+
+fn main() {
+    harness::main(&[
+        test!(peer_process),
+        test!(a_peer_puts_and_gets_a_vec_in_a_tape_and_a_map_in_a_heap_over_tcp),
+        test!(a_peer_puts_and_gets_a_vec_in_a_tape_and_a_map_in_a_heap_over_shared_memory),
+        test!(owner_process),
+        test!(a_peer_whose_owner_stalls_or_dies_fails_in_time),
+        test!(mutating_peer_process),
+        test!(mutated_and_forged_descriptors_are_refused_and_never_reach_ucx_over_tcp),
+        test!(mutated_and_forged_descriptors_are_refused_and_never_reach_ucx_over_shared_memory),
+        test!(dropping_owner_process),
+        test!(a_put_after_the_owner_dropped_its_registration_does_not_kill_the_owner),
+    ]);
 }
