@@ -3,19 +3,25 @@
 //! `fork` copies the whole address space but only the calling thread. A lock
 //! that another thread held at that moment stays held in the child, by a
 //! thread that does not exist there, and the child's first allocation that
-//! needs it waits forever. So `pthread_atfork` handlers, installed when the
-//! first Block is opened, take every lock an allocation path can hold before
-//! the fork, in the crate's one lock order, and release them in both the
-//! parent and the child:
+//! needs it waits forever. So `pthread_atfork` handlers take every lock an
+//! allocation path can hold before the fork, in the crate's one lock order,
+//! and release them in both the parent and the child.
 //!
-//! 1. the setup lock (`once.rs`): no lazy allocator is half opened;
-//! 2. the registry of Heaps (`heap/registry.rs`), then each Heap's shared
-//!    slot, central and arena locks: no Heap structure is half changed;
-//! 3. the striped commit locks (`block/mod.rs`): no Block is half committed.
+//! This file is a leaf: it knows the lock order ([`Stage`]) and nothing of
+//! the locks. Each stage's owner registers its [`Hooks`] before it first
+//! takes its locks, and the handlers are installed with the first
+//! registration, so a stage that is not registered yet holds nothing a
+//! fork could catch:
 //!
-//! The child's handler first reserves again the ranges of Blocks kept out of
-//! children (`BlockOptions::inherit(false)`, see `block/linux.rs`), which
-//! `fork` left unmapped there.
+//! 1. [`Stage::Setup`], the setup lock (`once.rs`): no lazy allocator is
+//!    half opened;
+//! 2. [`Stage::Heaps`], the registry of Heaps (`heap/registry.rs`), then
+//!    each Heap's shared slot, central and arena locks: no Heap structure is
+//!    half changed;
+//! 3. [`Stage::Blocks`], the striped commit locks (`block/mod.rs`): no Block
+//!    is half committed. Its child hook first reserves again the ranges of
+//!    Blocks kept out of children (`BlockOptions::inherit(false)`, see
+//!    `block/linux.rs`), which `fork` left unmapped there.
 //!
 //! Tape, Grid and the Heap's per-thread fast paths take no lock: each of
 //! their steps is one atomic operation, or private to one thread, whose state
@@ -24,31 +30,78 @@
 //! the parent, and a child killed in the middle of an allocation leaves the
 //! parent's memory as it was.
 
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::ptr;
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
+
+/// The crate's lock order, outermost first: `prepare` takes the stages'
+/// locks in this order, and both sides of the fork release them in reverse.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Stage {
+    Setup,
+    Heaps,
+    Blocks,
+}
+
+const STAGES: usize = 3;
+
+/// What a stage's owner does around a fork.
+pub(crate) struct Hooks {
+    /// Takes every lock of the stage (before the fork).
+    pub(crate) lock: fn(),
+    /// Releases them, in the parent.
+    ///
+    /// # Safety
+    /// This thread took them with `lock`.
+    pub(crate) unlock: unsafe fn(),
+    /// In the child (its only thread is the one that forked): puts right
+    /// what the fork changed, then releases the stage's locks.
+    ///
+    /// # Safety
+    /// As `unlock`.
+    pub(crate) child: unsafe fn(),
+}
+
+/// Each stage's hooks, once its owner registered them.
+static HOOKS: [AtomicPtr<Hooks>; STAGES] = [const { AtomicPtr::new(ptr::null_mut()) }; STAGES];
 
 /// Whether the handlers are installed.
 static INSTALLED: AtomicBool = AtomicBool::new(false);
 
-/// Installs the `fork` handlers once per process.
+/// The stages whose locks `prepare` took (bit `stage`), for `parent` and
+/// `child` to release exactly those: a stage registered during the fork
+/// took none. Written by the forking thread once it holds every lock, so a
+/// second fork, which waits for those locks, writes it only after the first
+/// fork's handlers have read it.
+static PREPARED: AtomicUsize = AtomicUsize::new(0);
+
+/// Registers `hooks` for `stage` (every call for a stage passes the same
+/// hooks), and installs the fork handlers if they are not yet. Owners call
+/// it before they first take the stage's locks; nothing here allocates.
 #[inline]
-pub(crate) fn install() {
-    // Acquire: pairs with the Release store below (nothing else is
-    // published, but it keeps the check cheap and exact).
-    if INSTALLED.load(Ordering::Acquire) {
-        return;
+pub(crate) fn register(stage: Stage, hooks: &'static Hooks) {
+    let slot = &HOOKS[stage as usize];
+    // Acquire: pairs with the Release below (a registered stage stays so).
+    if slot.load(Ordering::Acquire).is_null() {
+        // Release: publishes the hooks to the handlers, which load them
+        // with Acquire.
+        slot.store(ptr::from_ref(hooks).cast_mut(), Ordering::Release);
     }
-    install_slow();
+    // Acquire: pairs with the Release store in `install_slow`.
+    if !INSTALLED.load(Ordering::Acquire) {
+        install_slow();
+    }
 }
 
 #[cold]
 fn install_slow() {
+    // Relaxed: whoever wins installs; the others see `true` and return.
+    // (A fork between the swap and the install below catches no lock of
+    // ours: the stages registered so far have not taken any yet.)
+    if INSTALLED.swap(true, Ordering::AcqRel) {
+        return;
+    }
     #[cfg(all(unix, not(miri)))]
     {
-        let _setup = crate::once::SETUP.lock();
-        // Relaxed: under the setup lock, which every installer holds.
-        if INSTALLED.load(Ordering::Relaxed) {
-            return;
-        }
         // SAFETY: the handlers are `extern "C"` functions with no arguments,
         // as pthread_atfork expects; they stay valid for the process's life.
         // The C library may allocate its own record with its own malloc,
@@ -60,41 +113,49 @@ fn install_slow() {
     // the handlers still exist, and their test runs them by hand.
     #[cfg(not(all(unix, not(miri))))]
     let _ = [prepare, parent, child];
-    // Release: see the load above.
-    INSTALLED.store(true, Ordering::Release);
 }
 
-/// Before `fork`: takes every lock, in the crate's lock order.
+/// The stages `mask` names that are registered, with their hooks, in lock
+/// order.
+fn stages(mask: usize) -> impl DoubleEndedIterator<Item = (usize, &'static Hooks)> {
+    HOOKS
+        .iter()
+        .enumerate()
+        .filter(move |(stage, _)| mask & (1 << stage) != 0)
+        .filter_map(|(stage, slot)| {
+            // Acquire: pairs with the Release store in `register`.
+            // SAFETY: only `&'static Hooks` are stored.
+            unsafe { slot.load(Ordering::Acquire).as_ref() }.map(|hooks| (stage, hooks))
+        })
+}
+
+/// Before `fork`: takes every registered stage's locks, in lock order.
 extern "C" fn prepare() {
-    crate::once::SETUP.lock_for_fork();
-    crate::heap::lock_for_fork();
-    crate::block::lock_for_fork();
+    let mut taken = 0;
+    for (stage, hooks) in stages(usize::MAX) {
+        (hooks.lock)();
+        taken |= 1 << stage;
+    }
+    // Relaxed: read by this same thread in `parent` or `child`.
+    PREPARED.store(taken, Ordering::Relaxed);
 }
 
 /// After `fork`, in the parent.
 extern "C" fn parent() {
-    // SAFETY: this thread took every lock in `prepare`.
-    unsafe { unlock_all() }
+    // Relaxed: stored by this thread in `prepare`.
+    for (_, hooks) in stages(PREPARED.load(Ordering::Relaxed)).rev() {
+        // SAFETY: this thread took these stages' locks in `prepare`.
+        unsafe { (hooks.unlock)() };
+    }
 }
 
 /// After `fork`, in the child, whose only thread is the one that took the
 /// locks in `prepare`.
 extern "C" fn child() {
-    crate::block::after_fork_in_child();
-    // SAFETY: as in `parent`: the child's thread is the one that forked.
-    unsafe { unlock_all() }
-}
-
-/// Releases what `prepare` took, in reverse order.
-///
-/// # Safety
-/// This thread took the locks in `prepare`.
-unsafe fn unlock_all() {
-    // SAFETY: the caller's contract.
-    unsafe {
-        crate::block::unlock_after_fork();
-        crate::heap::unlock_after_fork();
-        crate::once::SETUP.unlock_after_fork();
+    // Relaxed: as in `parent` (the child's memory is the parent's copy).
+    for (_, hooks) in stages(PREPARED.load(Ordering::Relaxed)).rev() {
+        // SAFETY: as in `parent`: the child's thread is the one that forked.
+        unsafe { (hooks.child)() };
     }
 }
 

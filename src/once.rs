@@ -13,10 +13,25 @@ use core::cell::UnsafeCell;
 use core::mem::MaybeUninit;
 use core::sync::atomic::{AtomicU8, Ordering};
 
+use crate::fork::{self, Hooks, Stage};
 use crate::lock::ReentrantLock;
 
 /// Held while any [`Once`] runs its setup; taken around `fork`.
 pub(crate) static SETUP: ReentrantLock = ReentrantLock::new();
+
+/// The setup lock's part in `fork` (`fork.rs`, [`Stage::Setup`]).
+static FORK_HOOKS: Hooks = Hooks {
+    lock: || SETUP.lock_for_fork(),
+    unlock: unlock_setup,
+    child: unlock_setup,
+};
+
+/// # Safety
+/// As [`ReentrantLock::unlock_after_fork`].
+unsafe fn unlock_setup() {
+    // SAFETY: the caller's contract.
+    unsafe { SETUP.unlock_after_fork() };
+}
 
 const EMPTY: u8 = 0;
 const BUSY: u8 = 1;
@@ -75,6 +90,8 @@ impl<T> Once<T> {
 
     #[cold]
     fn init_slow(&self, init: impl FnOnce() -> T) -> Option<&T> {
+        // Before the setup lock is first taken.
+        fork::register(Stage::Setup, &FORK_HOOKS);
         let _setup = SETUP.lock();
         // Relaxed: under the lock, which orders every earlier setup's stores.
         match self.state.load(Ordering::Relaxed) {

@@ -48,6 +48,7 @@ use core::ptr::NonNull;
 use core::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::Error;
+use crate::fork::{self, Hooks, Stage};
 use crate::lock::SpinLock;
 
 #[cfg(all(target_os = "linux", not(miri)))]
@@ -195,12 +196,24 @@ pub(crate) fn check_fault_in(bytes: usize) -> Result<(), Error> {
     Ok(())
 }
 
-/// In a forked child, before `fork` returns there (see `fork.rs`): reserves
-/// again the ranges of Blocks kept out of children
-/// ([`BlockOptions::inherit`]).
-pub(crate) fn after_fork_in_child() {
+/// The commit locks' part in `fork` (`fork.rs`, [`Stage::Blocks`]).
+static FORK_HOOKS: Hooks = Hooks {
+    lock: lock_for_fork,
+    unlock: unlock_after_fork,
+    child: in_child_after_fork,
+};
+
+/// In a forked child, before `fork` returns there: reserves again the
+/// ranges of Blocks kept out of children ([`BlockOptions::inherit`]), then
+/// releases the commit locks.
+///
+/// # Safety
+/// As [`unlock_after_fork`].
+unsafe fn in_child_after_fork() {
     #[cfg(all(target_os = "linux", not(miri)))]
     imp::after_fork_in_child();
+    // SAFETY: the caller's contract.
+    unsafe { unlock_after_fork() };
 }
 
 /// The system's page size in bytes (read once from the system, then cached).
@@ -553,7 +566,7 @@ thread_local! {
 }
 
 /// Takes every commit lock, for `fork` (see `fork.rs`).
-pub(crate) fn lock_for_fork() {
+fn lock_for_fork() {
     for lock in &COMMIT_LOCKS {
         lock.lock_for_fork();
     }
@@ -563,7 +576,7 @@ pub(crate) fn lock_for_fork() {
 ///
 /// # Safety
 /// As [`SpinLock::unlock_after_fork`].
-pub(crate) unsafe fn unlock_after_fork() {
+unsafe fn unlock_after_fork() {
     for lock in COMMIT_LOCKS.iter().rev() {
         // SAFETY: the caller's contract.
         unsafe { lock.unlock_after_fork() };
@@ -610,7 +623,8 @@ unsafe impl Sync for Region {}
 
 impl Region {
     fn new(reserved: Reserved, settings: Settings) -> Region {
-        crate::fork::install();
+        // Before any commit lock of the Block can be taken.
+        fork::register(Stage::Blocks, &FORK_HOOKS);
         Region {
             ptr: reserved.ptr,
             capacity: reserved.capacity,

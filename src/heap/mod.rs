@@ -69,8 +69,6 @@ use crate::thread::{self, SHARED, SLOTS};
 use crate::{BlockOptions, Error, Region};
 use slab::{GROUP, SlabHeader, ThreadCache};
 
-pub(crate) use registry::{lock_for_fork, unlock_after_fork};
-
 /// The most arenas one Heap opens: each is twice the size of the one before
 /// (up to [`MAX_ARENA`]), so the address space runs out long before.
 pub(crate) const MAX_BLOCKS: usize = 64;

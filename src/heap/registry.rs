@@ -7,6 +7,7 @@
 use core::ptr;
 
 use super::shared::HeapCore;
+use crate::fork::{self, Hooks, Stage};
 use crate::lock::SpinLock;
 
 /// The live heaps, as a doubly linked list through `HeapCore::links`.
@@ -24,6 +25,8 @@ static REGISTRY: SpinLock<Registry> = SpinLock::new(Registry {
 /// Links `core` in; from now on exiting threads flush their caches in it.
 pub(super) fn register(core: *mut HeapCore) {
     crate::thread::on_exit(flush_thread);
+    // Before the registry lock is first taken.
+    fork::register(Stage::Heaps, &FORK_HOOKS);
     let mut registry = REGISTRY.lock();
     // SAFETY: `core` is live; links are only touched under the registry lock.
     unsafe {
@@ -67,7 +70,15 @@ fn flush_thread(tag: usize) {
 }
 
 /// Takes the registry's lock, then every live heap's locks, for `fork`.
-pub(crate) fn lock_for_fork() {
+/// The Heaps' part in `fork` (`fork.rs`, [`Stage::Heaps`]): the child
+/// releases what the parent does.
+static FORK_HOOKS: Hooks = Hooks {
+    lock: lock_for_fork,
+    unlock: unlock_after_fork,
+    child: unlock_after_fork,
+};
+
+fn lock_for_fork() {
     REGISTRY.lock_for_fork();
     // SAFETY: we hold the registry lock (without a guard): the list and its
     // cores stay as they are, and no other reference to it is alive.
@@ -85,7 +96,7 @@ pub(crate) fn lock_for_fork() {
 /// # Safety
 /// This thread took the locks with `lock_for_fork` (in the child of a
 /// `fork`, the forking thread, the child's only one).
-pub(crate) unsafe fn unlock_after_fork() {
+unsafe fn unlock_after_fork() {
     // SAFETY: the caller's contract: we hold the registry lock.
     let mut at = unsafe { REGISTRY.get_locked() }.first;
     // SAFETY: as in `lock_for_fork`.
