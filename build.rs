@@ -1,5 +1,15 @@
-//! Build script. Without feature `ucx` it does nothing, and the crate needs
-//! no C library or compiler.
+//! Build script. It names the platform backends once, as cfgs every target
+//! of the package sees (the library, its tests, examples and benches):
+//!
+//! - `unimem_linux`: the Linux Block backend (Linux, not under Miri);
+//! - `unimem_apple`: the IOSurface backend (Apple platforms, not Miri);
+//! - `unimem_portable`: the portable Block, from the system allocator
+//!   (every other target, and Miri, which runs the allocators on it);
+//! - `unimem_fork`: `fork` exists and its handlers are installed (Unix, not
+//!   Miri).
+//!
+//! Without feature `ucx` it does nothing else, and the crate needs no C
+//! library or compiler.
 //!
 //! With `ucx`: finds the system's UCX (`pkg-config ucx >= 1.13`), which also
 //! tells cargo to link `libucp` and the libraries it needs, and compiles
@@ -9,8 +19,36 @@
 
 fn main() {
     println!("cargo::rerun-if-changed=build.rs");
+    backends();
     #[cfg(feature = "ucx")]
     ucx();
+}
+
+/// Sets the backend cfgs from the target (cargo's `CARGO_CFG_*`: a build
+/// script runs on the host, so its own `cfg!` would describe the host).
+fn backends() {
+    for name in [
+        "unimem_linux",
+        "unimem_apple",
+        "unimem_portable",
+        "unimem_fork",
+    ] {
+        println!("cargo::rustc-check-cfg=cfg({name})");
+    }
+    let os = std::env::var("CARGO_CFG_TARGET_OS").unwrap_or_default();
+    let vendor = std::env::var("CARGO_CFG_TARGET_VENDOR").unwrap_or_default();
+    let unix = std::env::var_os("CARGO_CFG_UNIX").is_some();
+    let miri = std::env::var_os("CARGO_CFG_MIRI").is_some();
+    let backend = match (os.as_str(), vendor.as_str(), miri) {
+        (_, _, true) => "unimem_portable",
+        ("linux", _, false) => "unimem_linux",
+        (_, "apple", false) => "unimem_apple",
+        _ => "unimem_portable",
+    };
+    println!("cargo::rustc-cfg={backend}");
+    if unix && !miri {
+        println!("cargo::rustc-cfg=unimem_fork");
+    }
 }
 
 #[cfg(feature = "ucx")]

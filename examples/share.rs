@@ -10,7 +10,7 @@
 //!
 //! Run with `cargo run --example share`.
 
-#[cfg(all(target_os = "linux", not(miri)))]
+#[cfg(unimem_linux)]
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
     use std::os::unix::process::CommandExt;
@@ -81,7 +81,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-#[cfg(not(all(target_os = "linux", not(miri))))]
+#[cfg(not(unimem_linux))]
 fn main() {
     println!("this example shares a memfd between processes: Linux only");
 }

@@ -152,7 +152,7 @@ impl Error {
     }
 
     /// Captures `errno` right after a failed call.
-    #[cfg(all(target_os = "linux", not(miri)))]
+    #[cfg(unimem_linux)]
     pub(crate) fn last_os(call: &'static str) -> Error {
         Error::Os {
             call,

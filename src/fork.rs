@@ -100,19 +100,7 @@ fn install_slow() {
     if INSTALLED.swap(true, Ordering::AcqRel) {
         return;
     }
-    #[cfg(all(unix, not(miri)))]
-    {
-        // SAFETY: the handlers are `extern "C"` functions with no arguments,
-        // as pthread_atfork expects; they stay valid for the process's life.
-        // The C library may allocate its own record with its own malloc,
-        // never through Rust's global allocator.
-        let rc = unsafe { libc::pthread_atfork(Some(prepare), Some(parent), Some(child)) };
-        debug_assert_eq!(rc, 0, "pthread_atfork failed");
-    }
-    // No fork here (Miri, or a platform without it): nothing to install;
-    // the handlers still exist, and their test runs them by hand.
-    #[cfg(not(all(unix, not(miri))))]
-    let _ = [prepare, parent, child];
+    crate::sys::at_fork(prepare, parent, child);
 }
 
 /// The stages `mask` names that are registered, with their hooks, in lock

@@ -98,6 +98,7 @@ mod model;
 mod once;
 pub mod register;
 mod stderr;
+mod sys;
 mod tape;
 mod thread;
 #[cfg(feature = "ucx")]
@@ -113,7 +114,7 @@ pub mod vulkan;
 pub use allocator_api2;
 
 pub use alloc::Exhaustion;
-#[cfg(all(target_vendor = "apple", not(miri)))]
+#[cfg(unimem_apple)]
 pub use block::IOSurfaceRef;
 pub use block::{Block, BlockOptions, Export, Pages, Pinning, Region, page_size};
 pub use error::Error;

@@ -18,6 +18,8 @@ use core::cell::UnsafeCell;
 use core::ops::{Deref, DerefMut};
 use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 
+use crate::sys::park;
+
 /// A lock for short sections: spins while the holder is likely to be
 /// quick, then sleeps until woken (see the module docs).
 pub(crate) struct SpinLock<T> {
@@ -167,53 +169,6 @@ impl<T> Drop for Guard<'_, T> {
     fn drop(&mut self) {
         self.lock.release();
     }
-}
-
-/// Sleeping until a lock's state word changes.
-#[cfg(any(target_os = "linux", target_os = "android"))]
-mod park {
-    use core::sync::atomic::AtomicU32;
-
-    /// Sleeps while `state` holds `expected` (or until a spurious wake-up:
-    /// callers check again).
-    pub(super) fn wait(state: &AtomicU32, expected: u32) {
-        // SAFETY: a futex wait on a live, aligned u32 of this process, with
-        // no timeout; it only reads the word.
-        unsafe {
-            libc::syscall(
-                libc::SYS_futex,
-                state.as_ptr(),
-                libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG,
-                expected,
-                core::ptr::null::<libc::timespec>(),
-            )
-        };
-    }
-
-    /// Wakes one thread sleeping in `wait` on `state`, if any.
-    pub(super) fn wake_one(state: &AtomicU32) {
-        // SAFETY: a futex wake on a live, aligned u32 of this process.
-        unsafe {
-            libc::syscall(
-                libc::SYS_futex,
-                state.as_ptr(),
-                libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG,
-                1,
-            )
-        };
-    }
-}
-
-/// Without a futex: yield the CPU instead of sleeping.
-#[cfg(not(any(target_os = "linux", target_os = "android")))]
-mod park {
-    use core::sync::atomic::AtomicU32;
-
-    pub(super) fn wait(_state: &AtomicU32, _expected: u32) {
-        std::thread::yield_now();
-    }
-
-    pub(super) fn wake_one(_state: &AtomicU32) {}
 }
 
 /// A lock that the thread holding it may take again: the crate's one lock

@@ -24,7 +24,7 @@ impl<const N: usize> Line<N> {
 
     /// Writes the line to standard error.
     pub(crate) fn emit(&self) {
-        write(self.as_bytes());
+        crate::sys::write_stderr(self.as_bytes());
     }
 }
 
@@ -34,27 +34,6 @@ impl<const N: usize> Write for Line<N> {
         self.bytes[self.len..self.len + take].copy_from_slice(&s.as_bytes()[..take]);
         self.len += take;
         Ok(())
-    }
-}
-
-/// Writes `bytes` to standard error, unbuffered, without allocating.
-fn write(bytes: &[u8]) {
-    #[cfg(unix)]
-    {
-        let mut bytes = bytes;
-        while !bytes.is_empty() {
-            // SAFETY: a readable buffer of that length.
-            let written = unsafe { libc::write(2, bytes.as_ptr().cast(), bytes.len()) };
-            match usize::try_from(written) {
-                Ok(0) | Err(_) => return,
-                Ok(n) => bytes = &bytes[n..],
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        use std::io::Write as _;
-        let _ = std::io::stderr().write_all(bytes);
     }
 }
 

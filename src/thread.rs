@@ -80,7 +80,8 @@ fn tag_slow(tag: u32) -> usize {
         TAG.with(|t| t.set(NO_TAG));
         return SHARED;
     };
-    if !exit::register(index) {
+    // The value is the index + 1: pthreads skips null values.
+    if !crate::sys::on_thread_exit(index + 1, |value| exited(value - 1)) {
         // Without an exit hook the tag could never be released: give it back
         // now and share.
         release(index);
@@ -143,54 +144,12 @@ fn exited(index: usize) {
     release(index);
 }
 
-#[cfg(unix)]
-mod exit {
-    use core::ffi::c_void;
-
-    use crate::once::Once;
-
-    /// The key whose destructor is the exit hook; `None` if it could not be
-    /// created.
-    fn key() -> Option<libc::pthread_key_t> {
-        static KEY: Once<Option<libc::pthread_key_t>> = Once::new();
-        *KEY.get_or_init(|| {
-            let mut key: libc::pthread_key_t = 0;
-            // SAFETY: `key` is a valid out-pointer; `destructor` has the
-            // signature pthreads expects.
-            (unsafe { libc::pthread_key_create(&mut key, Some(destructor)) } == 0).then_some(key)
-        })?
-    }
-
-    unsafe extern "C" fn destructor(value: *mut c_void) {
-        super::exited(value.addr() - 1);
-    }
-
-    /// Arranges for `on_exit(index)` at this thread's exit.
-    pub(super) fn register(index: usize) -> bool {
-        let Some(key) = key() else {
-            return false;
-        };
-        // The value is the index + 1 (pthreads skips null values).
-        let value = core::ptr::without_provenance::<c_void>(index + 1);
-        // SAFETY: a key we created; the value is never dereferenced.
-        unsafe { libc::pthread_setspecific(key, value) == 0 }
-    }
-}
-
-#[cfg(not(unix))]
-mod exit {
-    /// No exit hook on this platform.
-    pub(super) fn register(_index: usize) -> bool {
-        false
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     /// Whether `tag`'s bit is taken.
-    #[cfg(all(unix, not(miri)))]
+    #[cfg(unimem_fork)]
     fn taken(tag: usize) -> bool {
         let index = tag - 1;
         TAKEN[index / 64].load(Ordering::Relaxed) & (1 << (index % 64)) != 0
@@ -198,7 +157,7 @@ mod tests {
 
     /// A child of `fork` keeps the forking thread's tag, and its new threads
     /// never get a tag that another thread of the parent held.
-    #[cfg(all(unix, not(miri)))]
+    #[cfg(unimem_fork)]
     #[test]
     fn a_forked_child_never_reuses_the_parents_other_tags() {
         let (tx, rx) = std::sync::mpsc::channel();

@@ -1,7 +1,7 @@
 //! `fork` and the allocators: a child gets its own copy of every private
 //! Block, so what it writes, allocates and frees never reaches the parent;
 //! a shared Block is shared with the child, as any `MAP_SHARED` memory is.
-#![cfg(all(target_os = "linux", not(miri)))]
+#![cfg(unimem_linux)]
 
 mod common;
 

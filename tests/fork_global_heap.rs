@@ -10,7 +10,7 @@
 //! `fork` in a multi-threaded program only async-signal-safe calls are
 //! promised to work). A child's threads and their tags are tested in
 //! `thread.rs`, forking from a parent whose other thread is idle.
-#![cfg(all(target_os = "linux", not(miri)))]
+#![cfg(unimem_linux)]
 
 mod common;
 

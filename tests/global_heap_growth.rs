@@ -4,7 +4,7 @@
 //! address space (a child process under a small `RLIMIT_AS`), allocations
 //! fail cleanly (`try_reserve` errors, no abort) and what was allocated stays
 //! intact; a configured limit is honoured the same way.
-#![cfg(all(target_os = "linux", not(miri)))]
+#![cfg(unimem_linux)]
 
 use std::alloc::{GlobalAlloc, Layout};
 use std::process::Command;

@@ -2,7 +2,7 @@
 //! monitor thread while workers free bursts (automatic trims) and another
 //! thread trims explicitly, and a registered Heap whose trims are refused
 //! but whose pages are reused.
-#![cfg(all(target_os = "linux", not(miri)))]
+#![cfg(unimem_linux)]
 
 use std::alloc::Layout;
 use std::ptr::NonNull;

@@ -5,7 +5,7 @@
 //!
 //! Each case runs in a child process (this binary, run again with the case
 //! in `UNIMEM_MISUSE`), whose abort and standard error the parent checks.
-#![cfg(all(unix, not(miri)))]
+#![cfg(unimem_fork)]
 
 use std::alloc::Layout;
 use std::os::unix::process::ExitStatusExt;

@@ -96,7 +96,7 @@ fn tape_and_grid_paths_never_allocate_globally() {
     assert_eq!(count, 0, "global allocations on Tape and Grid paths");
 }
 
-#[cfg(all(target_os = "linux", not(miri)))]
+#[cfg(unimem_linux)]
 #[test]
 fn opening_a_block_never_allocates_globally() {
     let count = global_allocations(|| {

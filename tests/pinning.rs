@@ -4,7 +4,7 @@
 //! One test per process section: `VmLck` is process-wide, so the checks run
 //! in sequence inside one test, and the failure case runs in a child process
 //! with a tiny RLIMIT_MEMLOCK and without CAP_IPC_LOCK.
-#![cfg(all(target_os = "linux", not(miri)))]
+#![cfg(unimem_linux)]
 
 use std::process::Command;
 

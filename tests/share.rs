@@ -1,7 +1,7 @@
 //! Sharing a Block's pages: a second mapping here, a child process, handles
 //! that are not Blocks, receivers following an owner that grows in another
 //! process, and other holders of the fd trying to stop the owner.
-#![cfg(all(target_os = "linux", not(miri)))]
+#![cfg(unimem_linux)]
 
 mod common;
 

@@ -182,7 +182,7 @@ fn racing_first_uses_open_exactly_one_block() {
     // Shared Blocks, so that each shows in /proc/self/maps under its label.
     const OPTIONS: BlockOptions<'static> = BlockOptions::new()
         .pinning(Pinning::BestEffort)
-        .shared(cfg!(all(target_os = "linux", not(miri))));
+        .shared(cfg!(unimem_linux));
     static TAPE: Tape = Tape::lazy_with(1 << 20, OPTIONS.label("unimem-race-tape"));
     static GRID: Grid<64, 64> = Grid::lazy_with(OPTIONS.label("unimem-race-grid"));
     let barrier = Barrier::new(THREADS);
@@ -213,7 +213,7 @@ fn racing_first_uses_open_exactly_one_block() {
     assert_eq!(cells.len(), THREADS, "distinct cells");
     assert_eq!(TAPE.used(), THREADS * 8);
     assert_eq!(GRID.free(), 64 - THREADS);
-    #[cfg(all(target_os = "linux", not(miri)))]
+    #[cfg(unimem_linux)]
     {
         let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
         for label in ["unimem-race-tape", "unimem-race-grid"] {

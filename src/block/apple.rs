@@ -137,39 +137,6 @@ pub(crate) struct Raw {
     surface: IOSurfaceRef,
 }
 
-pub(crate) fn system_page_size() -> usize {
-    // SAFETY: sysconf has no preconditions.
-    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    // Apple platforms always answer; the fallback keeps this function total.
-    usize::try_from(page).unwrap_or(16384)
-}
-
-/// Bytes of physical memory, or `usize::MAX` if the system does not say.
-pub(crate) fn physical_memory() -> usize {
-    // SAFETY: sysconf has no preconditions.
-    let pages = unsafe { libc::sysconf(libc::_SC_PHYS_PAGES) };
-    usize::try_from(pages).map_or(usize::MAX, |pages| pages.saturating_mul(page_size()))
-}
-
-/// Bytes of memory that can be faulted in: the physical memory (the
-/// backend never maps a handle of a size it did not create).
-pub(crate) fn available_memory() -> usize {
-    physical_memory()
-}
-
-/// The soft `RLIMIT_MEMLOCK`, in bytes; `None` when unlimited or unknown.
-pub(crate) fn memlock_limit() -> Option<u64> {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: a valid out-pointer.
-    if unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut limit) } != 0 {
-        return None;
-    }
-    (limit.rlim_cur != libc::RLIM_INFINITY).then_some(limit.rlim_cur)
-}
-
 /// Faults every page of `len` bytes at `at` in by reading it (a read never
 /// clobbers what another process wrote).
 ///

@@ -122,73 +122,6 @@ const NAME_MAX: usize = 249;
 /// The longest anonymous-memory name (`PR_SET_VMA_ANON_NAME`), with the NUL.
 const ANON_NAME_MAX: usize = 80;
 
-pub(crate) fn system_page_size() -> usize {
-    // SAFETY: sysconf has no preconditions.
-    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    // POSIX lets sysconf fail; Linux always answers _SC_PAGESIZE, so the
-    // fallback is only there to keep this function total.
-    usize::try_from(page).unwrap_or(4096)
-}
-
-/// Bytes of physical memory, or `usize::MAX` if the system does not say.
-pub(crate) fn physical_memory() -> usize {
-    // SAFETY: sysconf has no preconditions.
-    let pages = unsafe { libc::sysconf(libc::_SC_PHYS_PAGES) };
-    usize::try_from(pages).map_or(usize::MAX, |pages| pages.saturating_mul(page_size()))
-}
-
-/// Bytes the kernel expects it can hand out without swapping (`MemAvailable`
-/// in `/proc/meminfo`), read into a stack buffer; free memory if that file
-/// cannot be read.
-pub(crate) fn available_memory() -> usize {
-    const PATH: &[u8] = b"/proc/meminfo\0";
-    let mut buf = [0u8; 4096];
-    // SAFETY: a NUL-terminated path; the descriptor is closed below.
-    let fd = unsafe { libc::open(PATH.as_ptr().cast(), libc::O_RDONLY | libc::O_CLOEXEC) };
-    let len = if fd >= 0 {
-        // SAFETY: `buf` is writable for its length; `fd` is ours.
-        let len = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
-        // SAFETY: ours, closed once.
-        unsafe { libc::close(fd) };
-        usize::try_from(len).unwrap_or(0)
-    } else {
-        0
-    };
-    let text = &buf[..len];
-    let key = b"MemAvailable:";
-    if let Some(at) = text.windows(key.len()).position(|w| w == key) {
-        let kib = text[at + key.len()..]
-            .iter()
-            .skip_while(|b| b.is_ascii_whitespace())
-            .take_while(|b| b.is_ascii_digit())
-            .fold(0usize, |n, &d| {
-                n.saturating_mul(10).saturating_add(usize::from(d - b'0'))
-            });
-        return kib.saturating_mul(1024);
-    }
-    // SAFETY: `sysinfo` is plain data; all zeroes is a valid value, and the
-    // call fills it.
-    let mut info: libc::sysinfo = unsafe { core::mem::zeroed() };
-    // SAFETY: a valid out-pointer.
-    if unsafe { libc::sysinfo(&mut info) } == 0 {
-        return (info.freeram as usize).saturating_mul(info.mem_unit as usize);
-    }
-    usize::MAX
-}
-
-/// The soft `RLIMIT_MEMLOCK`, in bytes; `None` when unlimited or unknown.
-pub(crate) fn memlock_limit() -> Option<u64> {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: a valid out-pointer.
-    if unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut limit) } != 0 {
-        return None;
-    }
-    (limit.rlim_cur != libc::RLIM_INFINITY).then_some(limit.rlim_cur)
-}
-
 /// `label` as a NUL-terminated name, cut to `max` bytes at a character
 /// boundary. Built on the stack: opening must not allocate.
 fn name(label: &str, max: usize) -> [u8; NAME_MAX + 1] {
@@ -952,9 +885,9 @@ mod tests {
 
     #[test]
     fn available_memory_is_read() {
-        let available = available_memory();
+        let available = crate::sys::available_memory();
         assert!(
-            available > 0 && available <= physical_memory(),
+            available > 0 && available <= crate::sys::physical_memory(),
             "{available}"
         );
     }

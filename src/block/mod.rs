@@ -51,23 +51,20 @@ use crate::Error;
 use crate::fork::{self, Hooks, Stage};
 use crate::lock::SpinLock;
 
-#[cfg(all(target_os = "linux", not(miri)))]
+#[cfg(unimem_linux)]
 #[path = "linux.rs"]
 mod imp;
 
-#[cfg(all(target_vendor = "apple", not(miri)))]
+#[cfg(unimem_apple)]
 #[path = "apple.rs"]
 mod imp;
 
-#[cfg(not(any(
-    all(target_os = "linux", not(miri)),
-    all(target_vendor = "apple", not(miri))
-)))]
+#[cfg(unimem_portable)]
 #[path = "portable.rs"]
 mod imp;
 
 pub use imp::Export;
-#[cfg(all(target_vendor = "apple", not(miri)))]
+#[cfg(unimem_apple)]
 pub use imp::IOSurfaceRef;
 pub(crate) use report::{HOW_TO_RAISE, memlock_limit};
 
@@ -186,7 +183,7 @@ pub(crate) struct Shared {
 /// Checks that faulting `bytes` in fits in the memory available, for pages
 /// whose size an untrusted handle chose.
 pub(crate) fn check_fault_in(bytes: usize) -> Result<(), Error> {
-    let available = imp::available_memory();
+    let available = crate::sys::available_memory();
     if bytes > available {
         return Err(Error::OutOfMemory {
             requested: bytes,
@@ -210,7 +207,7 @@ static FORK_HOOKS: Hooks = Hooks {
 /// # Safety
 /// As [`unlock_after_fork`].
 unsafe fn in_child_after_fork() {
-    #[cfg(all(target_os = "linux", not(miri)))]
+    #[cfg(unimem_linux)]
     imp::after_fork_in_child();
     // SAFETY: the caller's contract.
     unsafe { unlock_after_fork() };
@@ -225,7 +222,7 @@ pub fn page_size() -> usize {
     if cached != 0 {
         return cached;
     }
-    let page = imp::system_page_size();
+    let page = crate::sys::page_size();
     PAGE.store(page, Ordering::Relaxed);
     page
 }
@@ -796,7 +793,7 @@ impl Region {
         // More than the machine's memory can be neither pinned nor faulted
         // in: say so now rather than after the kernel has tried (and pushed
         // everything else out of memory on the way).
-        let physical = imp::physical_memory();
+        let physical = crate::sys::physical_memory();
         if settings.prefault && to - from > physical {
             return Err(Error::OutOfMemory {
                 requested: to - from,
@@ -1056,8 +1053,10 @@ impl Region {
     }
 
     fn commit_lock(&self) -> &'static SpinLock<()> {
-        // Fibonacci hashing of the address above the smallest granule.
-        let hash = (self.ptr.as_ptr().addr() >> 12).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        // Fibonacci hashing of the address above the smallest granule: the
+        // golden ratio's fraction, in as many bits as an address has.
+        const GOLDEN: usize = (0x9E37_79B9_7F4A_7C15_u64 >> (64 - usize::BITS)) as usize;
+        let hash = (self.ptr.as_ptr().addr() >> 12).wrapping_mul(GOLDEN);
         &COMMIT_LOCKS[hash >> (usize::BITS - STRIPES.trailing_zeros())]
     }
 
@@ -1132,19 +1131,19 @@ impl Region {
     }
 
     /// The memfd behind a shared Block; `None` for a private one.
-    #[cfg(all(target_os = "linux", not(miri)))]
+    #[cfg(unimem_linux)]
     pub fn handle(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
         self.raw.handle()
     }
 
     /// The IOSurface behind the mapping, for Metal and the ANE.
-    #[cfg(all(target_vendor = "apple", not(miri)))]
+    #[cfg(unimem_apple)]
     pub fn handle(&self) -> IOSurfaceRef {
         self.raw.handle()
     }
 
     /// The IOSurface's ID.
-    #[cfg(all(target_vendor = "apple", not(miri)))]
+    #[cfg(unimem_apple)]
     pub fn id(&self) -> u32 {
         self.raw.id()
     }

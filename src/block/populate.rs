@@ -34,7 +34,7 @@ fn threads(len: usize) -> usize {
 
 /// Whether populating `len` bytes is worth more than one thread here.
 pub(crate) fn worth_threads(len: usize) -> bool {
-    cfg!(all(target_os = "linux", not(miri))) && len >= PARALLEL_MIN && threads(len) > 1
+    cfg!(unimem_linux) && len >= PARALLEL_MIN && threads(len) > 1
 }
 
 /// Populates `from..to` of the reservation at `base` from several threads.

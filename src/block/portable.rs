@@ -27,36 +27,6 @@ pub(crate) struct Raw {
     layout: Layout,
 }
 
-pub(crate) fn system_page_size() -> usize {
-    #[cfg(unix)]
-    {
-        // SAFETY: sysconf has no preconditions.
-        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-        if let Ok(page) = usize::try_from(page) {
-            if page.is_power_of_two() {
-                return page;
-            }
-        }
-    }
-    // Platforms without sysconf: the page size of every common target.
-    4096
-}
-
-/// The portable backend does not know the machine's memory.
-pub(crate) fn physical_memory() -> usize {
-    usize::MAX
-}
-
-/// The portable backend does not know the memory available either.
-pub(crate) fn available_memory() -> usize {
-    usize::MAX
-}
-
-/// Nothing is ever locked here, so there is no limit to report.
-pub(crate) fn memlock_limit() -> Option<u64> {
-    None
-}
-
 /// Nothing to fault in: the memory came zeroed from the allocator.
 ///
 /// # Safety

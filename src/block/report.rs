@@ -12,7 +12,6 @@ use core::fmt::{self, Write};
 use core::sync::atomic::{AtomicBool, Ordering};
 use std::io;
 
-use super::imp;
 use crate::stderr::Line;
 
 /// Whether the line was written already.
@@ -37,7 +36,7 @@ pub(crate) fn errno_name(errno: i32) -> Option<&'static str> {
 /// The locked-memory limit: the soft limit, in bytes (`None`: unlimited or
 /// unknown).
 pub(crate) fn memlock_limit() -> Option<u64> {
-    imp::memlock_limit()
+    crate::sys::memlock_limit()
 }
 
 /// Writes "<bytes> bytes (ENOMEM)" and the limit, shared by the line and the

@@ -42,7 +42,7 @@ fn bad_sizes_are_typed_errors() {
 /// Sizes that round and fit the address space, but that no machine can
 /// fault in, fail at once with ENOMEM; reserved without touching them, the
 /// same size is address space only.
-#[cfg(all(target_os = "linux", not(miri)))]
+#[cfg(unimem_linux)]
 #[test]
 fn more_than_physical_memory_is_an_error_when_prefaulted() {
     let huge = 1usize << 46;
@@ -194,7 +194,7 @@ fn watchers_see_commits_and_hold_the_pages() {
     block.decommit(0).unwrap();
 }
 
-#[cfg(all(target_os = "linux", not(miri)))]
+#[cfg(unimem_linux)]
 mod linux {
     use super::*;
 
@@ -278,7 +278,7 @@ mod linux {
 /// Locked bytes of this process's mappings that start in `start..end`
 /// (from `/proc/self/smaps`: other tests lock memory elsewhere at the same
 /// time, so the process-wide `VmLck` cannot be compared).
-#[cfg(all(target_os = "linux", not(miri)))]
+#[cfg(unimem_linux)]
 fn locked_in(start: usize, end: usize) -> usize {
     let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
     let mut inside = false;
@@ -303,7 +303,7 @@ fn locked_in(start: usize, end: usize) -> usize {
     locked
 }
 
-#[cfg(all(target_os = "linux", not(miri)))]
+#[cfg(unimem_linux)]
 #[test]
 fn a_refused_part_of_a_lock_in_threads_unlocks_the_others() {
     // 128 MiB with a hole near its end: the part holding the hole cannot be

@@ -72,8 +72,13 @@ use slab::{GROUP, SlabHeader, ThreadCache};
 /// The most arenas one Heap opens: each is twice the size of the one before
 /// (up to [`MAX_ARENA`]), so the address space runs out long before.
 pub(crate) const MAX_BLOCKS: usize = 64;
-/// The largest arena: what one arena's 32-bit unit numbers reach, with room.
-pub(crate) const MAX_ARENA: usize = 1 << 42;
+/// The largest arena: what one arena's 32-bit unit numbers reach, with room
+/// (1 GiB where the address space is 32 bits).
+pub(crate) const MAX_ARENA: usize = if usize::BITS >= 64 {
+    (1u64 << 42) as usize
+} else {
+    1 << 30
+};
 
 /// A general-purpose allocator over pinned Blocks, able to carry a whole
 /// program for hours: freed memory is reused, frees from other threads are

@@ -117,28 +117,13 @@ pub(crate) fn init_secret() {
     // this, so its marks use a nonzero secret from then on, and a free's
     // check only compares with what was written.
     if SECRET.load(Ordering::Relaxed) == 0 {
-        let _ = SECRET.compare_exchange(0, secret_seed(), Ordering::Relaxed, Ordering::Relaxed);
+        let _ = SECRET.compare_exchange(
+            0,
+            crate::sys::random_seed(),
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
     }
-}
-
-/// 64 bits the process cannot guess in advance: the kernel's random bytes
-/// for the process (`AT_RANDOM`) on Linux, else addresses that ASLR moves.
-fn secret_seed() -> u64 {
-    #[cfg(all(target_os = "linux", not(miri)))]
-    {
-        // SAFETY: getauxval has no preconditions; AT_RANDOM, when present,
-        // points to 16 random bytes that live as long as the process.
-        let random = unsafe { libc::getauxval(libc::AT_RANDOM) } as *const u64;
-        if !random.is_null() {
-            // SAFETY: see above; read unaligned, as the ABI gives no alignment.
-            let seed = unsafe { random.add(1).read_unaligned() };
-            if seed != 0 {
-                return seed;
-            }
-        }
-    }
-    let here = core::ptr::from_ref(&SECRET).addr() as u64;
-    (here.rotate_left(29) ^ 0x9E37_79B9_7F4A_7C15).max(1)
 }
 
 /// The secret, once set (`init_secret`): what `push_local` takes. The

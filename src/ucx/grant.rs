@@ -41,39 +41,10 @@ use crate::Error;
 
 /// Random bytes from the kernel.
 pub(crate) fn random<const N: usize>() -> Result<[u8; N], Error> {
-    let mut bytes = [0u8; N];
-    #[cfg(target_os = "linux")]
-    {
-        let mut filled = 0;
-        while filled < N {
-            let rest = &mut bytes[filled..];
-            // SAFETY: a writable buffer of `rest.len()` bytes.
-            let got = unsafe { libc::getrandom(rest.as_mut_ptr().cast(), rest.len(), 0) };
-            match usize::try_from(got) {
-                Ok(got) => filled += got,
-                Err(_) => {
-                    let source = std::io::Error::last_os_error();
-                    if source.kind() != std::io::ErrorKind::Interrupted {
-                        return Err(Error::Os {
-                            call: "getrandom",
-                            source,
-                        });
-                    }
-                }
-            }
-        }
-    }
-    #[cfg(not(target_os = "linux"))]
-    {
-        use std::io::Read;
-        std::fs::File::open("/dev/urandom")
-            .and_then(|mut file| file.read_exact(&mut bytes))
-            .map_err(|source| Error::Os {
-                call: "read /dev/urandom",
-                source,
-            })?;
-    }
-    Ok(bytes)
+    crate::sys::random_bytes().map_err(|source| Error::Os {
+        call: "getrandom",
+        source,
+    })
 }
 
 /// Locks `mutex`, whether or not a thread panicked holding it: what these

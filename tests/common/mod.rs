@@ -3,7 +3,7 @@
 //! checked.
 #![allow(dead_code)]
 
-#[cfg(all(unix, not(miri)))]
+#[cfg(unimem_fork)]
 pub mod fork;
 pub mod readme;
 
