@@ -66,7 +66,7 @@ mod imp;
 pub use imp::Export;
 #[cfg(unimem_apple)]
 pub use imp::IOSurfaceRef;
-pub(crate) use report::{HOW_TO_RAISE, memlock_limit};
+pub(crate) use report::pin_error;
 
 /// What a backend's `reserve` or `attach` made.
 pub(crate) struct Reserved {
@@ -832,7 +832,7 @@ impl Region {
                         if caller == Caller::Allocator && !settings.quiet {
                             report::refusal(to - locked, &source, true);
                         }
-                        return Err(Error::pin(to - locked, source));
+                        return Err(pin_error(to - locked, source));
                     }
                     // Best effort: pin what the limit still allows, a step
                     // at a time, and go on unpinned past it.
@@ -1003,7 +1003,7 @@ impl Region {
                         report::refusal(relock, &source, required);
                     }
                     if required {
-                        return Err(Error::pin(relock, source));
+                        return Err(pin_error(relock, source));
                     }
                 }
             }

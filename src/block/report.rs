@@ -12,15 +12,12 @@ use core::fmt::{self, Write};
 use core::sync::atomic::{AtomicBool, Ordering};
 use std::io;
 
+use crate::Error;
+use crate::error::HOW_TO_RAISE;
 use crate::stderr::Line;
 
 /// Whether the line was written already.
 static TOLD: AtomicBool = AtomicBool::new(false);
-
-/// How to raise the limit, in the line and in [`crate::Error::Pin`]'s message.
-pub(crate) const HOW_TO_RAISE: &str = "raise it with `memlock` in /etc/security/limits.conf, \
-     LimitMEMLOCK= for a systemd service, `docker run --ulimit memlock=-1`, or \
-     `setcap cap_ipc_lock=+ep` on the program";
 
 /// The errno's name, for the common ones.
 pub(crate) fn errno_name(errno: i32) -> Option<&'static str> {
@@ -31,6 +28,15 @@ pub(crate) fn errno_name(errno: i32) -> Option<&'static str> {
         22 => "EINVAL",
         _ => return None,
     })
+}
+
+/// A refused `mlock` of `bytes`, with the limit at this moment.
+pub(crate) fn pin_error(bytes: usize, source: io::Error) -> Error {
+    Error::Pin {
+        bytes,
+        limit: memlock_limit(),
+        source,
+    }
 }
 
 /// The locked-memory limit: the soft limit, in bytes (`None`: unlimited or

@@ -197,13 +197,13 @@ mod sys;
 mod tests;
 mod worker;
 
+pub use crate::error::UcxError;
 pub use crate::register::{Range, Regions};
 pub use batch::{Batch, WINDOW};
 pub use bootstrap::{Link, MAX_FRAME};
 pub use context::{Context, Peers};
 pub use descriptor::{Descriptor, MAX_KEY};
 pub use endpoint::{DEFAULT_TIMEOUT, Endpoint, ErrorMode, MAX_ADDRESS};
-pub use error::UcxError;
 pub use grant::Grant;
 pub use registered::{DEFAULT_CHUNK, MemHandle, Registered, Ucx};
 pub use remote::Remote;

@@ -1,7 +1,37 @@
-//! The crate's one error type.
+//! The crate's one error type, and the device errors it carries.
+//!
+//! A leaf: nothing here uses the rest of the crate. The device errors
+//! (`cuda.rs`, `vulkan.rs`, `metal.rs`, `ucx.rs`, each behind its feature)
+//! are plain data, made by their device modules, which re-export them
+//! (`unimem::cuda::CudaError`); the text telling how to raise the
+//! locked-memory limit is here, and `block` fills in the limit.
+
+#[cfg(feature = "cuda")]
+mod cuda;
+#[cfg(all(feature = "metal", target_vendor = "apple"))]
+mod metal;
+#[cfg(feature = "ucx")]
+mod ucx;
+#[cfg(feature = "vulkan")]
+mod vulkan;
 
 use core::fmt;
 use std::io;
+
+#[cfg(feature = "cuda")]
+pub use cuda::CudaError;
+#[cfg(all(feature = "metal", target_vendor = "apple"))]
+pub use metal::MetalError;
+#[cfg(feature = "ucx")]
+pub use ucx::UcxError;
+#[cfg(feature = "vulkan")]
+pub use vulkan::VulkanError;
+
+/// How to raise the locked-memory limit: in [`Error::Pin`]'s message and in
+/// the line a refused best-effort pin writes (`block/report.rs`).
+pub(crate) const HOW_TO_RAISE: &str = "raise it with `memlock` in /etc/security/limits.conf, \
+     LimitMEMLOCK= for a systemd service, `docker run --ulimit memlock=-1`, or \
+     `setcap cap_ipc_lock=+ep` on the program";
 
 /// Everything that can go wrong when opening, growing, sharing or attaching
 /// memory.
@@ -113,20 +143,20 @@ pub enum Error {
     /// The CUDA driver is absent or refused a call.
     #[cfg(feature = "cuda")]
     #[cfg_attr(docsrs, doc(cfg(feature = "cuda")))]
-    Cuda(crate::cuda::CudaError),
+    Cuda(CudaError),
     /// The Vulkan loader or device is absent or refused a call.
     #[cfg(feature = "vulkan")]
     #[cfg_attr(docsrs, doc(cfg(feature = "vulkan")))]
-    Vulkan(crate::vulkan::VulkanError),
+    Vulkan(VulkanError),
     /// Metal has no device, or refused to wrap memory.
     #[cfg(all(feature = "metal", target_vendor = "apple"))]
     #[cfg_attr(docsrs, doc(cfg(all(feature = "metal", target_vendor = "apple"))))]
-    Metal(crate::metal::MetalError),
+    Metal(MetalError),
     /// UCX refused a call, or a descriptor, remote access or bootstrap link
     /// failed.
     #[cfg(feature = "ucx")]
     #[cfg_attr(docsrs, doc(cfg(feature = "ucx")))]
-    Ucx(crate::ucx::UcxError),
+    Ucx(UcxError),
 }
 
 impl Error {
@@ -139,15 +169,6 @@ impl Error {
             | Error::HugePages { source, .. } => source.raw_os_error(),
             Error::OutOfMemory { .. } => Some(ENOMEM),
             _ => None,
-        }
-    }
-
-    /// A refused `mlock` of `bytes`, with the limit at this moment.
-    pub(crate) fn pin(bytes: usize, source: io::Error) -> Error {
-        Error::Pin {
-            bytes,
-            limit: crate::block::memlock_limit(),
-            source,
         }
     }
 
@@ -196,7 +217,7 @@ impl fmt::Display for Error {
                 write!(
                     f,
                     ". To pin more, {}; or open the Block with Pinning::BestEffort",
-                    crate::block::HOW_TO_RAISE
+                    HOW_TO_RAISE
                 )
             }
             Error::OutOfMemory {
@@ -307,7 +328,11 @@ mod tests {
 
     #[test]
     fn display_names_the_cause() {
-        let pin = Error::pin(4096, io::Error::from_raw_os_error(libc_enomem()));
+        let pin = Error::Pin {
+            bytes: 4096,
+            limit: Some(8 << 20),
+            source: io::Error::from_raw_os_error(libc_enomem()),
+        };
         let text = pin.to_string();
         assert!(text.contains("RLIMIT_MEMLOCK"), "{text}");
         assert!(text.contains("4096"), "{text}");
