@@ -2,9 +2,7 @@
 //! standard error, the locked-memory limit.
 
 use core::ffi::c_void;
-use core::sync::atomic::{AtomicPtr, Ordering};
-
-use crate::once::Once;
+use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 
 /// The hook `on_thread_exit` calls, set by its first caller.
 static HOOK: AtomicPtr<()> = AtomicPtr::new(core::ptr::null_mut());
@@ -24,16 +22,43 @@ pub(crate) fn on_thread_exit(value: usize, hook: fn(usize)) -> bool {
     unsafe { libc::pthread_setspecific(key, value) == 0 }
 }
 
+/// The key whose destructor is the exit hook: 0 until made, the key + 1
+/// once made, `usize::MAX` if it could not be.
+static KEY: AtomicUsize = AtomicUsize::new(0);
+
 /// The key whose destructor is the exit hook; `None` if it could not be
-/// created.
+/// created. (Made here with one compare-exchange rather than a `Once`, so
+/// that `sys` stands on nothing of the crate.)
 fn key() -> Option<libc::pthread_key_t> {
-    static KEY: Once<Option<libc::pthread_key_t>> = Once::new();
-    *KEY.get_or_init(|| {
-        let mut key: libc::pthread_key_t = 0;
-        // SAFETY: `key` is a valid out-pointer; `destructor` has the
-        // signature pthreads expects.
-        (unsafe { libc::pthread_key_create(&mut key, Some(destructor)) } == 0).then_some(key)
-    })?
+    // Acquire: pairs with the AcqRel exchange below (the key is a plain
+    // value, but a thread that sees it may use it at once).
+    match KEY.load(Ordering::Acquire) {
+        0 => {}
+        usize::MAX => return None,
+        made => return libc::pthread_key_t::try_from(made - 1).ok(),
+    }
+    let mut key: libc::pthread_key_t = 0;
+    // SAFETY: `key` is a valid out-pointer; `destructor` has the signature
+    // pthreads expects.
+    let made = unsafe { libc::pthread_key_create(&mut key, Some(destructor)) } == 0;
+    let word = match usize::try_from(key) {
+        Ok(key) if made && key < usize::MAX - 1 => key + 1,
+        _ => usize::MAX,
+    };
+    // AcqRel: publishes our key, or reads the one another thread made first.
+    match KEY.compare_exchange(0, word, Ordering::AcqRel, Ordering::Acquire) {
+        Ok(_) => (word != usize::MAX).then_some(key),
+        Err(theirs) => {
+            if word != usize::MAX {
+                // SAFETY: our key, never handed out: nobody set a value.
+                unsafe { libc::pthread_key_delete(key) };
+            }
+            match theirs {
+                usize::MAX => None,
+                theirs => libc::pthread_key_t::try_from(theirs - 1).ok(),
+            }
+        }
+    }
 }
 
 unsafe extern "C" fn destructor(value: *mut c_void) {
