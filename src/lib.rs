@@ -70,6 +70,37 @@
 //!   deallocation); a Grid serves one size.
 //! - Memory shared with another process or device is outside Rust's aliasing
 //!   model: [`Block::attach`] is `unsafe` for that reason.
+//!
+//! # Words
+//!
+//! Each word means one thing, in the docs and in the code:
+//!
+//! - **Block**: a reserved range of address space with a committed prefix,
+//!   owned ([`Block`]); **Region**: what a Block is without its bytes
+//!   ([`Region`]), what allocators hand out.
+//! - **reserve**: take address space, inaccessible; **commit**: make a
+//!   prefix usable (mapped, and pinned and populated as the options say);
+//!   **decommit**: give the pages past a point back, inaccessible again;
+//!   **discard**: give the pages of a committed range back while it stays
+//!   committed (they read as zero when touched again); **granule**: the
+//!   unit of commits, the page or huge page size.
+//! - **pin**: lock pages in memory (`mlock`), as the [`Pinning`] policy
+//!   says.
+//! - **Heap**: **arena**, a data Block and its metadata Block; **unit**, 4
+//!   KiB of an arena; **run**, consecutive units handed out or free
+//!   (each with its **boundary tags**); **group**, 64 KiB of an arena, as
+//!   a **slab** of one size **class** or part of a run.
+//! - **tag**: a thread's small number, handed out and reused as threads
+//!   come and go; **slot**: a tag's place in a per-thread table (a Heap's
+//!   thread caches, a Grid's parked cells).
+//! - **stamp**: a counter packed beside an index in one atomic word, moved
+//!   on at every change, so that a stale compare-exchange fails (ABA).
+//! - **registration**: an allocator's Blocks made visible to a device or a
+//!   peer ([`register`]); **span**: one registered range and what the
+//!   device gave for it; **chunk**: the most one registration call covers;
+//!   **watcher**: a registration told of each commit of a Block;
+//!   **follower**: a registration told of each arena a Heap opens.
+//! - **token**: the random number that names a UCX descriptor to its owner.
 #![cfg_attr(feature = "nightly", feature(allocator_api))]
 // docs.rs (`--cfg docsrs`, nightly) marks each feature-gated item with its
 // feature.

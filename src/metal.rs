@@ -40,7 +40,7 @@ pub use objc2_metal;
 use objc2_metal::{MTLBuffer, MTLDevice, MTLResourceOptions};
 
 use crate::Error;
-use crate::register::{Backend, Range, Regions};
+use crate::register::{Backend, Regions, Span};
 
 /// A Metal device, as `MTLCreateSystemDefaultDevice` gives it.
 pub type Device = Retained<ProtocolObject<dyn MTLDevice>>;
@@ -126,7 +126,7 @@ impl Backend for Metal {
         self.device.maxBufferLength()
     }
 
-    fn continues(&self, prev: &Range<NoCopy>, next: &Range<NoCopy>) -> bool {
+    fn continues(&self, prev: &Span<NoCopy>, next: &Span<NoCopy>) -> bool {
         next.chunk.gpu_address == prev.chunk.gpu_address + prev.len as u64
     }
 }

@@ -50,7 +50,7 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Whether `next`, registered right after `prev` in host memory,
     /// continues it on the device side too (one device range covers both).
-    fn continues(&self, prev: &Range<Self::Chunk>, next: &Range<Self::Chunk>) -> bool;
+    fn continues(&self, prev: &Span<Self::Chunk>, next: &Span<Self::Chunk>) -> bool;
 
     /// Waits until the device no longer reads or writes memory of the
     /// registration that the allocator is about to hand out again (a
@@ -75,9 +75,10 @@ pub fn chunk_size(chunk_bytes: usize) -> Result<usize, Error> {
         })
 }
 
-/// One registered range of host memory and what its registration gave.
+/// A span: one registered range of host memory, and what its registration
+/// gave for it (the backend's `Chunk`).
 #[derive(Clone, Copy, Debug)]
-pub struct Range<C> {
+pub struct Span<C> {
     /// The first byte's address.
     pub host: usize,
     /// Its length in bytes.
@@ -98,7 +99,7 @@ unsafe impl Send for Start {}
 // SAFETY: as above.
 unsafe impl Sync for Start {}
 
-impl<C> Range<C> {
+impl<C> Span<C> {
     /// Whether `addr` lies in the range.
     pub fn contains(&self, addr: usize) -> bool {
         addr.wrapping_sub(self.host) < self.len
@@ -201,7 +202,7 @@ impl<R: Regions + ?Sized> Regions for &R {
 struct State<B: Backend> {
     backend: B,
     /// Every registered range, sorted by address.
-    ranges: SpinLock<Vec<Range<B::Chunk>>>,
+    ranges: SpinLock<Vec<Span<B::Chunk>>>,
     /// The first failure to register a later commit, kept for `take_error`.
     error: SpinLock<Option<Error>>,
 }
@@ -222,13 +223,13 @@ impl<B: Backend> State<B> {
                 // The watcher may run inside the registered allocator's own
                 // growth: a failed reservation is an error, not an abort.
                 ranges.try_reserve(1).map_err(|_| Error::OutOfMemory {
-                    requested: size_of::<Range<B::Chunk>>(),
+                    requested: size_of::<Span<B::Chunk>>(),
                     available: 0,
                 })?;
                 let at = ranges.partition_point(|r| r.host < host.as_ptr().addr());
                 ranges.insert(
                     at,
-                    Range {
+                    Span {
                         host: host.as_ptr().addr(),
                         len,
                         chunk,
@@ -394,7 +395,7 @@ impl<A: Regions, B: Backend> Registered<A, B> {
     /// `ptr` in it, if the `bytes` bytes from `ptr` are all registered and
     /// the ranges they cross continue each other on the device side
     /// ([`Backend::continues`]).
-    pub fn lookup(&self, ptr: usize, bytes: usize) -> Option<(Range<B::Chunk>, usize)> {
+    pub fn lookup(&self, ptr: usize, bytes: usize) -> Option<(Span<B::Chunk>, usize)> {
         let end = ptr.checked_add(bytes.max(1))?;
         let ranges = self.state.get().ranges.lock();
         let first = ranges.partition_point(|r| r.host + r.len <= ptr);
@@ -414,7 +415,7 @@ impl<A: Regions, B: Backend> Registered<A, B> {
     }
 
     /// Every registered range, in address order.
-    pub fn ranges(&self) -> Vec<Range<B::Chunk>> {
+    pub fn spans(&self) -> Vec<Span<B::Chunk>> {
         self.state.get().ranges.lock().clone()
     }
 
@@ -574,7 +575,7 @@ mod tests {
             1 << 20
         }
 
-        fn continues(&self, prev: &Range<usize>, next: &Range<usize>) -> bool {
+        fn continues(&self, prev: &Span<usize>, next: &Span<usize>) -> bool {
             next.chunk == prev.chunk + prev.len
         }
     }
@@ -604,7 +605,7 @@ mod tests {
         );
         let (range, offset) = registered.lookup(p.addr(), 6 << 20).unwrap();
         assert_eq!(range.host + offset, p.addr());
-        let ranges = registered.ranges();
+        let ranges = registered.spans();
         assert!(ranges.windows(2).all(|w| w[0].host + w[0].len <= w[1].host));
         let tape = registered.into_inner();
         assert!(tape.committed() >= 6 << 20);

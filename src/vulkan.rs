@@ -43,7 +43,7 @@ pub use ash;
 use ash::vk;
 
 use crate::Error;
-use crate::register::{Backend, Range, Regions};
+use crate::register::{Backend, Regions, Span};
 
 /// The one handle type this module imports.
 const HOST: vk::ExternalMemoryHandleTypeFlags =
@@ -478,7 +478,7 @@ impl Backend for Vulkan {
         self.chunk
     }
 
-    fn continues(&self, _prev: &Range<Import>, _next: &Range<Import>) -> bool {
+    fn continues(&self, _prev: &Span<Import>, _next: &Span<Import>) -> bool {
         // Two imports are two objects: no buffer covers both.
         false
     }

@@ -11,7 +11,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use allocator_api2::alloc::Allocator;
-use unimem::register::{Backend, Range, Registered};
+use unimem::register::{Backend, Registered, Span};
 use unimem::{BlockOptions, Error, Heap, Pages, Region};
 
 /// Locked bytes of this process's mappings that start in `region` (from
@@ -136,7 +136,7 @@ impl Backend for Watching {
         1 << 30
     }
 
-    fn continues(&self, _prev: &Range<()>, _next: &Range<()>) -> bool {
+    fn continues(&self, _prev: &Span<()>, _next: &Span<()>) -> bool {
         true
     }
 }

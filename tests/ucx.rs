@@ -11,7 +11,7 @@
 //!
 //! Hostile input, over both transports: thousands of mutated and forged
 //! descriptors (corrupted keys, another allocation's address under a valid
-//! key and tag, 8 bytes past the end) are refused by the owner and never
+//! key and token, 8 bytes past the end) are refused by the owner and never
 //! reach UCX, in a peer that survives them; and an owner whose peer puts
 //! after the owner dropped its registration (without revoking, after a
 //! revocation, after a revocation the peer did not answer in time) survives
@@ -584,7 +584,7 @@ impl Random {
 
 /// A mutation of the descriptor `bytes` (header 48 bytes, then the key):
 /// one to three key bytes flipped, a key byte set to anything, any byte
-/// flipped, or a forgery under the genuine key and tag (the `guard`
+/// flipped, or a forgery under the genuine key and token (the `guard`
 /// allocation's range, the range 8 bytes further, 8 bytes longer).
 fn mutate(bytes: &[u8], guard: (u64, u64), random: &mut Random, i: usize) -> std::vec::Vec<u8> {
     let mut m = bytes.to_vec();

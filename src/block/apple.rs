@@ -18,7 +18,7 @@ use core::ffi::c_void;
 use core::ptr::{self, NonNull};
 use std::io;
 
-use super::{Backend, BlockOptions, Pinning, Reserved, Shared, page_size};
+use super::{BlockOptions, Pinning, Platform, Reserved, Shared, page_size};
 use crate::Error;
 
 /// An `IOSurfaceRef`, for Metal, the ANE and other IOSurface consumers.
@@ -234,7 +234,7 @@ fn properties(size: usize) -> Result<CfOwned, Error> {
     Ok(dict)
 }
 
-impl Backend for Raw {
+impl Platform for Raw {
     fn reserve(
         capacity: usize,
         granule: usize,

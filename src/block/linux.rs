@@ -85,7 +85,7 @@ use core::sync::atomic::{AtomicUsize, Ordering};
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
-use super::{Backend, BlockOptions, Pages, Reserved, Shared, page_size};
+use super::{BlockOptions, Pages, Platform, Reserved, Shared, page_size};
 use crate::Error;
 
 /// What [`Region::share`](super::Region::share) returns on Linux: an owned,
@@ -343,7 +343,7 @@ fn fd_size(fd: BorrowedFd<'_>) -> Result<(usize, usize), Error> {
     ))
 }
 
-impl Backend for Raw {
+impl Platform for Raw {
     fn reserve(
         capacity: usize,
         granule: usize,

@@ -11,7 +11,7 @@
 //! | `apple.rs` | Apple targets, not Miri | cannot reserve: an IOSurface of the whole capacity, all committed at open | nothing left to commit | refused | a Mach port |
 //! | `portable.rs` | everything else, and Miri | zeroed `System` memory of the whole capacity | bookkeeping | zeroes the range | none |
 //!
-//! Each backend implements [`Backend`] for its `Raw` type, which owns the
+//! Each backend implements [`Platform`] for its `Raw` type, which owns the
 //! operating-system object behind one reservation. Whatever the backend, a
 //! [`Region`] satisfies:
 //!
@@ -82,7 +82,7 @@ pub(crate) struct Reserved {
 
 /// What a platform backend provides; see the module documentation. Offsets
 /// are from the reservation's first byte and multiples of its granule.
-pub(crate) trait Backend: Sized {
+pub(crate) trait Platform: Sized {
     /// Reserves `capacity` bytes (a positive multiple of `granule`) of
     /// address space aligned to `align`, committing nothing unless the
     /// backend cannot reserve. `open` is what the caller commits right
@@ -549,8 +549,9 @@ pub(crate) enum Watch {
     Full,
 }
 
-/// How many watchers one Block takes.
-const WATCHERS: usize = 4;
+/// How many watchers one Block takes (a Heap follows with as many
+/// registrations: `heap/shared.rs`).
+pub(crate) const WATCHERS: usize = 4;
 
 /// The striped commit locks: a Block uses the one its address picks.
 const STRIPES: usize = 16;
@@ -1270,7 +1271,7 @@ impl Block {
         .max(align);
         // `open` in granules, as the commit right after rounds it.
         let open = open.checked_next_multiple_of(granule).unwrap_or(usize::MAX);
-        let reserved = <imp::Raw as Backend>::reserve(capacity, granule, align, open, options)?;
+        let reserved = <imp::Raw as Platform>::reserve(capacity, granule, align, open, options)?;
         Ok(Block {
             region: Region::new(reserved, Settings::of(options)),
         })
@@ -1312,7 +1313,7 @@ impl Block {
     /// As [`Block::attach`].
     pub unsafe fn attach_with(export: Export, options: &BlockOptions<'_>) -> Result<Block, Error> {
         // SAFETY: the caller upholds the aliasing contract documented above.
-        let (reserved, size) = unsafe { <imp::Raw as Backend>::attach(export, options)? };
+        let (reserved, size) = unsafe { <imp::Raw as Platform>::attach(export, options)? };
         let block = Block {
             region: Region::new(reserved, Settings::of(options)),
         };

@@ -15,7 +15,7 @@ use core::ptr::NonNull;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::io;
 
-use super::{Backend, BlockOptions, Pinning, Reserved, Shared};
+use super::{BlockOptions, Pinning, Platform, Reserved, Shared};
 use crate::Error;
 
 /// The portable backend has no export handle; this type has no values.
@@ -56,7 +56,7 @@ fn unsupported_lock() -> io::Error {
     io::Error::from(io::ErrorKind::Unsupported)
 }
 
-impl Backend for Raw {
+impl Platform for Raw {
     fn reserve(
         capacity: usize,
         granule: usize,

@@ -96,7 +96,7 @@ pub fn context(ordinal: usize) -> Result<Arc<CudaContext>, Error> {
 /// registrations approaching 512 GiB.
 pub const DEFAULT_CHUNK: usize = 128 << 30;
 
-pub use crate::register::{Range, Regions};
+pub use crate::register::{Regions, Span};
 
 /// The CUDA driver as a registration backend: page-locked, portable (usable
 /// from every context) and device-mapped registrations of host ranges.
@@ -166,7 +166,7 @@ impl crate::register::Backend for Cuda {
         self.chunk
     }
 
-    fn continues(&self, prev: &Range<sys::CUdeviceptr>, next: &Range<sys::CUdeviceptr>) -> bool {
+    fn continues(&self, prev: &Span<sys::CUdeviceptr>, next: &Span<sys::CUdeviceptr>) -> bool {
         next.chunk == prev.chunk + prev.len as u64
     }
 

@@ -5,7 +5,8 @@
 //!
 //! A heap reserves three kinds of Blocks, each committed as it is used:
 //!
-//! - the **core** Block (`core.rs`): the heap's shared state (arena table,
+//! - the **core** Block (`shared.rs`, with the paths in `small.rs` and
+//!   `large.rs`): the heap's shared state (arena table,
 //!   abandoned slabs, counters) and one thread cache per thread tag;
 //! - per arena, a **data** Block (`arena.rs`): nothing but allocations,
 //!   pinned and device-visible, committed in 2 MiB steps as the arena

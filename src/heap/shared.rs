@@ -20,7 +20,7 @@ use super::slab::{self, SlabHeader, ThreadCache};
 use super::{Config, Heap, MAX_ARENA, MAX_BLOCKS};
 use crate::Block;
 use crate::Error;
-use crate::block::Watcher;
+use crate::block::{Watch, Watcher};
 use crate::lock::SpinLock;
 use crate::thread::SLOTS;
 
@@ -43,8 +43,9 @@ pub(super) struct Central {
     followers: [Option<Watcher>; FOLLOWERS],
 }
 
-/// How many registrations can follow one heap at once.
-const FOLLOWERS: usize = 4;
+/// How many registrations can follow one heap at once: as many as watch
+/// one Block, so that every follower can watch each arena it opens.
+const FOLLOWERS: usize = crate::block::WATCHERS;
 
 // SAFETY: the pointers point into the heap's Blocks; the lock orders access.
 unsafe impl Send for Central {}
@@ -296,8 +297,11 @@ impl HeapCore {
         // SAFETY: just opened, not yet published.
         let data = unsafe { arena.as_ref() }.data();
         for follower in central.followers.iter().flatten() {
-            // Nothing is committed yet: the watcher hears of every commit.
-            let _ = data.watch(*follower);
+            // Nothing is committed yet: the watcher hears of every commit. A
+            // fresh Block has room for every follower (FOLLOWERS is its
+            // WATCHERS), and each follows once.
+            let watched = data.watch(*follower);
+            debug_assert!(matches!(watched, Watch::Added(0)), "a new arena watched");
         }
         // Relaxed: published by the Release store of the count below.
         self.arenas[count].store(arena.as_ptr(), Ordering::Relaxed);

@@ -42,13 +42,13 @@ mod kind {
     pub const CONFIRMED: u8 = 3;
     /// Owner to peer: a request number (8) and a refusal code (1).
     pub const REFUSED: u8 = 4;
-    /// Owner to peer: tags (16 bytes each) it revokes.
+    /// Owner to peer: tokens (16 bytes each) it revokes.
     pub const REVOKE: u8 = 5;
-    /// Peer to owner: tags (16 bytes each) it let go of.
+    /// Peer to owner: tokens (16 bytes each) it let go of.
     pub const RELEASED: u8 = 6;
 }
 
-/// How many tags one REVOKE or RELEASED frame carries at most.
+/// How many tokens one REVOKE or RELEASED frame carries at most.
 const TAGS_PER_FRAME: usize = MAX_FRAME / 16;
 
 fn failed(what: &'static str) -> impl FnOnce(io::Error) -> Error {
@@ -96,14 +96,17 @@ impl WriterState {
         self.write_all(&frame)
     }
 
-    /// Says RELEASED for `tags`.
-    pub(crate) fn released(&mut self, tags: &[u128]) -> Result<(), Error> {
-        self.tags(kind::RELEASED, tags)
+    /// Says RELEASED for `tokens`.
+    pub(crate) fn released(&mut self, tokens: &[u128]) -> Result<(), Error> {
+        self.tokens(kind::RELEASED, tokens)
     }
 
-    fn tags(&mut self, kind: u8, tags: &[u128]) -> Result<(), Error> {
-        for tags in tags.chunks(TAGS_PER_FRAME) {
-            let body: Vec<u8> = tags.iter().flat_map(|tag| tag.to_le_bytes()).collect();
+    fn tokens(&mut self, kind: u8, tokens: &[u128]) -> Result<(), Error> {
+        for tokens in tokens.chunks(TAGS_PER_FRAME) {
+            let body: Vec<u8> = tokens
+                .iter()
+                .flat_map(|token| token.to_le_bytes())
+                .collect();
             self.frame(kind, &[&body])?;
         }
         Ok(())
@@ -205,9 +208,9 @@ pub struct Link {
     broken: Option<(&'static str, ErrorKind)>,
     /// The peer's worker address and its context's id, once it sent them.
     address: Option<(u64, Vec<u8>)>,
-    /// Owner side: the tags the peer holds, with their registrations.
+    /// Owner side: the tokens the peer holds, with their registrations.
     held: HashMap<u128, Arc<Issued>>,
-    /// Owner side: tags whose revocation is waiting; they are not
+    /// Owner side: tokens whose revocation is waiting; they are not
     /// confirmed meanwhile.
     revoking: HashSet<u128>,
     /// Peer side: the holds confirmed over this link.
@@ -386,7 +389,7 @@ impl Link {
     pub fn verify(&mut self, descriptor: &Descriptor, timeout: Duration) -> Result<Grant, Error> {
         let deadline = Instant::now() + timeout;
         self.usable()?;
-        let tag = descriptor.tag();
+        let token = descriptor.token();
         self.request += 1;
         let request = self.request;
         self.reply = None;
@@ -395,12 +398,12 @@ impl Link {
             // Under the writer's lock, as the holds' RELEASED frames are:
             // the owner reads VERIFY after a release of an earlier hold.
             let mut writer = self.writer.lock();
-            let held = match self.grants.get(&tag) {
+            let held = match self.grants.get(&token) {
                 Some(held) if held.try_hold() => held.clone(),
                 _ => {
-                    let held = Held::new(tag, self.writer.clone());
+                    let held = Held::new(token, self.writer.clone());
                     held.try_hold();
-                    self.grants.insert(tag, held.clone());
+                    self.grants.insert(token, held.clone());
                     held
                 }
             };
@@ -461,8 +464,8 @@ impl Link {
     /// descriptors then stay held: a registration dropped while they are
     /// keeps its memory (see [`Registered`](super::Registered)).
     pub fn revoke(&mut self, worker: &Worker, timeout: Duration) -> Result<(), Error> {
-        let tags: Vec<u128> = self.held.keys().copied().collect();
-        self.revoke_tags(tags, Some(worker), timeout)
+        let tokens: Vec<u128> = self.held.keys().copied().collect();
+        self.revoke_tags(tokens, Some(worker), timeout)
     }
 
     /// As [`revoke`](Link::revoke), for the descriptors of `registered`
@@ -474,13 +477,13 @@ impl Link {
         worker: &Worker,
         timeout: Duration,
     ) -> Result<(), Error> {
-        let tags: Vec<u128> = self
+        let tokens: Vec<u128> = self
             .held
             .iter()
             .filter(|(_, issued)| registered.issued_by(issued))
-            .map(|(&tag, _)| tag)
+            .map(|(&token, _)| token)
             .collect();
-        self.revoke_tags(tags, Some(worker), timeout)
+        self.revoke_tags(tokens, Some(worker), timeout)
     }
 
     /// As [`revoke`](Link::revoke), for `descriptor` only: what to do
@@ -491,36 +494,36 @@ impl Link {
         worker: &Worker,
         timeout: Duration,
     ) -> Result<(), Error> {
-        let tags: Vec<u128> = Some(descriptor.tag())
-            .filter(|tag| self.held.contains_key(tag))
+        let tokens: Vec<u128> = Some(descriptor.token())
+            .filter(|token| self.held.contains_key(token))
             .into_iter()
             .collect();
-        self.revoke_tags(tags, Some(worker), timeout)
+        self.revoke_tags(tokens, Some(worker), timeout)
     }
 
-    /// Revokes `tags` (held by the peer) and waits until it let go of
+    /// Revokes `tokens` (held by the peer) and waits until it let go of
     /// them, progressing `worker` if given.
     pub(crate) fn revoke_tags(
         &mut self,
-        tags: Vec<u128>,
+        tokens: Vec<u128>,
         worker: Option<&Worker>,
         timeout: Duration,
     ) -> Result<(), Error> {
         let deadline = Instant::now() + timeout;
-        if tags.is_empty() {
+        if tokens.is_empty() {
             return Ok(());
         }
         self.usable()?;
-        self.writer.lock().tags(kind::REVOKE, &tags)?;
-        self.revoking.extend(tags.iter().copied());
+        self.writer.lock().tokens(kind::REVOKE, &tokens)?;
+        self.revoking.extend(tokens.iter().copied());
         let released = self.pump(
             worker,
             deadline,
             "the peer did not let go of what was revoked in time",
-            |link| (!tags.iter().any(|tag| link.held.contains_key(tag))).then_some(()),
+            |link| (!tokens.iter().any(|token| link.held.contains_key(token))).then_some(()),
         );
-        for tag in &tags {
-            self.revoking.remove(tag);
+        for token in &tokens {
+            self.revoking.remove(token);
         }
         released
     }
@@ -536,7 +539,7 @@ impl Link {
         &self.stream
     }
 
-    /// The tags the peer holds (owner side).
+    /// The tokens the peer holds (owner side).
     #[cfg(test)]
     pub(crate) fn held_tags(&self) -> Vec<u128> {
         self.held.keys().copied().collect()
@@ -700,13 +703,13 @@ impl Link {
                 self.reply = Some((request, Err(Refusal::from_code(body[8]))));
             }
             kind::REVOKE => {
-                let tags = self.tags_of(&body)?;
+                let tokens = self.tags_of(&body)?;
                 let mut unknown = Vec::new();
-                for tag in tags {
-                    match self.grants.get(&tag) {
+                for token in tokens {
+                    match self.grants.get(&token) {
                         Some(held) if !held.is_released() => held.revoke(),
                         // Nothing of it is held here (any more).
-                        _ => unknown.push(tag),
+                        _ => unknown.push(token),
                     }
                 }
                 if !unknown.is_empty() {
@@ -714,8 +717,8 @@ impl Link {
                 }
             }
             kind::RELEASED => {
-                for tag in self.tags_of(&body)? {
-                    if let Some(issued) = self.held.remove(&tag) {
+                for token in self.tags_of(&body)? {
+                    if let Some(issued) = self.held.remove(&token) {
                         issued.release();
                     }
                 }
@@ -730,14 +733,14 @@ impl Link {
         Ok(())
     }
 
-    /// The tags in a REVOKE or RELEASED frame.
+    /// The tokens in a REVOKE or RELEASED frame.
     fn tags_of(&mut self, body: &[u8]) -> Result<Vec<u128>, Error> {
         if !body.len().is_multiple_of(16) {
-            return Err(self.broke("a bad list of tags", ErrorKind::InvalidData));
+            return Err(self.broke("a bad list of tokens", ErrorKind::InvalidData));
         }
         Ok(body
             .chunks_exact(16)
-            .map(|tag| u128::from_le_bytes(tag.try_into().unwrap()))
+            .map(|token| u128::from_le_bytes(token.try_into().unwrap()))
             .collect())
     }
 
@@ -750,14 +753,14 @@ impl Link {
         } else {
             match Descriptor::from_bytes(bytes) {
                 Err(_) => Err(Refusal::Malformed),
-                Ok(descriptor) if self.revoking.contains(&descriptor.tag()) => {
+                Ok(descriptor) if self.revoking.contains(&descriptor.token()) => {
                     Err(Refusal::Revoking)
                 }
                 Ok(descriptor) => {
-                    let tag = descriptor.tag();
-                    grant::confirm(&descriptor, self.held.contains_key(&tag)).map(|issued| {
+                    let token = descriptor.token();
+                    grant::confirm(&descriptor, self.held.contains_key(&token)).map(|issued| {
                         let context = issued.context();
-                        self.held.entry(tag).or_insert(issued);
+                        self.held.entry(token).or_insert(issued);
                         context
                     })
                 }

@@ -27,7 +27,7 @@ const HOST: u8 = 0;
 /// ([`Registered::descriptor_of`](super::Registered::descriptor_of)): the
 /// allocation's address and length in the owner's process, the packed
 /// remote key (`ucp_rkey_pack`) of the registered range that holds it, and
-/// a random tag the owner chose when it issued the descriptor.
+/// a random token the owner chose when it issued the descriptor.
 ///
 /// [`to_bytes`](Descriptor::to_bytes) gives the bytes to send to the peer,
 /// [`from_bytes`](Descriptor::from_bytes) reads them back, treating them as
@@ -40,9 +40,9 @@ const HOST: u8 = 0;
 /// ([`Link::verify`](super::Link::verify)), which gives a
 /// [`Grant`](super::Grant) that an endpoint unpacks
 /// ([`Endpoint::remote`](super::Endpoint::remote)); the owner confirms only
-/// descriptors it issued, byte for byte. The tag makes a descriptor a
+/// descriptors it issued, byte for byte. The token makes a descriptor a
 /// capability: a peer that knows an allocation's address and the key of
-/// the range around it still cannot name it to the owner without the tag.
+/// the range around it still cannot name it to the owner without the token.
 ///
 /// The format, integers little-endian:
 ///
@@ -55,7 +55,7 @@ const HOST: u8 = 0;
 /// | 16..24 | its length, 1 to `isize::MAX` |
 /// | 24..28 | the packed key's length, 9 to [`MAX_KEY`] |
 /// | 28..32 | zero |
-/// | 32..48 | the owner's tag for it |
+/// | 32..48 | the owner's token for it |
 /// | 48.. | the packed key, exactly as long as bytes 24..28 say |
 ///
 /// The key itself is opaque to unimem except for its framing, which is
@@ -70,7 +70,7 @@ const HOST: u8 = 0;
 pub struct Descriptor {
     address: u64,
     size: usize,
-    tag: u128,
+    token: u128,
     key: Box<[u8]>,
 }
 
@@ -80,18 +80,18 @@ fn bad(reason: &'static str) -> Error {
 }
 
 impl Descriptor {
-    /// A descriptor of `size` bytes at `address` under `key`, tagged `tag`,
+    /// A descriptor of `size` bytes at `address` under `key`, with token `token`,
     /// checked as `from_bytes` checks one.
     pub(crate) fn new(
         address: u64,
         size: usize,
-        tag: u128,
+        token: u128,
         key: Vec<u8>,
     ) -> Result<Descriptor, Error> {
         let descriptor = Descriptor {
             address,
             size,
-            tag,
+            token,
             key: key.into_boxed_slice(),
         };
         descriptor.check()?;
@@ -130,8 +130,8 @@ impl Descriptor {
                 "the packed key is not as long as the header says (cut short, or bytes after it)",
             ));
         }
-        let tag = u128::from_le_bytes(header[32..48].try_into().unwrap());
-        Descriptor::new(u64_at(8), size, tag, key.to_vec())
+        let token = u128::from_le_bytes(header[32..48].try_into().unwrap());
+        Descriptor::new(u64_at(8), size, token, key.to_vec())
     }
 
     /// The bytes to send to a peer (the format above).
@@ -144,7 +144,7 @@ impl Descriptor {
         bytes.extend_from_slice(&(self.size as u64).to_le_bytes());
         bytes.extend_from_slice(&(self.key.len() as u32).to_le_bytes());
         bytes.extend_from_slice(&0u32.to_le_bytes());
-        bytes.extend_from_slice(&self.tag.to_le_bytes());
+        bytes.extend_from_slice(&self.token.to_le_bytes());
         bytes.extend_from_slice(&self.key);
         bytes
     }
@@ -164,9 +164,9 @@ impl Descriptor {
         &self.key
     }
 
-    /// The owner's tag: what names the descriptor to its owner.
-    pub(crate) fn tag(&self) -> u128 {
-        self.tag
+    /// The owner's token: what names the descriptor to its owner.
+    pub(crate) fn token(&self) -> u128 {
+        self.token
     }
 
     /// Checks the range and the key's framing.
@@ -214,7 +214,7 @@ fn check_key(key: &[u8]) -> Result<(), &'static str> {
     Ok(())
 }
 
-/// Leaves the tag out: it is what makes the descriptor a capability, and
+/// Leaves the token out: it is what makes the descriptor a capability, and
 /// logs are read by others.
 impl fmt::Debug for Descriptor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -240,10 +240,10 @@ mod tests {
         key
     }
 
-    const TAG: u128 = 0x0123_4567_89ab_cdef_fedc_ba98_7654_3210;
+    const TOKEN: u128 = 0x0123_4567_89ab_cdef_fedc_ba98_7654_3210;
 
     fn descriptor() -> Descriptor {
-        Descriptor::new(0x7f00_0000_1000, 4096, TAG, key()).unwrap()
+        Descriptor::new(0x7f00_0000_1000, 4096, TOKEN, key()).unwrap()
     }
 
     fn reason(bytes: &[u8]) -> &'static str {
@@ -272,8 +272,8 @@ mod tests {
         assert_eq!(back.address(), 0x7f00_0000_1000);
         assert_eq!(back.size(), 4096);
         assert_eq!(back.packed_key(), &key()[..]);
-        assert_eq!(back.tag(), TAG);
-        assert_eq!(&bytes[32..48], &TAG.to_le_bytes());
+        assert_eq!(back.token(), TOKEN);
+        assert_eq!(&bytes[32..48], &TOKEN.to_le_bytes());
     }
 
     #[test]

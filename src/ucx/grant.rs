@@ -7,18 +7,18 @@
 //! `bootstrap.rs`):
 //!
 //! - The owner issues a descriptor (`Registered::descriptor_of`): it gets a
-//!   random 128-bit tag and is kept, byte for byte, in its registration's
+//!   random 128-bit token and is kept, byte for byte, in its registration's
 //!   [`Issued`].
 //! - A peer asks the owner to confirm a descriptor (VERIFY). The owner
 //!   confirms only one it issued, byte for byte, whose registration lives,
 //!   while it is not revoking what the link holds; it then counts the link
-//!   as holding the tag (CONFIRMED, else REFUSED). The peer unpacks the key
+//!   as holding the token (CONFIRMED, else REFUSED). The peer unpacks the key
 //!   only then, and only on an endpoint connected to the worker address
 //!   the same link carried.
 //! - The owner revokes what a link holds (REVOKE). The peer refuses new
 //!   operations through it, and once every operation it started through it
 //!   has been flushed, it says it let go (RELEASED). A peer also lets go of
-//!   a tag on its own once it has dropped every [`Grant`] and
+//!   a token on its own once it has dropped every [`Grant`] and
 //!   [`Remote`](super::Remote) of it and flushed what they started.
 //! - A registration whose descriptors a link still holds is never unmapped:
 //!   dropped, it leaks its memory instead, so that a late put lands in
@@ -114,9 +114,9 @@ impl From<Refusal> for Error {
     }
 }
 
-/// One registration's issued descriptors, and how many links hold a tag of
+/// One registration's issued descriptors, and how many links hold a token of
 /// them. Shared by the registration, the process's list of them, and the
-/// owner links that hold its tags.
+/// owner links that hold its tokens.
 pub(crate) struct Issued {
     /// The id of the context the keys were packed with.
     context: u64,
@@ -125,11 +125,11 @@ pub(crate) struct Issued {
 
 #[derive(Default)]
 struct IssuedState {
-    /// Every descriptor issued and not withdrawn, by tag.
-    by_tag: HashMap<u128, Descriptor>,
-    /// The tag issued for each range, so that a range keeps one descriptor.
+    /// Every descriptor issued and not withdrawn, by token.
+    by_token: HashMap<u128, Descriptor>,
+    /// The token issued for each range, so that a range keeps one descriptor.
     by_range: HashMap<(u64, usize), u128>,
-    /// How many (link, tag) holds peers have: confirmed, not released.
+    /// How many (link, token) holds peers have: confirmed, not released.
     held: usize,
     /// The registration is going: nothing is confirmed any more.
     closed: bool,
@@ -154,7 +154,7 @@ impl Issued {
     }
 
     /// The descriptor of `size` bytes at `address`: the one issued for that
-    /// range before, or a new one with a fresh tag and the key `pack` makes.
+    /// range before, or a new one with a fresh token and the key `pack` makes.
     pub(crate) fn issue(
         &self,
         address: u64,
@@ -164,44 +164,46 @@ impl Issued {
         if let Some(descriptor) = self.by_range(address, size) {
             return Ok(descriptor);
         }
-        let descriptor = Descriptor::new(address, size, new_tag()?, pack()?)?;
+        let descriptor = Descriptor::new(address, size, new_token()?, pack()?)?;
         let mut state = lock(&self.state);
-        // Another thread may have issued the range meanwhile: one tag each.
-        if let Some(tag) = state.by_range.get(&(address, size)) {
-            return Ok(state.by_tag[tag].clone());
+        // Another thread may have issued the range meanwhile: one token each.
+        if let Some(token) = state.by_range.get(&(address, size)) {
+            return Ok(state.by_token[token].clone());
         }
-        state.by_range.insert((address, size), descriptor.tag());
-        state.by_tag.insert(descriptor.tag(), descriptor.clone());
+        state.by_range.insert((address, size), descriptor.token());
+        state
+            .by_token
+            .insert(descriptor.token(), descriptor.clone());
         Ok(descriptor)
     }
 
     fn by_range(&self, address: u64, size: usize) -> Option<Descriptor> {
         let state = lock(&self.state);
-        let tag = state.by_range.get(&(address, size))?;
-        Some(state.by_tag[tag].clone())
+        let token = state.by_range.get(&(address, size))?;
+        Some(state.by_token[token].clone())
     }
 
     /// Stops confirming `descriptor`; whether it was issued here.
     pub(crate) fn withdraw(&self, descriptor: &Descriptor) -> bool {
         let mut state = lock(&self.state);
-        if state.by_tag.get(&descriptor.tag()) != Some(descriptor) {
+        if state.by_token.get(&descriptor.token()) != Some(descriptor) {
             return false;
         }
-        state.by_tag.remove(&descriptor.tag());
+        state.by_token.remove(&descriptor.token());
         state
             .by_range
             .remove(&(descriptor.address(), descriptor.size()));
         true
     }
 
-    /// How many (link, tag) holds peers have.
+    /// How many (link, token) holds peers have.
     pub(crate) fn held(&self) -> usize {
         lock(&self.state).held
     }
 
     /// How many descriptors are issued and not withdrawn.
     pub(crate) fn issued(&self) -> usize {
-        lock(&self.state).by_tag.len()
+        lock(&self.state).by_token.len()
     }
 
     /// The id of the context the keys were packed with.
@@ -240,31 +242,31 @@ impl Issued {
         lock(&ISSUERS).retain(|weak| weak.strong_count() > 0 && !weak.ptr_eq(&this));
     }
 
-    /// A link let go of a tag it held.
+    /// A link let go of a token it held.
     pub(crate) fn release(&self) {
         let mut state = lock(&self.state);
         state.held = state.held.saturating_sub(1);
     }
 }
 
-/// A fresh, non-zero tag.
-fn new_tag() -> Result<u128, Error> {
+/// A fresh, non-zero token.
+fn new_token() -> Result<u128, Error> {
     loop {
-        let tag = u128::from_ne_bytes(random()?);
-        if tag != 0 {
-            return Ok(tag);
+        let token = u128::from_ne_bytes(random()?);
+        if token != 0 {
+            return Ok(token);
         }
     }
 }
 
 /// Confirms `descriptor` for a link: the registration that issued exactly
-/// these bytes, if it is open, with the link counted as a holder of its tag
+/// these bytes, if it is open, with the link counted as a holder of its token
 /// unless it was one already (`already`).
 pub(crate) fn confirm(descriptor: &Descriptor, already: bool) -> Result<Arc<Issued>, Refusal> {
     let issuers: Vec<Arc<Issued>> = lock(&ISSUERS).iter().filter_map(Weak::upgrade).collect();
     for issued in issuers {
         let mut state = lock(&issued.state);
-        if state.by_tag.get(&descriptor.tag()) != Some(descriptor) {
+        if state.by_token.get(&descriptor.token()) != Some(descriptor) {
             continue;
         }
         if state.closed {
@@ -289,10 +291,10 @@ pub(crate) struct Peer {
     pub(crate) context: u64,
 }
 
-/// A peer's hold on one tag confirmed over one link, shared by the link,
+/// A peer's hold on one token confirmed over one link, shared by the link,
 /// the [`Grant`]s and the [`Track`]s of it.
 pub(crate) struct Held {
-    tag: u128,
+    token: u128,
     /// The link's frame writer: RELEASED goes out through it.
     writer: Arc<Writer>,
     state: Mutex<HeldState>,
@@ -300,7 +302,7 @@ pub(crate) struct Held {
 
 #[derive(Default)]
 struct HeldState {
-    /// Grants, Tracks and verifications in flight that hold the tag.
+    /// Grants, Tracks and verifications in flight that hold the token.
     holders: usize,
     /// Tracks (remotes) with operations started and not yet flushed.
     unsettled: usize,
@@ -311,11 +313,11 @@ struct HeldState {
 }
 
 impl Held {
-    /// A hold of `tag` on the link whose writer this is, with no holder
+    /// A hold of `token` on the link whose writer this is, with no holder
     /// yet.
-    pub(crate) fn new(tag: u128, writer: Arc<Writer>) -> Arc<Held> {
+    pub(crate) fn new(token: u128, writer: Arc<Writer>) -> Arc<Held> {
         Arc::new(Held {
-            tag,
+            token,
             writer,
             state: Mutex::new(HeldState::default()),
         })
@@ -366,7 +368,7 @@ impl Held {
         self.change(|state| state.unsettled = state.unsettled.saturating_sub(1));
     }
 
-    /// The owner revoked the tag.
+    /// The owner revoked the token.
     pub(crate) fn revoke(&self) {
         self.change(|state| state.revoked = true);
     }
@@ -379,7 +381,7 @@ impl Held {
         lock(&self.state).released
     }
 
-    /// Applies `f`, and says RELEASED if that let the tag go: nothing
+    /// Applies `f`, and says RELEASED if that let the token go: nothing
     /// unflushed, and no holder left or revoked. Under the writer's lock,
     /// so that RELEASED and a new hold's VERIFY go out in the order the
     /// holds changed.
@@ -394,9 +396,9 @@ impl Held {
             release
         };
         if release {
-            // A failed write leaves the owner believing the tag held: it
+            // A failed write leaves the owner believing the token held: it
             // then keeps the memory, which is safe.
-            let _ = writer.released(&[self.tag]);
+            let _ = writer.released(&[self.token]);
         }
     }
 }

@@ -6,7 +6,7 @@
 //! commit later as it is committed, and unmaps each part before its pages
 //! go (the registration layer is `register.rs`; this module is the UCX
 //! calls). For any allocation, [`Registered::descriptor_of`] issues a
-//! [`Descriptor`]: its address, length, packed remote key and a random tag,
+//! [`Descriptor`]: its address, length, packed remote key and a random token,
 //! as bytes to send to a peer. Owner and peer talk over a [`Link`]: the
 //! owner sends its worker's address ([`Link::send_address`]), the peer
 //! connects a [`Worker`] to it ([`Worker::connect`]), reads a descriptor
@@ -55,7 +55,7 @@
 //!   authenticated, as UCX's own traffic is not.
 //! - **A peer that uses unimem writes only what it was granted.** The owner
 //!   confirms only descriptors it issued, and each carries a random 128-bit
-//!   tag: a peer cannot name another allocation (another address under a
+//!   token: a peer cannot name another allocation (another address under a
 //!   valid key, a range 8 bytes longer) without that allocation's
 //!   descriptor. A [`Remote`] refuses any put or get outside its range
 //!   with [`UcxError::OutOfRange`] before any UCX call. (These checks run
@@ -85,7 +85,7 @@
 //! |---|---|---|---|---|
 //! | `tcp` | the owner's worker, in software, when progressed (`ucp_put_handler`; tcp's own put, `uct_tcp_ep_handle_put_req`, likewise) | no | what it was granted | any address in the owner's process; measured: a forged address lands, an unmapped one kills the owner |
 //! | `posix`, `sysv` (with `cma`) | the owner's worker, as over tcp, through a shared-memory queue: these memory domains map only memory UCX allocated | no | what it was granted | as over tcp; measured the same |
-//! | `cma` | the peer itself, `process_vm_writev` into the owner (UCX 1.13 moves large tagged messages this way; puts took the queue above here) | no: the key is empty; the kernel checks only that the peer may trace the owner | what it was granted | any address the kernel lets it write; an unmapped one fails in the peer (`EFAULT`) |
+//! | `cma` | the peer itself, `process_vm_writev` into the owner (UCX 1.13 moves large with token messages this way; puts took the queue above here) | no: the key is empty; the kernel checks only that the peer may trace the owner | what it was granted | any address the kernel lets it write; an unmapped one fails in the peer (`EFAULT`) |
 //! | `ud` | the owner's worker, in software (`uct_ud` copies to the address in the message) | no | what it was granted | as over tcp |
 //! | `rc`, `dc` (InfiniBand, RoCE) | the NIC, against the registration | yes: the key and the registered part it names | what it was granted | with a key it holds, the whole registered part (a committed part of a Block, other allocations in it included); through the software messages every worker also serves, any address |
 //!
@@ -198,7 +198,7 @@ mod tests;
 mod worker;
 
 pub use crate::error::UcxError;
-pub use crate::register::{Range, Regions};
+pub use crate::register::{Regions, Span};
 pub use batch::{Batch, WINDOW};
 pub use bootstrap::{Link, MAX_FRAME};
 pub use context::{Context, Peers};

@@ -12,7 +12,7 @@ use super::descriptor::Descriptor;
 use super::error::{UcxError, check};
 use super::grant::Issued;
 use super::{Context, sys};
-use crate::register::{Backend, Range, Regions};
+use crate::register::{Backend, Regions, Span};
 use crate::{Block, Error, Model, Tape};
 
 /// Ranges larger than this are mapped in parts, each its own memory handle
@@ -78,7 +78,7 @@ impl Backend for Ucx {
         self.chunk
     }
 
-    fn continues(&self, _prev: &Range<MemHandle>, _next: &Range<MemHandle>) -> bool {
+    fn continues(&self, _prev: &Span<MemHandle>, _next: &Span<MemHandle>) -> bool {
         // Two handles are two keys: no descriptor covers both.
         false
     }
@@ -96,7 +96,7 @@ impl Backend for Ucx {
 /// [`UcxError::NotRegistered`]: commit ahead, or open the allocator with
 /// what it needs committed).
 ///
-/// It keeps the descriptors it issued, each with a random tag, and confirms
+/// It keeps the descriptors it issued, each with a random token, and confirms
 /// exactly those to peers that ask over a [`Link`](super::Link)
 /// ([`Link::verify`](super::Link::verify)), counting which links hold
 /// which ([`held`](Registered::held)). Dropping it with nothing held
@@ -139,7 +139,7 @@ impl<A: Regions> Registered<A> {
     /// allocation (or part of one) in the registered Blocks.
     ///
     /// The first call for a range issues a descriptor with a fresh random
-    /// tag and keeps it, for confirming to peers; later calls for the same
+    /// token and keeps it, for confirming to peers; later calls for the same
     /// range give the same one. A peer can do nothing with it until it is
     /// confirmed ([`Link::verify`](super::Link::verify)), and the peer's
     /// unimem reaches only its bytes. [`withdraw`](Registered::withdraw)
@@ -222,13 +222,13 @@ impl<A: Regions> Registered<A> {
     }
 
     /// Every mapped range, in address order.
-    pub fn ranges(&self) -> std::vec::Vec<Range<MemHandle>> {
-        self.inner.ranges()
+    pub fn spans(&self) -> std::vec::Vec<Span<MemHandle>> {
+        self.inner.spans()
     }
 
     /// The mapped range that holds the address `ptr`, and the offset of
     /// `ptr` in it, if the `bytes` bytes from `ptr` lie in that one range.
-    pub fn lookup(&self, ptr: usize, bytes: usize) -> Option<(Range<MemHandle>, usize)> {
+    pub fn lookup(&self, ptr: usize, bytes: usize) -> Option<(Span<MemHandle>, usize)> {
         self.inner.lookup(ptr, bytes)
     }
 
@@ -282,7 +282,7 @@ impl<A: Regions> Drop for Registered<A> {
         // A peer may still write: the registration, its Blocks and their
         // pages are kept (`inner` is never dropped), so a late write lands
         // in memory that is there.
-        let bytes: usize = self.inner.ranges().iter().map(|range| range.len).sum();
+        let bytes: usize = self.inner.spans().iter().map(|range| range.len).sum();
         eprintln!(
             "unimem: a UCX registration of {bytes} bytes was dropped while peers held {held} \
              of its descriptors; its memory is kept (leaked) so that their writes cannot land \

@@ -213,7 +213,7 @@ fn memory_committed_later_is_mapped_part_by_part() {
         }
         other => panic!("{other:?}"),
     }
-    let last = tape.ranges().last().copied().unwrap();
+    let last = tape.spans().last().copied().unwrap();
     assert!(
         tape.descriptor_range(last.host as *const u8, last.len)
             .is_ok()
@@ -384,8 +384,8 @@ fn serve_commands(mut link: Link, issued: &Issued) -> (usize, usize) {
                 link.send(&held).unwrap();
             }
             b"revoke" => {
-                let tags = link.held_tags();
-                let result = link.revoke_tags(tags, None, Duration::from_millis(300));
+                let tokens = link.held_tags();
+                let result = link.revoke_tags(tokens, None, Duration::from_millis(300));
                 link.send(if result.is_ok() { b"ok" } else { b"timed out" })
                     .unwrap();
             }
@@ -417,14 +417,14 @@ fn the_owner_confirms_exactly_the_descriptors_it_issued_and_counts_who_holds_the
         .unwrap();
     let again = issued.issue(0x7f00_0010_0000, 4096, || unreachable!());
     assert_eq!(again.unwrap(), genuine, "a range keeps its descriptor");
-    assert_ne!(genuine.tag(), guard.tag());
+    assert_ne!(genuine.token(), guard.token());
     let (mut link, owner) = link_pair({
         let issued = issued.clone();
         move |link| serve_commands(link, &issued)
     });
 
     // Every one-byte change that still parses is refused by the owner:
-    // corrupted keys, other ranges, other tags.
+    // corrupted keys, other ranges, other tokens.
     let bytes = genuine.to_bytes();
     let mut asked = 0;
     for at in 0..bytes.len() {
@@ -442,7 +442,7 @@ fn the_owner_confirms_exactly_the_descriptors_it_issued_and_counts_who_holds_the
     }
     assert!(asked > bytes.len(), "{asked} mutations parsed");
     // Another allocation's range (the guard after it), or 8 bytes past the
-    // end, under the genuine tag and key.
+    // end, under the genuine token and key.
     for (address, size) in [
         (guard.address(), guard.size()),
         (genuine.address() + 8, 4096),
@@ -676,8 +676,8 @@ fn accept_if_turns_away_the_peers_it_does_not_allow() {
 
 #[test]
 fn malformed_control_frames_break_the_link() {
-    // A raw owner that greets, then sends one bad frame: a tag list that is
-    // not whole tags, a short confirmation, an address frame with no
+    // A raw owner that greets, then sends one bad frame: a token list that is
+    // not whole tokens, a short confirmation, an address frame with no
     // address, a kind no link sends.
     for (kind, body) in [
         (5u8, vec![0u8; 15]),
