@@ -147,7 +147,7 @@ pub use allocator_api2;
 pub use alloc::Exhaustion;
 #[cfg(unimem_apple)]
 pub use block::IOSurfaceRef;
-pub use block::{Block, BlockOptions, Export, Pages, Pinning, Region, page_size};
+pub use block::{Block, BlockOptions, Export, Node, Pages, Pinning, Placement, Region, page_size};
 pub use error::Error;
 pub use grid::{Cell, Grid, UninitCell};
 pub use heap::{Heap, HeapStats};

@@ -32,12 +32,14 @@
 //! Commits and decommits of one Block are serialized by a commit lock (one of
 //! a few striped locks, so that Blocks need no lock of their own at a stable
 //! address; `fork` takes them all, see `fork.rs`). Each commit maps the new
-//! pages, locks them (or records why not), populates them unless prefault is
-//! off, and tells every watcher (a device registration covering the Block)
+//! pages, binds them to the Block's NUMA node if it has one (`numa/`), locks
+//! them (or records why not), populates them unless prefault is off, and
+//! tells every watcher (a device registration covering the Block)
 //! before publishing the new committed size, so no allocation can land in
 //! pages a registration has not seen. A Block with a watcher refuses to
 //! decommit: the device may still use the pages.
 
+mod numa;
 mod populate;
 mod report;
 
@@ -66,6 +68,7 @@ mod imp;
 pub use imp::Export;
 #[cfg(unimem_apple)]
 pub use imp::IOSurfaceRef;
+pub use numa::{Node, Placement};
 pub(crate) use report::pin_error;
 
 /// What a backend's `reserve` or `attach` made.
@@ -340,6 +343,8 @@ pub struct BlockOptions<'a> {
     pub(crate) quiet: bool,
     pub(crate) inherit: bool,
     pub(crate) accept_huge_page_sigbus: bool,
+    pub(crate) node: Option<Node>,
+    pub(crate) placement: Placement,
 }
 
 impl Default for BlockOptions<'_> {
@@ -352,7 +357,8 @@ impl<'a> BlockOptions<'a> {
     /// Private, pinned where the locked-memory limit allows
     /// ([`Pinning::BestEffort`]), pages prefaulted, transparent huge page
     /// advice, label `"unimem"`, capacity equal to what is opened,
-    /// inherited by forked children, huge-page memfds not attached.
+    /// inherited by forked children, huge-page memfds not attached, no NUMA
+    /// node (the kernel's default placement).
     ///
     /// Best effort is the default so that a program works the first time
     /// for an ordinary user, whose limit (`RLIMIT_MEMLOCK`) is often 8 MiB:
@@ -372,6 +378,8 @@ impl<'a> BlockOptions<'a> {
             quiet: false,
             inherit: true,
             accept_huge_page_sigbus: false,
+            node: None,
+            placement: Placement::BestEffort,
         }
     }
 
@@ -475,10 +483,54 @@ impl<'a> BlockOptions<'a> {
         self
     }
 
-    /// Whether to keep quiet when `mlock` is refused. By default the first
-    /// refusal in the process writes one line to standard error that says
-    /// what was refused and how to raise the limit; programs that choose
-    /// [`Pinning::BestEffort`] deliberately can turn it off.
+    /// The NUMA node the Block's pages come from (Linux); `None`, the
+    /// default, leaves placement to the kernel (the node of the CPU that
+    /// first touches a page). [`Node::near_pci`] and, with their features,
+    /// `Node::near_cuda` and `Node::near_vulkan` find the node nearest a
+    /// device, and return an `Option` this takes as it is.
+    ///
+    /// The node is checked at open: one that does not exist, has no memory,
+    /// or is outside the nodes this process may use is [`Error::Node`].
+    /// The reservation is then bound to it (`mbind`) before any page is
+    /// populated, private and shared Blocks alike, and so is every range a
+    /// commit maps afresh; a commit large enough to populate from several
+    /// threads runs them on the node's CPUs. [`placement`](Self::placement)
+    /// says how strictly (best effort by default), [`Region::node`] whether
+    /// the binding took, and [`Region::nodes`] where the pages are.
+    /// Allocators pass it on to every data Block they open (a Tape, Heap or
+    /// Grid near a GPU); their metadata Blocks, which devices never see,
+    /// are not placed. [`Block::attach`] takes no node: the owner placed the
+    /// pages ([`Error::InvalidArgument`]).
+    ///
+    /// The macOS and portable backends cannot place memory: any node there
+    /// is [`Error::Unsupported`].
+    ///
+    /// ```no_run
+    /// use unimem::{BlockOptions, Node, Placement, Tape};
+    ///
+    /// let near_gpu = Node::near_pci("0000:3b:00.0")?; // None on a one-node machine
+    /// let options = BlockOptions::new().node(near_gpu).placement(Placement::Required);
+    /// let tape = Tape::open_with(256 << 20, &options)?;
+    /// println!("pages on {:?}", tape.block().nodes()?);
+    /// # Ok::<(), unimem::Error>(())
+    /// ```
+    pub const fn node(mut self, node: Option<Node>) -> Self {
+        self.node = node;
+        self
+    }
+
+    /// How strictly the pages keep to the [`node`](Self::node): see
+    /// [`Placement`]. Without a node it changes nothing.
+    pub const fn placement(mut self, placement: Placement) -> Self {
+        self.placement = placement;
+        self
+    }
+
+    /// Whether to keep quiet when `mlock` or `mbind` is refused. By default
+    /// the first refusal of each in the process writes one line to standard
+    /// error that says what was refused and how to allow it; programs that
+    /// choose [`Pinning::BestEffort`] or [`Placement::BestEffort`]
+    /// deliberately can turn it off.
     pub const fn quiet(mut self, quiet: bool) -> Self {
         self.quiet = quiet;
         self
@@ -513,6 +565,13 @@ struct Settings {
     pinning: Pinning,
     prefault: bool,
     quiet: bool,
+    /// The node asked for, whose CPUs populate large commits (even where
+    /// binding was refused: the kernel's default placement then puts the
+    /// pages where those threads touch them).
+    node: Option<Node>,
+    /// The most a commit may fault in: the node's memory for a required
+    /// placement, else the machine's.
+    memory: usize,
 }
 
 /// Something told about every commit of a Block: a device registration that
@@ -605,6 +664,10 @@ pub struct Region {
     unlocked: AtomicUsize,
     granule: usize,
     settings: Settings,
+    /// The node the reservation is bound to and how strictly; `None` when
+    /// no node was asked for, or a best-effort binding was refused. Set
+    /// before the Region is shared, never changed after.
+    placement: Option<(Node, Placement)>,
     /// Registrations told of each commit; under the commit lock.
     watchers: UnsafeCell<[Option<Watcher>; WATCHERS]>,
     raw: imp::Raw,
@@ -632,6 +695,7 @@ impl Region {
             unlocked: AtomicUsize::new(0),
             granule: reserved.granule,
             settings,
+            placement: None,
             watchers: UnsafeCell::new([None; WATCHERS]),
             raw: reserved.raw,
         }
@@ -791,16 +855,19 @@ impl Region {
     /// `from..to`.
     fn lock_and_populate(&self, from: usize, to: usize, caller: Caller) -> Result<(), Error> {
         let settings = self.settings;
-        // More than the machine's memory can be neither pinned nor faulted
-        // in: say so now rather than after the kernel has tried (and pushed
-        // everything else out of memory on the way).
-        let physical = crate::sys::physical_memory();
-        if settings.prefault && to - from > physical {
+        // More than the machine's memory (or the node's, for a required
+        // placement) can be neither pinned nor faulted in: say so now rather
+        // than after the kernel has tried (and pushed everything else out
+        // of memory on the way).
+        if settings.prefault && to - from > settings.memory {
             return Err(Error::OutOfMemory {
                 requested: to - from,
-                available: physical,
+                available: settings.memory,
             });
         }
+        // Before a page is touched: a mapping made afresh (a shared or
+        // huge-page commit) does not keep the reservation's policy.
+        self.bind(from, to, caller)?;
         let mut populated = false;
         if settings.pinning != Pinning::Off {
             // Keep the locked part a prefix: lock from its end, which is
@@ -814,7 +881,7 @@ impl Region {
                 && caller == Caller::User
                 && locked == from
                 && populate::worth_threads(to - from)
-                && unsafe { populate::lock_in_threads(self.ptr, from, to) };
+                && unsafe { populate::lock_in_threads(self.ptr, from, to, settings.node) };
             let result = if in_threads {
                 Ok(())
             } else {
@@ -858,13 +925,135 @@ impl Region {
         if settings.prefault && !populated {
             if caller == Caller::User && populate::worth_threads(to - from) {
                 // SAFETY: as above.
-                unsafe { populate::in_threads(self.ptr, from, to)? };
+                unsafe { populate::in_threads(self.ptr, from, to, settings.node)? };
             } else {
                 // SAFETY: as above.
                 unsafe { self.raw.populate(self.ptr, from, to)? };
             }
         }
         Ok(())
+    }
+
+    /// Binds `from..to` of the reservation to the Block's node, if it has
+    /// one (see [`bind_reservation`](Region::bind_reservation) for what a
+    /// refusal does).
+    fn bind(&self, from: usize, to: usize, caller: Caller) -> Result<(), Error> {
+        let Some((node, placement)) = self.placement else {
+            return Ok(());
+        };
+        // SAFETY: `from..to` lies in our own reservation, page-aligned.
+        let bound = unsafe { numa::bind(self.ptr.as_ptr().add(from), to - from, node, placement) };
+        match bound {
+            Ok(()) => Ok(()),
+            Err(source) => self.refused(node, placement, source, caller),
+        }
+    }
+
+    /// Binds the whole reservation to `node` as `placement` says, before
+    /// anything is committed, and records it. A refusal (`EPERM`,
+    /// `ENOSYS`: the system forbids memory policies) is
+    /// [`Error::Placement`] when placement is required (told once on
+    /// standard error too when an allocator opens the Block, whose error
+    /// reaches no one); best effort tells standard error once and goes on
+    /// unbound. `EINVAL` (a node this process may not use: its cpuset) is
+    /// [`Error::Node`] either way.
+    fn bind_reservation(
+        &mut self,
+        node: Node,
+        placement: Placement,
+        caller: Caller,
+    ) -> Result<(), Error> {
+        // SAFETY: the whole reservation, ours, page-aligned.
+        match unsafe { numa::bind(self.ptr.as_ptr(), self.capacity, node, placement) } {
+            Ok(()) => {
+                self.placement = Some((node, placement));
+                Ok(())
+            }
+            Err(source) => self.refused(node, placement, source, caller),
+        }
+    }
+
+    /// What a refused `mbind` of the Block to `node` means; see
+    /// [`bind_reservation`](Region::bind_reservation).
+    fn refused(
+        &self,
+        node: Node,
+        placement: Placement,
+        source: std::io::Error,
+        caller: Caller,
+    ) -> Result<(), Error> {
+        let quiet = self.settings.quiet;
+        match numa::refusal(&source) {
+            numa::Refusal::Forbidden => {
+                let required = placement == Placement::Required;
+                if required {
+                    if caller == Caller::Allocator && !quiet {
+                        report::placement_refusal(node.index(), &source, true);
+                    }
+                    return Err(Error::Placement {
+                        node: node.index(),
+                        source,
+                    });
+                }
+                if !quiet {
+                    report::placement_refusal(node.index(), &source, false);
+                }
+                Ok(())
+            }
+            numa::Refusal::NotAllowed => Err(Error::Node {
+                node: node.index(),
+                reason: "not among the memory nodes this process may use (its cpuset: \
+                         Mems_allowed in /proc/self/status)",
+            }),
+            numa::Refusal::Other => Err(Error::Os {
+                call: "mbind",
+                source,
+            }),
+        }
+    }
+
+    /// The NUMA node the Block's pages are bound to: the one
+    /// [`BlockOptions::node`] asked for, once the system accepted the
+    /// binding; `None` when no node was asked for, or a best-effort binding
+    /// was refused. Where the pages actually are, [`nodes`](Region::nodes)
+    /// says.
+    pub fn node(&self) -> Option<Node> {
+        self.placement.map(|(node, _)| node)
+    }
+
+    /// Where the committed pages are: the bytes in memory on each NUMA node,
+    /// in node order, nodes without any left out (pages not in memory yet,
+    /// or given back, are not counted). Asked of the kernel page by page
+    /// (`move_pages` with no target, which moves nothing): about a system
+    /// call per 512 pages, for checking placement rather than for a hot
+    /// path. Where `move_pages` is refused (Docker's default seccomp profile
+    /// refuses it whatever the capabilities), the kernel's per-mapping
+    /// counts in `/proc/self/numa_maps` answer instead. A snapshot: commits
+    /// and first touches on other threads move on meanwhile.
+    ///
+    /// ```
+    /// # #[cfg(target_os = "linux")] {
+    /// use unimem::{BlockOptions, Node};
+    ///
+    /// let block = BlockOptions::new().node(Some(Node::new(0))).open(4 << 20)?;
+    /// for (node, bytes) in block.nodes()? {
+    ///     println!("{bytes} bytes on {node}"); // all 4 MiB on node 0
+    /// }
+    /// # }
+    /// # Ok::<(), unimem::Error>(())
+    /// ```
+    ///
+    /// Errors: `move_pages` refused and `/proc/self/numa_maps` of no help
+    /// (unreadable, or a mapping of the Block merged with a neighbour's),
+    /// [`Error::Os`] with `move_pages`'s error; not Linux
+    /// ([`Error::Unsupported`]).
+    pub fn nodes(&self) -> Result<Vec<(Node, usize)>, Error> {
+        let step = if self.granule > page_size() {
+            self.granule
+        } else {
+            page_size()
+        };
+        numa::residency(self.ptr.as_ptr(), self.committed(), self.capacity, step)
     }
 
     /// Decommits everything past the first `keep` bytes (rounded up to the
@@ -1226,7 +1415,8 @@ impl Block {
     /// committing `bytes` of them (zero is allowed when the capacity is
     /// not), with `options`.
     pub fn open_with(bytes: usize, options: &BlockOptions<'_>) -> Result<Block, Error> {
-        let block = Block::reserve_for(bytes.max(options.capacity), 1, bytes, options)?;
+        let block =
+            Block::reserve_for(bytes.max(options.capacity), 1, bytes, options, Caller::User)?;
         block.commit_to(bytes, Caller::User)?;
         Ok(block)
     }
@@ -1244,22 +1434,27 @@ impl Block {
         align: usize,
         options: &BlockOptions<'_>,
     ) -> Result<Block, Error> {
-        Block::reserve_for(capacity, align, 0, options)
+        Block::reserve_for(capacity, align, 0, options, Caller::Allocator)
     }
 
     /// As [`reserve_aligned`](Block::reserve_aligned), for a caller that
-    /// commits `open` bytes right after.
+    /// commits `open` bytes right after: the program itself (`User`), or an
+    /// allocator.
     fn reserve_for(
         capacity: usize,
         align: usize,
         open: usize,
         options: &BlockOptions<'_>,
+        caller: Caller,
     ) -> Result<Block, Error> {
         if options.label.as_bytes().contains(&0) {
             return Err(Error::InvalidArgument {
                 reason: "a Block label cannot contain a NUL byte",
             });
         }
+        // The node exists and has memory (and this platform places pages)
+        // before anything is reserved.
+        let node_memory = options.node.map(numa::check).transpose()?;
         let granule = options.granule();
         let capacity = round_to(capacity, granule)?;
         // Transparent huge pages need 2 MiB-aligned 2 MiB ranges.
@@ -1272,9 +1467,12 @@ impl Block {
         // `open` in granules, as the commit right after rounds it.
         let open = open.checked_next_multiple_of(granule).unwrap_or(usize::MAX);
         let reserved = <imp::Raw as Platform>::reserve(capacity, granule, align, open, options)?;
-        Ok(Block {
-            region: Region::new(reserved, Settings::of(options)),
-        })
+        let mut region = Region::new(reserved, Settings::of(options, node_memory));
+        if let Some(node) = options.node {
+            // Dropping the Region on an error releases the reservation.
+            region.bind_reservation(node, options.placement, caller)?;
+        }
+        Ok(Block { region })
     }
 
     /// Maps the pages behind `export` (from [`Region::share`], here or in
@@ -1307,15 +1505,22 @@ impl Block {
     }
 
     /// [`Block::attach`] with `options` (pinning, prefault, quiet and
-    /// capacity; the label and pages were fixed by the owner).
+    /// capacity; the label and pages were fixed by the owner, and so was the
+    /// placement: a node is [`Error::InvalidArgument`]).
     ///
     /// # Safety
     /// As [`Block::attach`].
     pub unsafe fn attach_with(export: Export, options: &BlockOptions<'_>) -> Result<Block, Error> {
+        if options.node.is_some() {
+            return Err(Error::InvalidArgument {
+                reason: "attach takes no NUMA node: the owner of a shared Block places its \
+                         pages (open it with BlockOptions::node)",
+            });
+        }
         // SAFETY: the caller upholds the aliasing contract documented above.
         let (reserved, size) = unsafe { <imp::Raw as Platform>::attach(export, options)? };
         let block = Block {
-            region: Region::new(reserved, Settings::of(options)),
+            region: Region::new(reserved, Settings::of(options, None)),
         };
         block.commit_to(size, Caller::Follower)?;
         Ok(block)
@@ -1382,11 +1587,18 @@ impl Block {
 }
 
 impl Settings {
-    fn of(options: &BlockOptions<'_>) -> Settings {
+    /// `node_memory`: the memory of the options' node, as checked.
+    fn of(options: &BlockOptions<'_>, node_memory: Option<usize>) -> Settings {
+        let physical = crate::sys::physical_memory();
         Settings {
             pinning: options.pinning,
             prefault: options.prefault,
             quiet: options.quiet,
+            node: options.node,
+            memory: match (node_memory, options.placement) {
+                (Some(node), Placement::Required) => node.min(physical),
+                _ => physical,
+            },
         }
     }
 }

@@ -13,10 +13,17 @@
 //! unlocked and the commit is locked on one thread, as it would have been,
 //! so the locked bytes stay a prefix. Growth inside an allocator never
 //! goes parallel: spawning a thread allocates.
+//!
+//! A Block placed on a NUMA node ([`BlockOptions::node`](super::BlockOptions::node))
+//! populates from that node's CPUs (those of them this process may use,
+//! at most as many threads as there are): each thread moves itself there
+//! (`sched_setaffinity`) before it touches a page, so that zeroing writes
+//! local memory, and so that the pages land on the node even where the
+//! system refused to bind them. The committing thread itself never moves.
 
 use core::ptr::NonNull;
 
-use super::{COMMIT_STEP, imp};
+use super::{COMMIT_STEP, Node, imp, numa};
 use crate::Error;
 
 /// Commits below this populate on the committing thread.
@@ -37,14 +44,23 @@ pub(crate) fn worth_threads(len: usize) -> bool {
     cfg!(unimem_linux) && len >= PARALLEL_MIN && threads(len) > 1
 }
 
-/// Populates `from..to` of the reservation at `base` from several threads.
+/// Populates `from..to` of the reservation at `base` from several threads,
+/// on `node`'s CPUs if there is one.
 ///
 /// # Safety
 /// `from..to` is mapped and nothing else refers to it.
-pub(crate) unsafe fn in_threads(base: NonNull<u8>, from: usize, to: usize) -> Result<(), Error> {
+pub(crate) unsafe fn in_threads(
+    base: NonNull<u8>,
+    from: usize,
+    to: usize,
+    node: Option<Node>,
+) -> Result<(), Error> {
+    let cpus = node.and_then(numa::cpus);
     // SAFETY: a part of `from..to`, mapped (the caller's contract); the
     // kernel faults it in without changing a byte.
-    let results = each_part(base, from, to, |at, len| unsafe { imp::populate(at, len) });
+    let results = each_part(base, from, to, cpus.as_ref(), |at, len| unsafe {
+        imp::populate(at, len)
+    });
     results.into_iter().try_for_each(|(_, _, result)| result)
 }
 
@@ -57,9 +73,15 @@ pub(crate) unsafe fn in_threads(base: NonNull<u8>, from: usize, to: usize) -> Re
 ///
 /// # Safety
 /// As `in_threads`.
-pub(crate) unsafe fn lock_in_threads(base: NonNull<u8>, from: usize, to: usize) -> bool {
+pub(crate) unsafe fn lock_in_threads(
+    base: NonNull<u8>,
+    from: usize,
+    to: usize,
+    node: Option<Node>,
+) -> bool {
+    let cpus = node.and_then(numa::cpus);
     // SAFETY: as in `in_threads`; locking changes no byte.
-    let results = each_part(base, from, to, |at, len| unsafe {
+    let results = each_part(base, from, to, cpus.as_ref(), |at, len| unsafe {
         imp::lock_pages(at, len)
     });
     if results.iter().all(|(_, _, locked)| *locked) {
@@ -74,14 +96,16 @@ pub(crate) unsafe fn lock_in_threads(base: NonNull<u8>, from: usize, to: usize) 
 }
 
 /// Runs `work(at, len)` on one thread per part of `from..to` (parts of
-/// whole commit steps) and returns each part with its result, in order.
-fn each_part<R: Send>(
+/// whole commit steps), each moved onto `cpus` first if given (at most one
+/// thread per CPU), and returns each part with its result, in order.
+pub(super) fn each_part<R: Send>(
     base: NonNull<u8>,
     from: usize,
     to: usize,
+    cpus: Option<&numa::Cpus>,
     work: impl Fn(*mut u8, usize) -> R + Sync,
 ) -> Vec<(*mut u8, usize, R)> {
-    let threads = threads(to - from);
+    let threads = threads(to - from).min(cpus.map_or(usize::MAX, numa::Cpus::count));
     let part = (to - from).div_ceil(threads).next_multiple_of(COMMIT_STEP);
     // The threads get addresses: a pointer is not Send, and each only asks
     // the kernel to act on its own part.
@@ -93,6 +117,9 @@ fn each_part<R: Send>(
             .map(|at| {
                 let len = part.min(to - at);
                 s.spawn(move || {
+                    if let Some(cpus) = cpus {
+                        numa::run_on(cpus);
+                    }
                     let result = work(core::ptr::with_exposed_provenance_mut(start + at), len);
                     (at, len, result)
                 })

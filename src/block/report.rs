@@ -1,4 +1,5 @@
-//! The one line a process writes when `mlock` is first refused.
+//! The one line a process writes when `mlock` is first refused, and the
+//! one it writes when `mbind` is first refused.
 //!
 //! Pinning fails for ordinary users at `RLIMIT_MEMLOCK` (often 8 MiB), and
 //! it may fail inside a global allocator before `main`, where nothing can be
@@ -13,16 +14,21 @@ use core::sync::atomic::{AtomicBool, Ordering};
 use std::io;
 
 use crate::Error;
-use crate::error::HOW_TO_RAISE;
+use crate::error::{HOW_TO_ALLOW_MBIND, HOW_TO_RAISE};
 use crate::stderr::Line;
 
 /// Whether the line was written already.
 static TOLD: AtomicBool = AtomicBool::new(false);
 
+/// Whether the line about a refused `mbind` was written already.
+static TOLD_PLACEMENT: AtomicBool = AtomicBool::new(false);
+
 /// The errno's name, for the common ones.
 pub(crate) fn errno_name(errno: i32) -> Option<&'static str> {
     Some(match errno {
         1 => "EPERM",
+        #[cfg(target_os = "linux")]
+        38 => "ENOSYS",
         11 => "EAGAIN",
         12 => "ENOMEM",
         22 => "EINVAL",
@@ -82,6 +88,44 @@ pub(crate) fn refusal(bytes: usize, source: &io::Error, required: bool) {
          spills; Pinning::BestEffort goes on unpinned instead.\n"
     } else {
         "Going on unpinned (Pinning::BestEffort; BlockOptions::quiet(true) silences this).\n"
+    });
+    line.emit();
+}
+
+/// Tells standard error, once per process, that `mbind` to `node` was
+/// refused with `source`, and whether the commit fails (`required`) or goes
+/// on with the kernel's default placement.
+pub(crate) fn placement_refusal(node: u32, source: &io::Error, required: bool) {
+    // Relaxed: only "once" matters, as for `TOLD`.
+    if TOLD_PLACEMENT.swap(true, Ordering::Relaxed) {
+        return;
+    }
+    let mut line = Line::<768>::new();
+    let _ = write!(
+        line,
+        "unimem: mbind refused to bind a Block to NUMA node {node}"
+    );
+    if let Some(errno) = source.raw_os_error() {
+        match errno_name(errno) {
+            Some(name) => {
+                let _ = write!(line, " ({name})");
+            }
+            None => {
+                let _ = write!(line, " (errno {errno})");
+            }
+        }
+    }
+    let _ = write!(
+        line,
+        ": this system forbids memory policies (or its kernel has none). To place memory, \
+         {HOW_TO_ALLOW_MBIND}. "
+    );
+    let _ = line.write_str(if required {
+        "The allocation that needed the memory fails or spills (Placement::Required); \
+         Placement::BestEffort goes on unplaced instead.\n"
+    } else {
+        "Going on with the kernel's default placement (Placement::BestEffort; \
+         BlockOptions::quiet(true) silences this).\n"
     });
     line.emit();
 }

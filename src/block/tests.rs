@@ -329,7 +329,7 @@ fn a_refused_part_of_a_lock_in_threads_unlocks_the_others() {
     let base = NonNull::new(base.cast::<u8>()).unwrap();
     let range = (base.as_ptr().addr(), base.as_ptr().addr() + LEN);
     // SAFETY: ours and unused; the hole makes one part fail.
-    let locked = unsafe { populate::lock_in_threads(base, 0, LEN) };
+    let locked = unsafe { populate::lock_in_threads(base, 0, LEN, None) };
     assert!(!locked, "a part holding a hole cannot lock");
     assert_eq!(
         locked_in(range.0, range.1),
@@ -338,4 +338,76 @@ fn a_refused_part_of_a_lock_in_threads_unlocks_the_others() {
     );
     // SAFETY: our mapping (munmap skips the hole).
     assert_eq!(unsafe { libc::munmap(base.as_ptr().cast(), LEN) }, 0);
+}
+
+#[cfg(unimem_linux)]
+#[test]
+fn populate_threads_move_onto_the_cpus_given() {
+    // 64 MiB, so that every thread has a part; each reports the CPUs it
+    // may run on once moved. The last CPU this thread may use stands for a
+    // node's CPUs (on a machine of one node, a node's CPUs are all of
+    // them, and a thread that did not move would pass unnoticed).
+    let allowed = numa::Cpus::of_this_thread();
+    let cpu = (0..8 * size_of::<libc::cpu_set_t>())
+        .rev()
+        .find(|&cpu| allowed.has(cpu))
+        .unwrap();
+    let target = numa::Cpus::just(cpu);
+    let block = options().prefault(false).open(64 << 20).unwrap();
+    let seen = populate::each_part(block.base(), 0, 64 << 20, Some(&target), |_, _| {
+        let now = numa::Cpus::of_this_thread();
+        (now.count(), now.has(cpu))
+    });
+    assert!(!seen.is_empty());
+    for (_, _, (count, has)) in seen {
+        assert_eq!((count, has), (1, true), "a populate thread did not move");
+    }
+    // Without CPUs to move to, the threads keep this thread's.
+    let seen = populate::each_part(block.base(), 0, 64 << 20, None, |_, _| {
+        numa::Cpus::of_this_thread().count()
+    });
+    for (_, _, count) in seen {
+        assert_eq!(count, allowed.count());
+    }
+}
+
+#[cfg(unimem_linux)]
+#[test]
+fn a_nodes_cpus_are_ones_this_thread_may_use() {
+    let allowed = numa::Cpus::of_this_thread();
+    let online = std::fs::read_to_string("/sys/devices/system/node/online").unwrap_or_default();
+    for node in Node::with_memory().unwrap() {
+        let Some(cpus) = numa::cpus(node) else {
+            continue;
+        };
+        for cpu in 0..8 * size_of::<libc::cpu_set_t>() {
+            assert!(!cpus.has(cpu) || allowed.has(cpu), "cpu {cpu} of {node}");
+        }
+        if online.trim() == "0" {
+            // One node: its CPUs are all of this thread's.
+            assert_eq!(cpus.count(), allowed.count());
+        }
+    }
+}
+
+#[cfg(not(unimem_linux))]
+#[test]
+fn nodes_are_unsupported_here() {
+    let options = options().node(Some(Node::new(0)));
+    assert!(matches!(options.open(4096), Err(Error::Unsupported { .. })));
+    assert!(matches!(
+        crate::Tape::open_with(4096, &options),
+        Err(Error::Unsupported { .. })
+    ));
+    let block = self::options().open(4096).unwrap();
+    assert_eq!(block.node(), None);
+    assert!(matches!(block.nodes(), Err(Error::Unsupported { .. })));
+    assert!(matches!(
+        Node::with_memory(),
+        Err(Error::Unsupported { .. })
+    ));
+    assert!(matches!(
+        Node::near_pci("0000:00:00.0"),
+        Err(Error::Unsupported { .. })
+    ));
 }

@@ -33,6 +33,12 @@ pub(crate) const HOW_TO_RAISE: &str = "raise it with `memlock` in /etc/security/
      LimitMEMLOCK= for a systemd service, `docker run --ulimit memlock=-1`, or \
      `setcap cap_ipc_lock=+ep` on the program";
 
+/// What lets a process bind memory to a NUMA node, in [`Error::Placement`]'s
+/// message and the line told when `mbind` is first refused.
+pub(crate) const HOW_TO_ALLOW_MBIND: &str = "in a container, allow the mbind system call: Docker's \
+     default seccomp profile allows it with `--cap-add SYS_NICE`, or run with a profile that \
+     allows it";
+
 /// Everything that can go wrong when opening, growing, sharing or attaching
 /// memory.
 ///
@@ -92,11 +98,13 @@ pub enum Error {
         source: io::Error,
     },
     /// More memory was asked to be faulted in or pinned than the machine
-    /// has (or, for a handle from another process, has available).
+    /// has (or, for a handle from another process, has available; for a
+    /// Block with [`Placement::Required`](crate::Placement::Required), than
+    /// its node has).
     OutOfMemory {
         /// The bytes that would have been faulted in.
         requested: usize,
-        /// The bytes the machine has, or has available.
+        /// The bytes the machine (or the node) has, or has available.
         available: usize,
     },
     /// Too few explicit huge pages are free for a Block of huge pages.
@@ -106,6 +114,23 @@ pub enum Error {
         /// The bytes that could not be mapped.
         bytes: usize,
         /// The error `mmap` reported (usually `ENOMEM`).
+        source: io::Error,
+    },
+    /// A Block cannot be placed on the NUMA node asked for: it does not
+    /// exist, has no memory, or is outside the nodes this process may use.
+    Node {
+        /// The node asked for.
+        node: u32,
+        /// Why it cannot hold the Block.
+        reason: &'static str,
+    },
+    /// The system refused to bind a Block to its NUMA node (`mbind` failed
+    /// with `EPERM` or `ENOSYS`: memory policies are forbidden here, as
+    /// some containers' seccomp profiles do) and placement was required.
+    Placement {
+        /// The node asked for.
+        node: u32,
+        /// The error `mbind` reported.
         source: io::Error,
     },
     /// A commit past the Block's reserved capacity.
@@ -166,7 +191,8 @@ impl Error {
         match self {
             Error::Os { source, .. }
             | Error::Pin { source, .. }
-            | Error::HugePages { source, .. } => source.raw_os_error(),
+            | Error::HugePages { source, .. }
+            | Error::Placement { source, .. } => source.raw_os_error(),
             Error::OutOfMemory { .. } => Some(ENOMEM),
             _ => None,
         }
@@ -225,7 +251,8 @@ impl fmt::Display for Error {
                 available,
             } => write!(
                 f,
-                "{requested} bytes cannot be faulted in or pinned: the machine has {available} bytes \
+                "{requested} bytes cannot be faulted in or pinned: the machine (or the NUMA node \
+                 the Block is bound to) has {available} bytes \
                  (open with prefault(false) and Pinning::Off to reserve without touching)"
             ),
             Error::HugePages {
@@ -239,6 +266,16 @@ impl fmt::Display for Error {
                  /sys/kernel/mm/hugepages/hugepages-{}kB/nr_hugepages)",
                 page_size >> 10,
                 page_size >> 10
+            ),
+            Error::Node { node, reason } => {
+                write!(f, "NUMA node {node} cannot hold a Block: {reason}")
+            }
+            Error::Placement { node, source } => write!(
+                f,
+                "mbind refused to bind a Block to NUMA node {node} ({source}): this system \
+                 forbids memory policies ({}); open with Placement::BestEffort to go on with \
+                 the kernel's default placement",
+                HOW_TO_ALLOW_MBIND
             ),
             Error::Capacity {
                 requested,
@@ -281,6 +318,8 @@ impl fmt::Debug for Error {
             Error::Pin { .. } => "Pin",
             Error::OutOfMemory { .. } => "OutOfMemory",
             Error::HugePages { .. } => "HugePages",
+            Error::Node { .. } => "Node",
+            Error::Placement { .. } => "Placement",
             Error::Capacity { .. } => "Capacity",
             Error::Registered => "Registered",
             Error::BadHandle { .. } => "BadHandle",
@@ -308,7 +347,8 @@ impl std::error::Error for Error {
         match self {
             Error::Os { source, .. }
             | Error::Pin { source, .. }
-            | Error::HugePages { source, .. } => Some(source),
+            | Error::HugePages { source, .. }
+            | Error::Placement { source, .. } => Some(source),
             #[cfg(feature = "cuda")]
             Error::Cuda(error) => Some(error),
             #[cfg(feature = "vulkan")]

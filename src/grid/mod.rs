@@ -205,14 +205,16 @@ const fn geometry(cell: usize, cells: usize) -> Option<Geometry> {
     })
 }
 
-/// The options of a Grid's links Block: private and unpinned (devices never
-/// see it; locked memory is kept for the cells).
+/// The options of a Grid's links Block: private, unpinned and on no
+/// particular NUMA node (devices never see it; locked memory is kept for
+/// the cells).
 const fn meta_options(options: BlockOptions<'_>) -> BlockOptions<'_> {
     options
         .pinning(Pinning::Off)
         .prefault(false)
         .pages(Pages::Base)
         .shared(false)
+        .node(None)
         .capacity(0)
 }
 

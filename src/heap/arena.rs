@@ -65,14 +65,16 @@ pub(super) struct GroupMeta {
     discarded: AtomicBool,
 }
 
-/// The options of the metadata Blocks: private, unpinned, base pages
-/// (devices never see them; locked memory is kept for the data).
+/// The options of the metadata Blocks: private, unpinned, base pages, on
+/// no particular NUMA node (devices never see them; locked memory is kept
+/// for the data).
 pub(super) fn meta_options(options: &BlockOptions<'static>) -> BlockOptions<'static> {
     options
         .pinning(Pinning::Off)
         .prefault(false)
         .pages(Pages::Base)
         .shared(false)
+        .node(None)
         .capacity(0)
 }
 
