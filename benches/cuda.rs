@@ -11,7 +11,11 @@
 //!   `cuMemHostAlloc` of 1 GiB;
 //! - cudarc's own copies (`memcpy_htod`, `memcpy_dtoh` on a second stream,
 //!   each waited for): from and to a `HostBuffer` in a registered Tape, a
-//!   cudarc `PinnedHostSlice`, and a plain `Vec`.
+//!   cudarc `PinnedHostSlice`, and a plain `Vec`;
+//! - the GPU's NUMA node (from its PCI address) and, on a machine of two
+//!   nodes or more, host-to-device and device-to-host copy bandwidth from a
+//!   registered Block on the GPU's node against one on another node
+//!   (elsewhere it says why there is nothing to compare).
 //!
 //! Run with `cargo bench -p unimem-benches --features cuda --bench cuda`. Without a driver or a
 //! device it prints why and exits successfully (unless `UNIMEM_REQUIRE_CUDA`
@@ -28,7 +32,7 @@ use unimem::cuda::cudarc::driver::{
 };
 use unimem::cuda::cudarc::nvrtc::Ptx;
 use unimem::cuda::{self, Registered};
-use unimem::{Block, BlockOptions, Error, Pinning, Tape};
+use unimem::{Block, BlockOptions, Error, Node, Pinning, Placement, Tape};
 
 const PTX: &str = include_str!("../kernels/zero_copy.ptx");
 const BYTES: usize = 256 << 20;
@@ -89,6 +93,75 @@ fn htod(dst: sys::CUdeviceptr, src: *const u8) {
     unsafe { sys::cuMemcpyHtoD_v2(dst, src.cast::<c_void>(), BYTES) }
         .result()
         .unwrap();
+}
+
+/// Copies `BYTES` from `src` (device) to `dst` (host) with the synchronous
+/// driver copy.
+fn dtoh(dst: *mut u8, src: sys::CUdeviceptr) {
+    // SAFETY: `src` is a device allocation of BYTES, `dst` BYTES of host memory.
+    unsafe { sys::cuMemcpyDtoH_v2(dst.cast::<c_void>(), src, BYTES) }
+        .result()
+        .unwrap();
+}
+
+/// The GPU's NUMA node, and copies from and into registered Blocks on it
+/// and on another node, where there is one: rows of `table`, and a line.
+fn numa(ctx: &Arc<CudaContext>, device: sys::CUdeviceptr, table: &mut Table) {
+    let bus_id = cuda::pci_bus_id(ctx.ordinal()).unwrap();
+    let near = match Node::near_cuda(ctx.ordinal()) {
+        Ok(Some(node)) => node,
+        Ok(None) => {
+            println!(
+                "NUMA: GPU at PCI {bus_id}: the kernel names no node for it (one node): nothing to compare"
+            );
+            return;
+        }
+        Err(error) => {
+            println!("NUMA: GPU at PCI {bus_id}: {error}");
+            return;
+        }
+    };
+    let nodes = Node::with_memory().unwrap();
+    println!("NUMA: GPU at PCI {bus_id} is nearest {near}; nodes with memory: {nodes:?}");
+    let Some(far) = nodes.iter().copied().find(|&node| node != near) else {
+        println!("NUMA: one node with memory: no far Block to compare");
+        return;
+    };
+    let mut rates = Vec::new();
+    for (side, node) in [("near", near), ("far", far)] {
+        let options = BlockOptions::new()
+            .pinning(Pinning::BestEffort)
+            .node(Some(node))
+            .placement(Placement::Required);
+        let mut block = match Block::open_with(BYTES, &options) {
+            Ok(block) => block,
+            Err(error) => {
+                println!("NUMA: a Block on {node}: {error}");
+                return;
+            }
+        };
+        block.as_bytes_mut().fill(1);
+        println!(
+            "NUMA: the {side} Block's pages: {:?}",
+            block.nodes().unwrap()
+        );
+        let registered = Registered::new(ctx, block).unwrap();
+        let host = registered.as_ptr();
+        let h2d = table.bandwidth(
+            &format!("H2D copy from a registered Block on the {side} {node}"),
+            time(|| htod(device, host)),
+        );
+        let d2h = table.bandwidth(
+            &format!("D2H copy into a registered Block on the {side} {node}"),
+            time(|| dtoh(host, device)),
+        );
+        rates.push((h2d, d2h));
+    }
+    println!(
+        "NUMA: near / far: host-to-device {:.2}x, device-to-host {:.2}x (best runs)",
+        rates[0].0 / rates[1].0,
+        rates[0].1 / rates[1].1,
+    );
 }
 
 /// Runs `read_sum` over `BYTES` at `src` (a device address).
@@ -297,6 +370,8 @@ fn run(ctx: &Arc<CudaContext>) {
 
     let (view_htod, view_dtoh, pinned_htod, pinned_dtoh, vec_htod, vec_dtoh) =
         cudarc_copies(ctx, &options, &mut table);
+
+    numa(ctx, device, &mut table);
 
     // SAFETY: allocated above, no longer used.
     unsafe {

@@ -318,6 +318,14 @@ impl Device {
             .map_or_else(|_| "?".into(), |name| name.to_string_lossy().into_owned())
     }
 
+    /// The device's PCI address, from `VK_EXT_pci_bus_info`; `None` where
+    /// the driver does not offer the extension (software devices such as
+    /// lavapipe have no PCI address).
+    pub fn pci_address(&self) -> Option<String> {
+        // SAFETY: the instance and physical device are live while `self` is.
+        unsafe { pci_address(&self.instance, self.physical) }
+    }
+
     /// Imports the `len` bytes at `host` and binds a buffer over all of them.
     fn import(&self, host: NonNull<u8>, len: usize) -> Result<Import, Error> {
         let address = host.as_ptr().addr();
@@ -435,6 +443,67 @@ impl fmt::Debug for Device {
             .field("import_alignment", &self.alignment)
             .field("queue_family", &self.queue_family)
             .finish_non_exhaustive()
+    }
+}
+
+/// The PCI address of `physical` (`0000:3b:00.0`), from
+/// `VK_EXT_pci_bus_info`; `None` where the driver does not offer it.
+///
+/// # Safety
+/// `physical` is a live physical device of the live `instance`.
+unsafe fn pci_address(instance: &ash::Instance, physical: vk::PhysicalDevice) -> Option<String> {
+    let extension = ash::ext::pci_bus_info::NAME;
+    // SAFETY: the caller's contract; queries only.
+    let offered = unsafe { instance.enumerate_device_extension_properties(physical) }
+        .ok()?
+        .iter()
+        .any(|e| e.extension_name_as_c_str() == Ok(extension));
+    if !offered {
+        return None;
+    }
+    let mut pci = vk::PhysicalDevicePCIBusInfoPropertiesEXT::default();
+    let mut properties = vk::PhysicalDeviceProperties2::default().push_next(&mut pci);
+    // SAFETY: the caller's contract; a query whose chain lives through the
+    // call (a supported extension's structure may be chained without
+    // enabling it).
+    unsafe { instance.get_physical_device_properties2(physical, &mut properties) };
+    Some(format!(
+        "{:04x}:{:02x}:{:02x}.{:x}",
+        pci.pci_domain, pci.pci_bus, pci.pci_device, pci.pci_function
+    ))
+}
+
+impl crate::Node {
+    /// The NUMA node nearest `device`: its PCI address from the driver
+    /// (`VK_EXT_pci_bus_info`, [`Device::pci_address`]), then the kernel's
+    /// word for that device ([`Node::near_pci`](crate::Node::near_pci)).
+    /// `None` where the kernel names no node (a machine of one node).
+    ///
+    /// Errors: the driver does not offer the extension
+    /// ([`VulkanError::MissingExtension`]; lavapipe, a software device with
+    /// no PCI address, does not), and those of `near_pci`.
+    pub fn near_vulkan(device: &Device) -> Result<Option<crate::Node>, Error> {
+        // SAFETY: the device's own live handles.
+        unsafe { crate::Node::near_vulkan_physical(&device.instance, device.physical) }
+    }
+
+    /// As [`near_vulkan`](crate::Node::near_vulkan), for a physical device
+    /// an application enumerated itself.
+    ///
+    /// # Safety
+    /// `physical` is a live physical device of the live `instance`.
+    pub unsafe fn near_vulkan_physical(
+        instance: &ash::Instance,
+        physical: vk::PhysicalDevice,
+    ) -> Result<Option<crate::Node>, Error> {
+        // SAFETY: the caller's contract.
+        let Some(address) = (unsafe { pci_address(instance, physical) }) else {
+            return Err(VulkanError::MissingExtension {
+                extension: "VK_EXT_pci_bus_info",
+            }
+            .into());
+        };
+        crate::Node::near_pci(&address)
     }
 }
 

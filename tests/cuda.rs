@@ -13,7 +13,7 @@ use allocator_api2::vec::Vec;
 use unimem::cuda::cudarc::driver::{LaunchConfig, PushKernelArg};
 use unimem::cuda::cudarc::nvrtc::Ptx;
 use unimem::cuda::{self, CudaContext, CudaError, Registered};
-use unimem::{Block, BlockOptions, Error, Grid, Pinning, Tape};
+use unimem::{Block, BlockOptions, Error, Grid, Node, Pinning, Placement, Tape};
 
 const PTX: &str = include_str!("../kernels/zero_copy.ptx");
 
@@ -226,6 +226,37 @@ fn host_buffers_order_cudarc_copies() {
     }
 }
 
+fn a_tape_near_the_gpu_has_its_pages_on_the_gpus_node() {
+    let ctx = gpu();
+    let bus_id = cuda::pci_bus_id(0).unwrap();
+    let near = Node::near_cuda(0).unwrap();
+    match near {
+        Some(node) => println!("GPU 0 at PCI {bus_id} is nearest NUMA {node}"),
+        None => println!("GPU 0 at PCI {bus_id}: the kernel names no NUMA node (one node)"),
+    }
+    let options = options().node(near).placement(Placement::Required);
+    let (tape, bound) = match Tape::open_with(64 << 20, &options) {
+        Ok(tape) => (tape, true),
+        // A container that forbids memory policies: say so, go on unbound.
+        Err(error @ Error::Placement { .. }) => {
+            println!("not bound: {error}");
+            let options = options.placement(Placement::BestEffort).quiet(true);
+            (Tape::open_with(64 << 20, &options).unwrap(), false)
+        }
+        Err(error) => panic!("{error}"),
+    };
+    let tape = Registered::new(&ctx, tape).unwrap();
+    assert_eq!(tape.block().node(), near.filter(|_| bound));
+    let mut values: Vec<u8, _> = Vec::with_capacity_in(32 << 20, &*tape);
+    values.resize(32 << 20, 1);
+    assert!(tape.device_slice(&values).is_some());
+    let nodes = tape.block().nodes().unwrap();
+    println!("the registered Tape's pages: {nodes:?}");
+    if let Some(node) = near.filter(|_| bound) {
+        assert_eq!(nodes, [(node, tape.block().committed())]);
+    }
+}
+
 fn main() {
     harness::main(&[
         test!(kernels_write_and_read_a_vec_in_a_registered_tape),
@@ -234,5 +265,6 @@ fn main() {
         test!(a_refused_registration_is_a_typed_error),
         test!(without_a_driver_context_is_an_error_not_a_panic),
         test!(host_buffers_order_cudarc_copies),
+        test!(a_tape_near_the_gpu_has_its_pages_on_the_gpus_node),
     ]);
 }

@@ -21,7 +21,7 @@ use std::process::Command;
 use allocator_api2::vec::Vec;
 use unimem::cuda::cudarc::driver::sys;
 use unimem::cuda::{self, CudaError, Registered};
-use unimem::{Block, BlockOptions, Error, Heap, Model, Pinning, Tape};
+use unimem::{Block, BlockOptions, Error, Heap, Model, Node, Pinning, Tape};
 
 const CHILD: &str = "UNIMEM_FAKE_CUDA";
 
@@ -53,7 +53,7 @@ fn registration_against_a_stand_in_driver() {
     let text = String::from_utf8_lossy(&output.stdout).into_owned()
         + &String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "child failed:\n{text}");
-    assert!(text.contains("test result: ok. 10 passed"), "{text}");
+    assert!(text.contains("test result: ok. 11 passed"), "{text}");
 }
 
 /// Outside the child, a `fake_` test is skipped: the stand-in is not loaded.
@@ -422,6 +422,46 @@ fn fake_reuse_waits_for_the_copies_of_leaked_buffers() {
     assert!(seen.iter().all(|&x| x == 8));
 }
 
+fn fake_the_node_near_a_device_comes_from_its_pci_address() {
+    in_child();
+    // The stand-in's own address names no device here: the lookup says so.
+    assert_eq!(cuda::pci_bus_id(0).unwrap(), "FFFF:FF:1F.7");
+    match Node::near_cuda(0) {
+        Err(Error::Os { source, .. }) => {
+            assert_eq!(source.kind(), std::io::ErrorKind::NotFound);
+            assert!(source.to_string().contains("ffff:ff:1f.7"), "{source}");
+        }
+        other => panic!("expected no such PCI device, got {other:?}"),
+    }
+    assert!(matches!(
+        Node::near_cuda(1),
+        Err(Error::Cuda(CudaError::NoDevice {
+            ordinal: 1,
+            count: 1
+        }))
+    ));
+    // A device this machine has, written as the driver writes addresses
+    // (eight-digit domain, capitals): its node is what sysfs says.
+    let device = std::fs::read_dir("/sys/bus/pci/devices")
+        .ok()
+        .and_then(|mut dir| dir.next())
+        .and_then(Result::ok)
+        .map(|entry| entry.file_name().into_string().unwrap());
+    let Some(device) = device else {
+        return;
+    };
+    let (domain, rest) = device.split_once(':').unwrap();
+    let driver_style = format!("0000{domain}:{}", rest.to_uppercase());
+    // SAFETY: the harness runs tests on this one thread, and nothing else
+    // reads the environment meanwhile.
+    unsafe { std::env::set_var("FAKE_CUDA_PCI_BUS_ID", &driver_style) };
+    assert_eq!(cuda::pci_bus_id(0).unwrap(), driver_style);
+    let near = Node::near_cuda(0).unwrap();
+    assert_eq!(near, Node::near_pci(&device).unwrap(), "{device}");
+    // SAFETY: as above.
+    unsafe { std::env::remove_var("FAKE_CUDA_PCI_BUS_ID") };
+}
+
 fn main() {
     harness::main(&[
         test!(registration_against_a_stand_in_driver),
@@ -435,5 +475,6 @@ fn main() {
         test!(fake_a_host_buffer_needs_registered_memory),
         test!(fake_with_one_stream_a_copy_is_done_when_it_returns),
         test!(fake_reuse_waits_for_the_copies_of_leaked_buffers),
+        test!(fake_the_node_near_a_device_comes_from_its_pci_address),
     ]);
 }

@@ -26,6 +26,7 @@ fn main() {
     #[cfg(target_os = "linux")]
     harness::main(&[
         test!(node_zero_holds_every_page),
+        test!(every_node_with_memory_holds_the_blocks_placed_on_it),
         test!(huge_pages_are_bound_too),
         test!(only_pages_in_memory_are_reported),
         test!(a_node_that_does_not_exist_is_a_typed_error),

@@ -16,9 +16,9 @@ use std::process::Command;
 use std::sync::Arc;
 
 use allocator_api2::vec::Vec;
-use unimem::vulkan::ash::vk;
+use unimem::vulkan::ash::{self, vk};
 use unimem::vulkan::{BufferRange, Device, Registered, VulkanError};
-use unimem::{BlockOptions, Error, Heap, Pinning, Tape};
+use unimem::{BlockOptions, Error, Heap, Node, Pinning, Tape};
 
 const FILL: &[u8] = include_bytes!("../shaders/fill.spv");
 const TRANSFORM: &[u8] = include_bytes!("../shaders/transform.spv");
@@ -364,6 +364,35 @@ fn no_device_is_a_typed_error() {
     assert!(text.contains("child saw No"), "{text}");
 }
 
+fn the_devices_node_comes_from_its_pci_address() {
+    let device = device();
+    // SAFETY: the device's own live handles; a query.
+    let offered = unsafe {
+        device
+            .instance()
+            .enumerate_device_extension_properties(device.physical())
+    }
+    .unwrap()
+    .iter()
+    .any(|e| e.extension_name_as_c_str() == Ok(ash::ext::pci_bus_info::NAME));
+    match (offered, Node::near_vulkan(&device)) {
+        (true, Ok(node)) => {
+            let address = device.pci_address().unwrap();
+            println!("{} at PCI {address}: NUMA {node:?}", device.name());
+            assert_eq!(node, Node::near_pci(&address).unwrap());
+        }
+        (false, Err(Error::Vulkan(VulkanError::MissingExtension { extension }))) => {
+            assert_eq!(extension, "VK_EXT_pci_bus_info");
+            assert_eq!(device.pci_address(), None);
+            println!(
+                "{} offers no VK_EXT_pci_bus_info: no PCI address",
+                device.name()
+            );
+        }
+        (offered, other) => panic!("VK_EXT_pci_bus_info offered: {offered}, yet {other:?}"),
+    }
+}
+
 fn main() {
     harness::main(&[
         test!(shaders_write_and_read_a_vec_in_a_registered_tape),
@@ -371,5 +400,6 @@ fn main() {
         test!(memory_committed_after_registering_is_imported_and_used),
         test!(a_buffer_bound_over_one_allocation),
         test!(no_device_is_a_typed_error),
+        test!(the_devices_node_comes_from_its_pci_address),
     ]);
 }

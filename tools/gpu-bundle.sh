@@ -5,8 +5,10 @@
 #   bash tools/gpu-bundle.sh [folder]      # here, where cargo is (default target/gpu-bundle)
 #   folder/run.sh                          # there; prints every result and the bench tables
 #
-# The folder holds, built in release mode and stripped: the CUDA and Vulkan
-# test binaries, the cuda_zero_copy example, the CUDA bench, the CPU benches
+# The folder holds, built in release mode and stripped: the CUDA, Vulkan and
+# NUMA test binaries, the cuda_zero_copy example, the CUDA bench (which
+# prints the GPU's NUMA node, and near and far copy bandwidth where the
+# machine has two nodes), the CPU benches
 # that want many cores (scaling, and workloads where it exists), the Vulkan
 # loader of this machine (used there only if the system has none) and run.sh.
 set -euo pipefail
@@ -40,7 +42,7 @@ copy() { # kind: prefix for the file name; then "name path" lines on stdin
 }
 
 echo "building into $out (target folder $CARGO_TARGET_DIR)"
-cargo test --release --features cuda,vulkan --test cuda --test vulkan --no-run \
+cargo test --release --features cuda,vulkan --test cuda --test vulkan --test numa --no-run \
     --message-format=json | executables | copy test
 cargo build --release --features cuda --example cuda_zero_copy \
     --message-format=json | executables | copy example
@@ -84,7 +86,8 @@ check() { # name, then the command
 step "machine"
 uname -srm
 nproc
-command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
+command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version,memory.total,pci.bus_id --format=csv
+echo "NUMA nodes online: $(cat /sys/devices/system/node/online 2>/dev/null || echo none shown), with memory: $(cat /sys/devices/system/node/has_memory 2>/dev/null || echo none shown)"
 
 # The Vulkan loader: the system's, else the one carried in lib/.
 if ! ldconfig -p 2>/dev/null | grep -q 'libvulkan\.so\.1 '; then
@@ -110,6 +113,11 @@ step "CUDA tests"
 check "CUDA tests" bin/test-cuda --test-threads=1 --nocapture
 step "Vulkan tests (each names the device it ran on)"
 check "Vulkan tests" bin/test-vulkan --test-threads=1 --nocapture
+# Placement on every node with memory (a machine of two shows the pages
+# land on the node asked for); a container that forbids mbind reports the
+# tests that need it ignored, with the reason.
+step "NUMA tests"
+check "NUMA tests" bin/test-numa --nocapture
 step "example cuda_zero_copy"
 check "cuda_zero_copy" bin/example-cuda_zero_copy
 step "CUDA bench"

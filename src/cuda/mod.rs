@@ -78,6 +78,13 @@ pub fn driver_present() -> bool {
 /// would panic: [`CudaError::NoDriver`] without a driver,
 /// [`CudaError::NoDevice`] without that device.
 pub fn context(ordinal: usize) -> Result<Arc<CudaContext>, Error> {
+    check_ordinal(ordinal)?;
+    CudaContext::new(ordinal).map_err(driver_error("cuDevicePrimaryCtxRetain"))
+}
+
+/// Loads and initializes the driver and checks that it has device
+/// `ordinal`, with the typed errors of [`context`].
+fn check_ordinal(ordinal: usize) -> Result<(), Error> {
     if !driver_present() {
         return Err(CudaError::NoDriver.into());
     }
@@ -89,7 +96,7 @@ pub fn context(ordinal: usize) -> Result<Arc<CudaContext>, Error> {
     if ordinal >= count {
         return Err(CudaError::NoDevice { ordinal, count }.into());
     }
-    CudaContext::new(ordinal).map_err(driver_error("cuDevicePrimaryCtxRetain"))
+    Ok(())
 }
 
 /// Registrations larger than this are split: drivers refuse single
@@ -262,6 +269,55 @@ fn register_range(host: *mut u8, len: usize) -> Result<sys::CUdeviceptr, Error> 
     Ok(device)
 }
 
+/// The PCI address of device `ordinal` as the driver reports it
+/// (`cuDeviceGetPCIBusId`: `0000:3B:00.0`), with the typed errors of
+/// [`context`]; no context is created.
+pub fn pci_bus_id(ordinal: usize) -> Result<String, Error> {
+    check_ordinal(ordinal)?;
+    let ordinal = i32::try_from(ordinal).map_err(|_| CudaError::NoDevice {
+        ordinal,
+        count: i32::MAX as usize,
+    })?;
+    let device =
+        cudarc::driver::result::device::get(ordinal).map_err(driver_error("cuDeviceGet"))?;
+    // The driver writes at most 13 bytes and a NUL; room to spare.
+    let mut id = [0 as core::ffi::c_char; 64];
+    // SAFETY: a writable buffer of the length given; the device was just
+    // asked of the driver.
+    unsafe { sys::cuDeviceGetPCIBusId(id.as_mut_ptr(), id.len() as i32, device) }
+        .result()
+        .map_err(driver_error("cuDeviceGetPCIBusId"))?;
+    // The driver NUL-terminates within the length given; the buffer ends
+    // with one in any case, as nothing wrote past it.
+    let id = &id[..id.len() - 1];
+    let len = id.iter().position(|&c| c == 0).unwrap_or(id.len());
+    Ok(id[..len].iter().map(|&c| c as u8 as char).collect())
+}
+
+impl crate::Node {
+    /// The NUMA node nearest CUDA device `ordinal`: the driver's PCI
+    /// address for it ([`pci_bus_id`]), then the kernel's word for that
+    /// device ([`Node::near_pci`](crate::Node::near_pci)). `None` where the
+    /// kernel names no node (a machine of one node). Needs no context.
+    ///
+    /// Errors: those of [`context`] ([`CudaError::NoDriver`] without a
+    /// driver, [`CudaError::NoDevice`] without that device), and those of
+    /// `near_pci`.
+    ///
+    /// ```no_run
+    /// use unimem::cuda::{self, Registered};
+    /// use unimem::{BlockOptions, Node, Tape};
+    ///
+    /// let near = Node::near_cuda(0)?;
+    /// let tape = Tape::open_with(256 << 20, &BlockOptions::new().node(near))?;
+    /// let tape = Registered::new(&cuda::context(0)?, tape)?;
+    /// # Ok::<(), unimem::Error>(())
+    /// ```
+    pub fn near_cuda(ordinal: usize) -> Result<Option<crate::Node>, Error> {
+        crate::Node::near_pci(&pci_bus_id(ordinal)?)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -287,6 +343,10 @@ mod tests {
         }
         if !driver_present() {
             assert!(matches!(context(5), Err(Error::Cuda(CudaError::NoDriver))));
+            assert!(matches!(
+                crate::Node::near_cuda(0),
+                Err(Error::Cuda(CudaError::NoDriver))
+            ));
         }
     }
 }

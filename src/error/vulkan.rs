@@ -20,7 +20,9 @@ pub enum VulkanError {
     /// (`VK_EXT_external_memory_host`).
     NoDevice,
     /// A device given to [`Device::from_raw`](crate::vulkan::Device::from_raw) was created without this
-    /// extension enabled.
+    /// extension enabled, or the driver does not offer an extension a query
+    /// needs (`VK_EXT_pci_bus_info` for
+    /// [`Node::near_vulkan`](crate::Node::near_vulkan)).
     MissingExtension {
         /// The extension's name.
         extension: &'static str,
@@ -58,7 +60,10 @@ impl fmt::Display for VulkanError {
                 "no Vulkan device that can import host memory (VK_EXT_external_memory_host)",
             ),
             VulkanError::MissingExtension { extension } => {
-                write!(f, "the Vulkan device was created without {extension}")
+                write!(
+                    f,
+                    "the Vulkan device lacks {extension} (not offered, or not enabled)"
+                )
             }
             VulkanError::NoMemoryType => {
                 f.write_str("the driver offers no host-visible memory type to import this memory")

@@ -71,6 +71,16 @@ CUresult cuDeviceGetAttribute(int *value, int attribute, CUdevice d) {
     *value = 0;
     return SUCCESS;
 }
+/* The device's PCI address: FAKE_CUDA_PCI_BUS_ID if set, else one no
+ * machine has. */
+CUresult cuDeviceGetPCIBusId(char *id, int len, CUdevice d) {
+    const char *given = getenv("FAKE_CUDA_PCI_BUS_ID");
+    if (d != 0) return INVALID_DEVICE;
+    if (len < 1) return INVALID_VALUE;
+    strncpy(id, given ? given : "FFFF:FF:1F.7", (size_t)len - 1);
+    id[len - 1] = 0;
+    return SUCCESS;
+}
 CUresult cuCtxGetCurrent(CUcontext *ctx) { *ctx = current; return SUCCESS; }
 CUresult cuCtxSetCurrent(CUcontext ctx) { current = ctx; return SUCCESS; }
 CUresult cuGetErrorString(CUresult e, const char **s) { (void)e; *s = "fake driver error"; return SUCCESS; }

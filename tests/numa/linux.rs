@@ -99,6 +99,26 @@ pub fn node_zero_holds_every_page() {
     }
 }
 
+pub fn every_node_with_memory_holds_the_blocks_placed_on_it() {
+    // One node on most machines (CI's); on a machine of two or more, the
+    // pages really land on the node asked for, not where this thread runs.
+    for node in Node::with_memory().unwrap() {
+        for shared in [false, true] {
+            let block = open(16 * MIB, &node0().node(Some(node)).shared(shared));
+            assert_eq!(block.node(), Some(node));
+            assert_eq!(
+                block.nodes().unwrap(),
+                [(node, 16 * MIB)],
+                "{node}, shared: {shared}"
+            );
+        }
+        // A large open populates from the node's CPUs.
+        let block = open(128 * MIB, &node0().node(Some(node)));
+        assert_eq!(block.nodes().unwrap(), [(node, 128 * MIB)], "{node}");
+        println!("{node}: a Block's pages are all there");
+    }
+}
+
 pub fn huge_pages_are_bound_too() {
     let free: usize =
         std::fs::read_to_string("/sys/kernel/mm/hugepages/hugepages-2048kB/free_hugepages")

@@ -135,6 +135,10 @@ pub enum Placement {
 }
 
 /// What a refused `mbind` means.
+#[cfg_attr(
+    not(all(target_os = "linux", not(miri))),
+    expect(dead_code, reason = "only Linux binds pages, so only it is refused")
+)]
 pub(crate) enum Refusal {
     /// The system forbids memory policies (`EPERM`, `ENOSYS`).
     Forbidden,
