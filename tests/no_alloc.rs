@@ -122,3 +122,46 @@ fn opening_a_block_never_allocates_globally() {
     });
     assert_eq!(count, 0);
 }
+
+#[cfg(all(target_os = "linux", not(miri)))]
+#[test]
+fn placing_a_block_on_a_node_never_allocates_globally() {
+    use unimem::{Error, Node, Placement};
+    static TAPE: Tape = Tape::lazy_with(
+        1 << 20,
+        OPTIONS
+            .node(Some(Node::new(0)))
+            .placement(Placement::BestEffort),
+    );
+    let count = global_allocations(|| {
+        for placement in [Placement::Required, Placement::BestEffort] {
+            let options = OPTIONS
+                .label("no-alloc")
+                .node(Some(Node::new(0)))
+                .placement(placement)
+                .capacity(4 << 20);
+            // Checking the node, binding the reservation and each commit;
+            // a system that refuses mbind fails without allocating too.
+            match options.open(1 << 16) {
+                Ok(block) => block.commit(2 << 20).unwrap(),
+                Err(error) => assert!(matches!(error, Error::Placement { .. })),
+            }
+            if let Ok(block) = options.shared(true).open(1 << 16) {
+                block.commit(1 << 20).unwrap();
+            }
+            // A node past the kernel's limit, and one that is not online.
+            for node in [Node::new(4096), Node::new(1023)] {
+                let missing = options.node(Some(node)).open(1 << 16);
+                assert!(matches!(missing, Err(Error::Node { .. })));
+            }
+        }
+        // SAFETY: used with the layout it was allocated with.
+        unsafe {
+            let layout = Layout::from_size_align(64, 8).unwrap();
+            let p = TAPE.alloc(layout);
+            assert!(!p.is_null());
+            TAPE.dealloc(p, layout);
+        }
+    });
+    assert_eq!(count, 0);
+}
