@@ -482,6 +482,7 @@ impl crate::Node {
     /// Errors: the driver does not offer the extension
     /// ([`VulkanError::MissingExtension`]; lavapipe, a software device with
     /// no PCI address, does not), and those of `near_pci`.
+    #[cfg_attr(docsrs, doc(cfg(feature = "vulkan")))]
     pub fn near_vulkan(device: &Device) -> Result<Option<crate::Node>, Error> {
         // SAFETY: the device's own live handles.
         unsafe { crate::Node::near_vulkan_physical(&device.instance, device.physical) }
@@ -492,6 +493,7 @@ impl crate::Node {
     ///
     /// # Safety
     /// `physical` is a live physical device of the live `instance`.
+    #[cfg_attr(docsrs, doc(cfg(feature = "vulkan")))]
     pub unsafe fn near_vulkan_physical(
         instance: &ash::Instance,
         physical: vk::PhysicalDevice,

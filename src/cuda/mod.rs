@@ -313,6 +313,7 @@ impl crate::Node {
     /// let tape = Registered::new(&cuda::context(0)?, tape)?;
     /// # Ok::<(), unimem::Error>(())
     /// ```
+    #[cfg_attr(docsrs, doc(cfg(feature = "cuda")))]
     pub fn near_cuda(ordinal: usize) -> Result<Option<crate::Node>, Error> {
         crate::Node::near_pci(&pci_bus_id(ordinal)?)
     }
