@@ -354,7 +354,7 @@ impl Device {
         }
         .result()
         .map_err(failed("vkGetMemoryHostPointerPropertiesEXT"))?;
-        let buffer = self.buffer(len as u64)?;
+        let buffer = self.buffer(len as u64, USAGE)?;
         // SAFETY: a buffer just created on this device.
         let requirements = unsafe { self.device.get_buffer_memory_requirements(buffer) };
         let bits = pointer_properties.memory_type_bits & requirements.memory_type_bits;
@@ -396,16 +396,71 @@ impl Device {
         })
     }
 
-    /// A buffer of `size` bytes that imported host memory can back.
-    fn buffer(&self, size: u64) -> Result<vk::Buffer, Error> {
+    /// A buffer of `size` bytes with `usage` that imported host memory can
+    /// back.
+    fn buffer(&self, size: u64, usage: vk::BufferUsageFlags) -> Result<vk::Buffer, Error> {
         let mut external = vk::ExternalMemoryBufferCreateInfo::default().handle_types(HOST);
         let info = vk::BufferCreateInfo::default()
             .size(size)
-            .usage(USAGE)
+            .usage(usage)
             .sharing_mode(vk::SharingMode::EXCLUSIVE)
             .push_next(&mut external);
         // SAFETY: a plain creation call with a valid create info.
         unsafe { self.device.create_buffer(&info, None) }.map_err(failed("vkCreateBuffer"))
+    }
+
+    /// The alignment a buffer with `usage` needs of its offset in imported
+    /// memory (`VkMemoryRequirements::alignment`, asked of a probe buffer):
+    /// where [`Registered::bind_buffer`] can bind one (64 bytes for storage
+    /// buffers on lavapipe).
+    pub fn buffer_alignment(&self, usage: vk::BufferUsageFlags) -> Result<u64, Error> {
+        let probe = self.buffer(self.alignment, usage)?;
+        // SAFETY: a buffer just created on this device, destroyed unused.
+        unsafe {
+            let requirements = self.device.get_buffer_memory_requirements(probe);
+            self.device.destroy_buffer(probe, None);
+            Ok(requirements.alignment.max(1))
+        }
+    }
+
+    /// A new buffer with `usage` bound over `range.size` bytes at
+    /// `range.offset` of the imported `range.memory`; the caller destroys
+    /// it. The offset must meet the buffer's memory alignment, or the error
+    /// is [`VulkanError::Misaligned`] (with `address`, the bytes' host
+    /// address, to name them).
+    ///
+    /// # Safety
+    /// `range.memory` is an import of this device, live until the buffer is
+    /// destroyed, and `range.offset + range.size` lies inside it.
+    pub(crate) unsafe fn bind(
+        &self,
+        range: &BufferRange,
+        usage: vk::BufferUsageFlags,
+        address: usize,
+    ) -> Result<vk::Buffer, Error> {
+        let buffer = self.buffer(range.size, usage)?;
+        // SAFETY: the buffer was just made on this device; the memory is a
+        // live import that holds the range (the caller's contract).
+        let bound = unsafe {
+            let requirements = self.device.get_buffer_memory_requirements(buffer);
+            if !range.offset.is_multiple_of(requirements.alignment.max(1)) {
+                self.device.destroy_buffer(buffer, None);
+                return Err(VulkanError::Misaligned {
+                    address,
+                    len: range.size as usize,
+                    alignment: requirements.alignment,
+                }
+                .into());
+            }
+            self.device
+                .bind_buffer_memory(buffer, range.memory, range.offset)
+        };
+        if let Err(result) = bound {
+            // SAFETY: unused, ours.
+            unsafe { self.device.destroy_buffer(buffer, None) };
+            return Err(failed("vkBindBufferMemory")(result));
+        }
+        Ok(buffer)
     }
 
     /// The index of a host-visible memory type among `bits`, host-coherent
@@ -526,6 +581,12 @@ pub struct Import {
 pub struct Vulkan {
     device: Arc<Device>,
     chunk: usize,
+    /// Whether freeing an import waits for the device first
+    /// (`vkDeviceWaitIdle`). Off where the device's queue belongs to wgpu
+    /// (`crate::wgpu`): waiting idle would touch that queue without its
+    /// lock, and the buffers wgpu uses over the imports are waited for and
+    /// released before the registration can drop.
+    wait_idle: bool,
 }
 
 impl Backend for Vulkan {
@@ -537,9 +598,12 @@ impl Backend for Vulkan {
 
     unsafe fn unregister(&self, _host: NonNull<u8>, _len: usize, import: Import) {
         // SAFETY: the caller's contract: an import this backend made and has
-        // not freed; the device finishes any work that uses it first.
+        // not freed; the device finishes any work that uses it first (or,
+        // without `wait_idle`, no work can use it any more).
         unsafe {
-            let _ = self.device.device.device_wait_idle();
+            if self.wait_idle {
+                let _ = self.device.device.device_wait_idle();
+            }
             self.device.device.destroy_buffer(import.buffer, None);
             self.device.device.free_memory(import.memory, None);
         }
@@ -584,6 +648,12 @@ impl<A: Regions> crate::register::Registered<A, Vulkan> {
     /// Imports every committed part of `inner`'s Blocks into `device`, and
     /// what they commit from now on.
     pub fn new(device: &Arc<Device>, inner: A) -> Result<Self, Error> {
+        Self::import(device, inner, true)
+    }
+
+    /// As `new`; `wait_idle` says whether freeing an import waits for the
+    /// device first (see [`Vulkan`]'s field).
+    pub(crate) fn import(device: &Arc<Device>, inner: A, wait_idle: bool) -> Result<Self, Error> {
         let chunk = usize::try_from(device.max_allocation)
             .unwrap_or(usize::MAX)
             .min(MAX_IMPORT);
@@ -596,6 +666,7 @@ impl<A: Regions> crate::register::Registered<A, Vulkan> {
         let backend = Vulkan {
             device: device.clone(),
             chunk,
+            wait_idle,
         };
         Self::with_backend(backend, inner)
     }
@@ -627,29 +698,14 @@ impl<A: Regions> crate::register::Registered<A, Vulkan> {
             return Ok(None);
         };
         let device = &self.backend().device;
-        let buffer = device.buffer(range.size.max(1))?;
-        // SAFETY: the buffer was just made on this device; the memory is an
-        // import of the registration, which outlives the guard.
-        let bound = unsafe {
-            let requirements = device.device.get_buffer_memory_requirements(buffer);
-            if range.offset % requirements.alignment.max(1) != 0 {
-                device.device.destroy_buffer(buffer, None);
-                return Err(VulkanError::Misaligned {
-                    address: slice.as_ptr().addr(),
-                    len: range.size as usize,
-                    alignment: requirements.alignment,
-                }
-                .into());
-            }
-            device
-                .device
-                .bind_buffer_memory(buffer, range.memory, range.offset)
+        let whole = BufferRange {
+            size: range.size.max(1),
+            ..range
         };
-        if let Err(result) = bound {
-            // SAFETY: unused, ours.
-            unsafe { device.device.destroy_buffer(buffer, None) };
-            return Err(failed("vkBindBufferMemory")(result));
-        }
+        // SAFETY: the memory is an import of the registration, which
+        // outlives the guard, and holds the slice's bytes (at least one:
+        // `buffer_slice` looks one up for an empty slice).
+        let buffer = unsafe { device.bind(&whole, USAGE, slice.as_ptr().addr()) }?;
         Ok(Some(BoundBuffer {
             device,
             buffer,
