@@ -56,8 +56,9 @@
 //!
 //! Registrations ([`register`]) make the committed parts of an allocator's
 //! Blocks visible to a device (`cuda` with feature `cuda`, `vulkan` with
-//! feature `vulkan`, `metal` on Apple platforms) or to remote peers (`ucx`
-//! with feature `ucx`), following the Blocks as they grow.
+//! feature `vulkan`, `metal` on Apple platforms, and `wgpu` buffers over
+//! allocations with feature `wgpu`) or to remote peers (`ucx` with feature
+//! `ucx`), following the Blocks as they grow.
 //!
 //! # Caveats
 //!
@@ -138,6 +139,8 @@ pub mod ucx;
 #[cfg(feature = "vulkan")]
 #[cfg_attr(docsrs, doc(cfg(feature = "vulkan")))]
 pub mod vulkan;
+#[cfg(feature = "wgpu")]
+pub mod wgpu;
 
 /// The `allocator-api2` series whose `Allocator` trait Tape, Grid and Heap
 /// implement (0.2, the one hashbrown takes): `unimem::allocator_api2::vec::Vec`

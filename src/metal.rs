@@ -67,6 +67,23 @@ unsafe impl Send for NoCopy {}
 // SAFETY: as above; `&NoCopy` gives only `&ProtocolObject<dyn MTLBuffer>`.
 unsafe impl Sync for NoCopy {}
 
+impl NoCopy {
+    /// The buffer, handed over with the reference `register` took: the
+    /// caller releases it, and it must not be unregistered too.
+    #[cfg_attr(
+        not(feature = "wgpu"),
+        expect(dead_code, reason = "used by feature wgpu")
+    )]
+    pub(crate) fn into_retained(self) -> Retained<ProtocolObject<dyn MTLBuffer>> {
+        // SAFETY: `register` made `buffer` a +1 reference with
+        // `Retained::into_raw`; taking it back here hands that reference on.
+        let Some(buffer) = (unsafe { Retained::from_raw(self.buffer.as_ptr()) }) else {
+            unreachable!("a NonNull is never null")
+        };
+        buffer
+    }
+}
+
 impl fmt::Debug for NoCopy {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("NoCopy")

@@ -1,8 +1,9 @@
 //! The crate's one error type, and the device errors it carries.
 //!
 //! A leaf: nothing here uses the rest of the crate. The device errors
-//! (`cuda.rs`, `vulkan.rs`, `metal.rs`, `ucx.rs`, each behind its feature)
-//! are plain data, made by their device modules, which re-export them
+//! (`cuda.rs`, `vulkan.rs`, `metal.rs`, `wgpu.rs`, `ucx.rs`, each behind
+//! its feature) are plain data, made by their device modules, which
+//! re-export them
 //! (`unimem::cuda::CudaError`); the text telling how to raise the
 //! locked-memory limit is here, and `block` fills in the limit.
 
@@ -14,6 +15,8 @@ mod metal;
 mod ucx;
 #[cfg(feature = "vulkan")]
 mod vulkan;
+#[cfg(feature = "wgpu")]
+mod wgpu;
 
 use core::fmt;
 use std::io;
@@ -26,6 +29,8 @@ pub use metal::MetalError;
 pub use ucx::UcxError;
 #[cfg(feature = "vulkan")]
 pub use vulkan::VulkanError;
+#[cfg(feature = "wgpu")]
+pub use wgpu::WgpuError;
 
 /// How to raise the locked-memory limit: in [`Error::Pin`]'s message and in
 /// the line a refused best-effort pin writes (`block/report.rs`).
@@ -177,6 +182,11 @@ pub enum Error {
     #[cfg(all(feature = "metal", target_vendor = "apple"))]
     #[cfg_attr(docsrs, doc(cfg(all(feature = "metal", target_vendor = "apple"))))]
     Metal(MetalError),
+    /// wgpu has no adapter that takes host memory, or refused a buffer over
+    /// an allocation.
+    #[cfg(feature = "wgpu")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "wgpu")))]
+    Wgpu(WgpuError),
     /// UCX refused a call, or a descriptor, remote access or bootstrap link
     /// failed.
     #[cfg(feature = "ucx")]
@@ -298,6 +308,8 @@ impl fmt::Display for Error {
             Error::Vulkan(error) => write!(f, "{error}"),
             #[cfg(all(feature = "metal", target_vendor = "apple"))]
             Error::Metal(error) => write!(f, "{error}"),
+            #[cfg(feature = "wgpu")]
+            Error::Wgpu(error) => write!(f, "{error}"),
             #[cfg(feature = "ucx")]
             Error::Ucx(error) => write!(f, "{error}"),
         }
@@ -332,6 +344,8 @@ impl fmt::Debug for Error {
             Error::Vulkan(_) => "Vulkan",
             #[cfg(all(feature = "metal", target_vendor = "apple"))]
             Error::Metal(_) => "Metal",
+            #[cfg(feature = "wgpu")]
+            Error::Wgpu(_) => "Wgpu",
             #[cfg(feature = "ucx")]
             Error::Ucx(_) => "Ucx",
         };
@@ -355,6 +369,8 @@ impl std::error::Error for Error {
             Error::Vulkan(error) => Some(error),
             #[cfg(all(feature = "metal", target_vendor = "apple"))]
             Error::Metal(error) => Some(error),
+            #[cfg(feature = "wgpu")]
+            Error::Wgpu(error) => Some(error),
             #[cfg(feature = "ucx")]
             Error::Ucx(error) => Some(error),
             _ => None,
