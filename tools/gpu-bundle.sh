@@ -6,9 +6,9 @@
 #   folder/run.sh                          # there; prints every result and the bench tables
 #
 # The folder holds, built in release mode and stripped: the CUDA, Vulkan and
-# NUMA test binaries, the cuda_zero_copy example, the CUDA bench (which
-# prints the GPU's NUMA node, and near and far copy bandwidth where the
-# machine has two nodes), the CPU benches
+# NUMA and wgpu test binaries, the cuda_zero_copy example, the CUDA bench
+# (which prints the GPU's NUMA node, and near and far copy bandwidth where
+# the machine has two nodes), the CPU benches
 # that want many cores (scaling, and workloads where it exists), the Vulkan
 # loader of this machine (used there only if the system has none) and run.sh.
 set -euo pipefail
@@ -42,7 +42,7 @@ copy() { # kind: prefix for the file name; then "name path" lines on stdin
 }
 
 echo "building into $out (target folder $CARGO_TARGET_DIR)"
-cargo test --release --features cuda,vulkan --test cuda --test vulkan --test numa --no-run \
+cargo test --release --features cuda,vulkan,wgpu --test cuda --test vulkan --test numa --test wgpu --no-run \
     --message-format=json | executables | copy test
 cargo build --release --features cuda --example cuda_zero_copy \
     --message-format=json | executables | copy example
@@ -118,6 +118,8 @@ check "Vulkan tests" bin/test-vulkan --test-threads=1 --nocapture
 # tests that need it ignored, with the reason.
 step "NUMA tests"
 check "NUMA tests" bin/test-numa --nocapture
+step "wgpu tests (wgpu over the same Vulkan driver)"
+check "wgpu tests" bin/test-wgpu --test-threads=1 --nocapture
 step "example cuda_zero_copy"
 check "cuda_zero_copy" bin/example-cuda_zero_copy
 step "CUDA bench"
