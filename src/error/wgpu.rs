@@ -16,7 +16,8 @@ pub enum WgpuError {
     /// there is no Metal adapter.
     NoAdapter,
     /// This device cannot take host memory: `reason` says why (a device of
-    /// another backend, or a Vulkan device created without the extension).
+    /// another backend; a Vulkan device created without the extension is
+    /// [`VulkanError::MissingExtension`](super::VulkanError::MissingExtension)).
     Unsupported {
         /// Why.
         reason: &'static str,
