@@ -140,6 +140,7 @@ pub mod ucx;
 #[cfg_attr(docsrs, doc(cfg(feature = "vulkan")))]
 pub mod vulkan;
 #[cfg(feature = "wgpu")]
+#[cfg_attr(docsrs, doc(cfg(feature = "wgpu")))]
 pub mod wgpu;
 
 /// The `allocator-api2` series whose `Allocator` trait Tape, Grid and Heap

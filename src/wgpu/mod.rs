@@ -348,6 +348,7 @@ impl<A: Regions> Registered<A> {
 }
 
 #[cfg(not(target_vendor = "apple"))]
+#[cfg_attr(docsrs, doc(cfg(not(target_vendor = "apple"))))]
 impl<A: Regions> Registered<A> {
     /// The imported part that holds a slice: its `VkDeviceMemory`, a buffer
     /// over the whole part, and the slice's offset and size there.
@@ -540,6 +541,7 @@ impl<'env, A: Regions> Scope<'env, A> {
 }
 
 #[cfg(not(target_vendor = "apple"))]
+#[cfg_attr(docsrs, doc(cfg(not(target_vendor = "apple"))))]
 impl<A: Regions> Scope<'_, A> {
     /// Where a buffer this scope made lies: the `VkBuffer` it made (the one
     /// wgpu uses, `wgpu::Buffer::as_hal`), the imported `VkDeviceMemory` it
