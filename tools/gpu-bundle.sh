@@ -5,7 +5,7 @@
 #   bash tools/gpu-bundle.sh [folder]      # here, where cargo is (default target/gpu-bundle)
 #   folder/run.sh                          # there; prints every result and the bench tables
 #
-# The folder holds, built in release mode and stripped: the CUDA, Vulkan and
+# The folder holds, built in release mode and stripped: the CUDA, Vulkan,
 # NUMA and wgpu test binaries, the cuda_zero_copy example, the CUDA bench
 # (which prints the GPU's NUMA node, and near and far copy bandwidth where
 # the machine has two nodes), the CPU benches
