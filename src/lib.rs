@@ -58,7 +58,9 @@
 //! Blocks visible to a device (`cuda` with feature `cuda`, `vulkan` with
 //! feature `vulkan`, `metal` on Apple platforms, and `wgpu` buffers over
 //! allocations with feature `wgpu`) or to remote peers (`ucx` with feature
-//! `ucx`), following the Blocks as they grow.
+//! `ucx`), following the Blocks as they grow. With feature `load` (Linux),
+//! [`load`] reads files straight into Blocks and allocations (`O_DIRECT`,
+//! io_uring), and safetensors checkpoints into a Tape with typed views.
 //!
 //! # Caveats
 //!
@@ -120,6 +122,9 @@ mod global;
 mod grid;
 mod heap;
 mod lazy;
+#[cfg(all(feature = "load", unimem_linux))]
+#[cfg_attr(docsrs, doc(cfg(all(feature = "load", target_os = "linux"))))]
+pub mod load;
 mod local;
 mod lock;
 #[cfg(all(feature = "metal", target_vendor = "apple"))]

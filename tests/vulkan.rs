@@ -2,7 +2,9 @@
 //! copy anywhere: a compute shader writes a `Vec` in a Tape and the CPU
 //! reads the results in that same `Vec`; the CPU's writes are read by a
 //! second shader; a Heap allocation is read by a shader; memory a Tape
-//! commits after the registration is imported and used too.
+//! commits after the registration is imported and used too; and (with
+//! feature `load`) a tensor read from a safetensors file straight into an
+//! imported Tape is read by a shader where it landed.
 //!
 //! CI runs these on Mesa's lavapipe with `UNIMEM_REQUIRE_VULKAN=1`, which
 //! makes a missing loader or device a failure; elsewhere they are reported
@@ -338,6 +340,86 @@ fn a_buffer_bound_over_one_allocation() {
     assert!(tape.bind_buffer(&elsewhere).unwrap().is_none());
 }
 
+/// A checkpoint loaded into an imported Tape: the reader writes the
+/// imported pages themselves (directly, where the file system allows), and
+/// a shader reads a tensor where it landed.
+#[cfg(feature = "load")]
+fn a_shader_reads_a_loaded_tensor_in_place() {
+    use std::io::Write;
+    use unimem::load::{Checkpoint, Reader};
+
+    let device = device();
+    // A file with a small tensor before the one the shader reads, the
+    // header padded so that the one the shader reads starts at a multiple
+    // of 512 in the file: it then lands by DMA straight into the imported
+    // pages on any storage (512 is the largest memory alignment direct I/O
+    // asks of it on common disks).
+    let n = 64 * 1024;
+    let values: std::vec::Vec<u32> = (0..n as u32)
+        .map(|i| i.wrapping_mul(2_654_435_761) % 100_000)
+        .collect();
+    let json = format!(
+        "{{\"bias\":{{\"dtype\":\"F32\",\"shape\":[3],\"data_offsets\":[0,12]}},\
+         \"x\":{{\"dtype\":\"U32\",\"shape\":[256,{}],\"data_offsets\":[12,{}]}}}}",
+        n / 256,
+        12 + 4 * n
+    );
+    let mut json = json.into_bytes();
+    while (8 + json.len() + 12) % 512 != 0 {
+        json.push(b' ');
+    }
+    let dir = std::env::temp_dir().join(format!("unimem-vulkan-load-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("model.safetensors");
+    let mut file = std::fs::File::create(&path).unwrap();
+    file.write_all(&(json.len() as u64).to_le_bytes()).unwrap();
+    file.write_all(&json).unwrap();
+    file.write_all(&[0u8; 12]).unwrap();
+    for v in &values {
+        file.write_all(&v.to_le_bytes()).unwrap();
+    }
+    file.sync_all().unwrap();
+    drop(file);
+
+    let tape = Registered::new(&device, Tape::open_with(8 << 20, &options()).unwrap()).unwrap();
+    let mut checkpoint = Checkpoint::open(&path).unwrap();
+    // Storage-buffer offsets into imported memory must meet
+    // minStorageBufferOffsetAlignment (at most 256).
+    checkpoint.set_align(256).unwrap();
+    // Cold, so that the reader reads directly where the file system allows.
+    for (source, _) in checkpoint.files() {
+        source.drop_cached().unwrap();
+    }
+    let tensors = checkpoint.load(&Reader::new(), &tape).unwrap();
+    let x = tensors.tensor("x").unwrap().as_u32().unwrap();
+    assert_eq!(x, &values[..]);
+    let src = tape
+        .buffer_slice(x)
+        .expect("the tensor is in an imported part");
+    let mut dst: Vec<Words, _> = Vec::with_capacity_in(n / 64, &*tape);
+    dst.resize(n / 64, Words([0; 64]));
+    let mut total: Vec<Words, _> = Vec::with_capacity_in(1, &*tape);
+    total.push(Words([0; 64]));
+    let to = tape.buffer_slice(&dst).unwrap();
+    let sum = tape.buffer_slice(&total).unwrap();
+    dispatch(&device, TRANSFORM, &[src, to, sum], (n / 64) as u32);
+    assert!(
+        words(&dst).iter().zip(x).all(|(&d, &s)| d == s * 3 + 7),
+        "the shader read the tensor where it landed"
+    );
+    let expected: u64 = values.iter().map(|&v| u64::from(v)).sum();
+    assert_eq!(u64::from(words(&total)[0]), expected % (1 << 32));
+    println!(
+        "loaded {} bytes ({:?}, direct {} B, copied {} B) and read them on the device",
+        tensors.report().bytes,
+        tensors.report().engine,
+        tensors.report().direct,
+        tensors.report().copied
+    );
+    drop(tensors);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 /// Without a driver (an ICD list that names none), opening is a typed error.
 fn no_device_is_a_typed_error() {
     if std::env::var_os("UNIMEM_VULKAN_CHILD").is_some() {
@@ -401,5 +483,7 @@ fn main() {
         test!(a_buffer_bound_over_one_allocation),
         test!(no_device_is_a_typed_error),
         test!(the_devices_node_comes_from_its_pci_address),
+        #[cfg(feature = "load")]
+        test!(a_shader_reads_a_loaded_tensor_in_place),
     ]);
 }

@@ -6,11 +6,14 @@
 #   folder/run.sh                          # there; prints every result and the bench tables
 #
 # The folder holds, built in release mode and stripped: the CUDA, Vulkan,
-# NUMA and wgpu test binaries, the cuda_zero_copy example, the CUDA bench
-# (which prints the GPU's NUMA node, and near and far copy bandwidth where
-# the machine has two nodes), the CPU benches
-# that want many cores (scaling, and workloads where it exists), the Vulkan
-# loader of this machine (used there only if the system has none) and run.sh.
+# NUMA, wgpu and load test binaries, the cuda_zero_copy and load_model
+# examples, the CUDA bench (which prints the GPU's NUMA node, and near and
+# far copy bandwidth where the machine has two nodes), the load bench (a
+# checkpoint from a file into a registered Tape and on to device memory,
+# cold and warm, beside the same run's storage, memcpy and host-to-device
+# ceilings), the CPU benches that want many cores (scaling, and workloads
+# where it exists), the Vulkan loader of this machine (used there only if
+# the system has none) and run.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-target/gpu-bundle}
@@ -42,9 +45,9 @@ copy() { # kind: prefix for the file name; then "name path" lines on stdin
 }
 
 echo "building into $out (target folder $CARGO_TARGET_DIR)"
-cargo test --release --features cuda,vulkan,wgpu --test cuda --test vulkan --test numa --test wgpu --no-run \
+cargo test --release --features cuda,vulkan,wgpu,load --test cuda --test vulkan --test numa --test wgpu --test load --no-run \
     --message-format=json | executables | copy test
-cargo build --release --features cuda --example cuda_zero_copy \
+cargo build --release --features cuda,load --example cuda_zero_copy --example load_model \
     --message-format=json | executables | copy example
 benches="--bench cuda --bench scaling"
 if [ -f benches/workloads.rs ]; then
@@ -52,6 +55,8 @@ if [ -f benches/workloads.rs ]; then
 fi
 # shellcheck disable=SC2086 # the bench list splits on purpose
 cargo bench -p unimem-benches --features cuda $benches --no-run \
+    --message-format=json | executables | copy bench
+cargo bench -p unimem-benches --features cuda,load --bench load --no-run \
     --message-format=json | executables | copy bench
 
 loader=$(ldconfig -p 2>/dev/null | awk '/libvulkan\.so\.1 .*x86-64/ { print $NF; exit }')
@@ -124,6 +129,16 @@ step "example cuda_zero_copy"
 check "cuda_zero_copy" bin/example-cuda_zero_copy
 step "CUDA bench"
 check "CUDA bench" bin/bench-cuda
+# Files for the load steps go to a file system with direct I/O: this
+# folder's, unless LOAD_DIR names another (not tmpfs).
+load_dir=${LOAD_DIR:-$here/load}
+mkdir -p "$load_dir"
+step "load tests (direct I/O in $load_dir)"
+check "load tests" env UNIMEM_LOAD_TEST_DIR="$load_dir" bin/test-load --test-threads=1
+step "example load_model: a checkpoint into registered weights, then to the device"
+check "load_model" bin/example-load_model --dir "$load_dir"
+step "load bench: file -> registered Tape -> device, cold and warm, against the ceilings"
+STEP_SECONDS=${LOAD_SECONDS:-900} check "load bench" bin/bench-load --dir "$load_dir" ${LOAD_ARGS:-}
 if [ -z "${GPU_ONLY:-}" ]; then
     step "scaling bench ($(nproc) cores)"
     check "scaling bench" bin/bench-scaling

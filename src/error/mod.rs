@@ -2,13 +2,15 @@
 //!
 //! A leaf: nothing here uses the rest of the crate. The device errors
 //! (`cuda.rs`, `vulkan.rs`, `metal.rs`, `wgpu.rs`, `ucx.rs`, each behind
-//! its feature) are plain data, made by their device modules, which
-//! re-export them
+//! its feature) and the loader's (`load.rs`, feature `load`) are plain
+//! data, made by their modules, which re-export them
 //! (`unimem::cuda::CudaError`); the text telling how to raise the
 //! locked-memory limit is here, and `block` fills in the limit.
 
 #[cfg(feature = "cuda")]
 mod cuda;
+#[cfg(all(feature = "load", unimem_linux))]
+mod load;
 #[cfg(all(feature = "metal", target_vendor = "apple"))]
 mod metal;
 #[cfg(feature = "ucx")]
@@ -23,6 +25,8 @@ use std::io;
 
 #[cfg(feature = "cuda")]
 pub use cuda::CudaError;
+#[cfg(all(feature = "load", unimem_linux))]
+pub use load::{LoadError, ViewError};
 #[cfg(all(feature = "metal", target_vendor = "apple"))]
 pub use metal::MetalError;
 #[cfg(feature = "ucx")]
@@ -192,6 +196,11 @@ pub enum Error {
     #[cfg(feature = "ucx")]
     #[cfg_attr(docsrs, doc(cfg(feature = "ucx")))]
     Ucx(UcxError),
+    /// A file could not be read into memory, or is not a well-formed
+    /// checkpoint.
+    #[cfg(all(feature = "load", unimem_linux))]
+    #[cfg_attr(docsrs, doc(cfg(all(feature = "load", target_os = "linux"))))]
+    Load(LoadError),
 }
 
 impl Error {
@@ -312,6 +321,8 @@ impl fmt::Display for Error {
             Error::Wgpu(error) => write!(f, "{error}"),
             #[cfg(feature = "ucx")]
             Error::Ucx(error) => write!(f, "{error}"),
+            #[cfg(all(feature = "load", unimem_linux))]
+            Error::Load(error) => write!(f, "{error}"),
         }
     }
 }
@@ -348,6 +359,8 @@ impl fmt::Debug for Error {
             Error::Wgpu(_) => "Wgpu",
             #[cfg(feature = "ucx")]
             Error::Ucx(_) => "Ucx",
+            #[cfg(all(feature = "load", unimem_linux))]
+            Error::Load(_) => "Load",
         };
         write!(f, "{name}: {self}")
     }
@@ -373,6 +386,8 @@ impl std::error::Error for Error {
             Error::Wgpu(error) => Some(error),
             #[cfg(feature = "ucx")]
             Error::Ucx(error) => Some(error),
+            #[cfg(all(feature = "load", unimem_linux))]
+            Error::Load(error) => Some(error),
             _ => None,
         }
     }
