@@ -6,8 +6,8 @@ mod common;
 // README begin
 use unimem::Heap;
 
-// A whole program on pinned memory: arenas of 256 MiB of address space,
-// committed as they are used, up to 4 of them, then the system allocator.
+// A whole program on pinned memory: a first arena of 256 MiB of address
+// space, more as the program grows, each committed as it is used.
 #[global_allocator]
 static HEAP: Heap = Heap::lazy(256 << 20);
 
