@@ -434,7 +434,7 @@ unsafe fn map(
                     IOSurfaceUnlock(surface, 0, ptr::null_mut());
                     CFRelease(surface.cast_const());
                 }
-                return Err(super::pin_error(size, source));
+                return Err(super::report::pin_error(size, source));
             }
         }
     }

@@ -1,0 +1,428 @@
+//! The commit machine (part of `block`): committing, decommitting,
+//! discarding and taking back a Region's pages, and the watchers told of
+//! each commit, all under the Region's commit lock.
+//!
+//! Commits and decommits of one Block are serialized by a commit lock (one
+//! of a few striped locks, so that Blocks need no lock of their own at a
+//! stable address; `fork` takes them all). Each commit maps the new pages,
+//! binds them to the Block's NUMA node if it has one, locks them (or records
+//! why not, `pin.rs`), populates them unless prefault is off, and tells
+//! every watcher (a device registration covering the Block) before
+//! publishing the new committed size, so no allocation can land in pages a
+//! registration has not seen. A Block with a watcher refuses to decommit:
+//! the device may still use the pages.
+
+use core::cell::Cell;
+use core::ptr::NonNull;
+use core::sync::atomic::Ordering;
+
+use super::report::pin_error;
+use super::{COMMIT_STEP, Pinning, Platform, Region, check_fault_in, report};
+use crate::Error;
+use crate::lock::SpinLock;
+
+/// Who commits: whether the commit may populate its pages from several
+/// threads, and whether its error reaches anyone.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Caller {
+    /// An explicit open or commit: a large one populates in threads, and
+    /// the error is returned to the program, which is told nothing else.
+    User,
+    /// An allocator growing, possibly inside a global allocator: spawning
+    /// threads would allocate, and a failure only makes an allocation fail
+    /// (or spill), so a refused required pin is also told on standard
+    /// error, once.
+    Allocator,
+    /// A receiver following a shared Block's owner: one thread, the error
+    /// returned.
+    Follower,
+}
+
+/// Something told about every commit of a Block: a device registration that
+/// covers it (see `register.rs`).
+#[derive(Clone, Copy)]
+pub(crate) struct Watcher {
+    /// The registration's state, passed back to `committed`.
+    pub(crate) data: *const (),
+    /// Registers the newly committed bytes `from..to` of the reservation at
+    /// `base`. Its failure leaves the commit in place (undoing it could
+    /// unmap pages that other watchers registered); the watcher keeps the
+    /// error itself.
+    ///
+    /// # Safety
+    /// Called with the `data` it was registered with, under the commit lock,
+    /// for mapped bytes of the Block.
+    pub(crate) committed: unsafe fn(data: *const (), base: NonNull<u8>, from: usize, to: usize),
+    /// Waits until the registration's device no longer uses memory of the
+    /// Block that its owner is about to hand out again ([`Region::reuse`]).
+    ///
+    /// # Safety
+    /// Called with the `data` it was registered with, under the commit lock.
+    pub(crate) reused: unsafe fn(data: *const ()),
+}
+
+/// What [`Region::watch`] did.
+pub(crate) enum Watch {
+    /// Added; the committed size at that moment, which the watcher must
+    /// cover itself (later commits it is told of).
+    Added(usize),
+    /// A watcher with the same data was there already.
+    Already,
+    /// The Block has no room for another watcher.
+    Full,
+}
+
+/// How many watchers one Block takes (a Heap follows with as many
+/// registrations: `heap/shared.rs`).
+pub(crate) const WATCHERS: usize = 4;
+
+/// The striped commit locks: a Block uses the one its address picks.
+const STRIPES: usize = 16;
+static COMMIT_LOCKS: [SpinLock<()>; STRIPES] = [const { SpinLock::new(()) }; STRIPES];
+
+thread_local! {
+    /// Whether this thread is inside a commit (a watcher may allocate, and
+    /// an allocator it reaches must not commit again on this thread).
+    static COMMITTING: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Takes every commit lock, for `fork` (see `fork.rs`).
+pub(super) fn lock_for_fork() {
+    for lock in &COMMIT_LOCKS {
+        lock.lock_for_fork();
+    }
+}
+
+/// Releases what `lock_for_fork` took.
+///
+/// # Safety
+/// As [`SpinLock::unlock_after_fork`].
+pub(super) unsafe fn unlock_after_fork() {
+    for lock in COMMIT_LOCKS.iter().rev() {
+        // SAFETY: the caller's contract.
+        unsafe { lock.unlock_after_fork() };
+    }
+}
+
+impl Region {
+    /// Commits at least the first `bytes` bytes (rounded up to the granule),
+    /// in place: maps, locks as the pinning option says, populates unless
+    /// prefault is off, and registers them with every registration covering
+    /// the Block. What is committed already stays as it is.
+    ///
+    /// Errors: more than the capacity ([`Error::Capacity`]), a refused
+    /// `mlock` with [`Pinning::Required`] ([`Error::Pin`], and nothing new
+    /// stays committed), too few huge pages ([`Error::HugePages`]), a
+    /// failed system call, or a commit from inside a registration's own
+    /// commit hook on the same thread ([`Error::InvalidArgument`]).
+    pub fn commit(&self, bytes: usize) -> Result<(), Error> {
+        if bytes > self.capacity {
+            return Err(Error::Capacity {
+                requested: bytes,
+                capacity: self.capacity,
+            });
+        }
+        self.commit_to(bytes, Caller::User)
+    }
+
+    /// [`commit`](Region::commit) for allocators: at least `end` bytes, in
+    /// steps of [`COMMIT_STEP`] (capped at the capacity), never populating
+    /// from other threads. False if `end` is past the capacity or the commit
+    /// failed (a refused required pin, too few huge pages, a commit from
+    /// inside a commit).
+    #[cold]
+    pub(crate) fn grow_to(&self, end: usize) -> bool {
+        if end > self.capacity {
+            return false;
+        }
+        let step = end.next_multiple_of(COMMIT_STEP).min(self.capacity);
+        self.commit_to(step, Caller::Allocator).is_ok()
+    }
+
+    pub(super) fn commit_to(&self, end: usize, caller: Caller) -> Result<(), Error> {
+        if end <= self.committed() {
+            return Ok(());
+        }
+        if COMMITTING.get() {
+            return Err(Error::InvalidArgument {
+                reason: "a Block cannot commit from inside a commit on the same thread \
+                         (a registration's driver allocating from the allocator it registers)",
+            });
+        }
+        let _lock = self.commit_lock().lock();
+        COMMITTING.set(true);
+        // SAFETY: we hold the commit lock.
+        let result = unsafe { self.commit_locked(end, caller) };
+        COMMITTING.set(false);
+        result
+    }
+
+    /// # Safety
+    /// The caller holds the commit lock.
+    unsafe fn commit_locked(&self, end: usize, caller: Caller) -> Result<(), Error> {
+        // Relaxed: only holders of the commit lock store these.
+        let from = self.committed.load(Ordering::Relaxed);
+        let to = end
+            .checked_next_multiple_of(self.granule)
+            .map_or(self.capacity, |to| to.min(self.capacity));
+        if to <= from {
+            return Ok(());
+        }
+        // SAFETY: `from..to` lies in the reservation beyond what is committed.
+        unsafe { self.raw.map(self.ptr, from, to)? };
+        if let Err(error) = self.lock_and_populate(from, to, caller) {
+            // SAFETY: just mapped, and not published: nothing refers to it.
+            let _ = unsafe { self.raw.unmap(self.ptr, from, to) };
+            return Err(error);
+        }
+        // SAFETY: we hold the commit lock, which guards the watchers.
+        for watcher in unsafe { &*self.watchers.get() }.iter().flatten() {
+            // SAFETY: registered with this `data`; the range is mapped.
+            unsafe { (watcher.committed)(watcher.data, self.ptr, from, to) };
+        }
+        // Release: publishes the mapping to every Acquire load of
+        // `committed`, after the watchers saw it.
+        self.committed.store(to, Ordering::Release);
+        Ok(())
+    }
+
+    /// Decommits everything past the first `keep` bytes (rounded up to the
+    /// granule): the pages go back to the system, unlocked, and read as zero
+    /// if committed again.
+    ///
+    /// # Safety
+    /// Nothing refers to the bytes past `keep`, and no other thread can come
+    /// to (allocators guarantee it for the ranges they give back); none of
+    /// them is discarded (else see [`decommit_discarded_to`](Region::decommit_discarded_to)).
+    pub(crate) unsafe fn decommit_to(&self, keep: usize) -> Result<(), Error> {
+        // SAFETY: the caller's contract; nothing past `keep` is discarded.
+        unsafe { self.decommit_discarded_to(keep, |_| {}) }
+    }
+
+    /// [`decommit_to`](Region::decommit_to) where ranges past `keep` may be
+    /// discarded: once the decommit is certain to go ahead (the Block can
+    /// unmap and is not registered), `discarded` is called, under the commit
+    /// lock, with a function the caller calls on each such range (`from`,
+    /// `to`), which counts it out of [`discarded`](Region::discarded) and
+    /// the unlocked bytes. If the decommit is refused, `discarded` is never
+    /// called: the caller's own record of its discarded ranges stays true.
+    ///
+    /// # Safety
+    /// As `decommit_to`; the ranges passed to the function were discarded,
+    /// not recommitted since, lie past `keep`, and are passed once.
+    pub(crate) unsafe fn decommit_discarded_to(
+        &self,
+        keep: usize,
+        discarded: impl FnOnce(&mut dyn FnMut(usize, usize)),
+    ) -> Result<(), Error> {
+        if !self.raw.can_unmap() {
+            return Err(Error::Unsupported {
+                what: "decommitting a shared Block, whose pages other mappings may use",
+            });
+        }
+        let _lock = self.commit_lock().lock();
+        // SAFETY: we hold the commit lock, which guards the watchers.
+        if unsafe { &*self.watchers.get() }.iter().any(Option::is_some) {
+            return Err(Error::Registered);
+        }
+        // Relaxed: only holders of the commit lock store these.
+        let committed = self.committed.load(Ordering::Relaxed);
+        let keep = keep
+            .checked_next_multiple_of(self.granule)
+            .unwrap_or(committed);
+        if keep >= committed {
+            return Ok(());
+        }
+        // The decommit goes ahead: count the discarded ranges out first, at
+        // the `locked` they were discarded under.
+        discarded(&mut |from, to| {
+            debug_assert!(keep <= from && from < to && to <= committed);
+            // Relaxed, all: under the commit lock.
+            let locked = self.locked.load(Ordering::Relaxed);
+            self.unlocked
+                .fetch_sub(to.min(locked).saturating_sub(from), Ordering::Relaxed);
+            self.discarded.fetch_sub(to - from, Ordering::Relaxed);
+        });
+        // Release: no thread may use the range from here (the caller's
+        // contract); lower it before the pages go, so that a reader never
+        // sees a committed size covering unmapped pages.
+        self.committed.store(keep, Ordering::Release);
+        // SAFETY: the caller's contract; `keep..committed` is mapped.
+        let result = unsafe { self.raw.unmap(self.ptr, keep, committed) };
+        let locked = self.locked.load(Ordering::Relaxed);
+        self.locked.store(locked.min(keep), Ordering::Relaxed);
+        // Unlocked bytes past `keep` were discarded ones, counted out above:
+        // what is left is below `keep`.
+        let unlocked = self.unlocked.load(Ordering::Relaxed);
+        self.unlocked.store(unlocked.min(keep), Ordering::Relaxed);
+        result
+    }
+
+    /// Gives the pages of the committed range `from..to` (granule-aligned)
+    /// back to the system, unlocked, without decommitting them: they read as
+    /// zero when next touched. [`recommit`](Region::recommit) takes them
+    /// back into use.
+    ///
+    /// Errors: a Block whose memory cannot be discarded (shared, huge pages,
+    /// an IOSurface: [`Error::Unsupported`]), or one registered with a device
+    /// ([`Error::Registered`]).
+    ///
+    /// # Safety
+    /// Nothing refers to the range, no other thread can come to it, and it
+    /// is not discarded already (allocators track which ranges are).
+    pub(crate) unsafe fn discard(&self, from: usize, to: usize) -> Result<(), Error> {
+        debug_assert!(from < to && to <= self.committed());
+        if !self.raw.can_discard() {
+            return Err(Error::Unsupported {
+                what: "discarding pages of a shared or huge-page Block",
+            });
+        }
+        let _lock = self.commit_lock().lock();
+        // SAFETY: we hold the commit lock, which guards the watchers.
+        if unsafe { &*self.watchers.get() }.iter().any(Option::is_some) {
+            return Err(Error::Registered);
+        }
+        // SAFETY: the caller's contract; the range is committed.
+        unsafe { self.raw.discard(self.ptr, from, to)? };
+        // Relaxed, all: under the commit lock.
+        self.discarded.fetch_add(to - from, Ordering::Relaxed);
+        let locked = self.locked.load(Ordering::Relaxed);
+        self.unlocked
+            .fetch_add(to.min(locked).saturating_sub(from), Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Takes a range that `discard` gave back into use again: locks what was
+    /// locked before (populating it unless prefault is off). With
+    /// [`Pinning::Required`] a refused lock is [`Error::Pin`] and the range
+    /// stays discarded.
+    ///
+    /// # Safety
+    /// Every byte of `from..to` was discarded and not recommitted since;
+    /// nothing else refers to it.
+    pub(crate) unsafe fn recommit(&self, from: usize, to: usize) -> Result<(), Error> {
+        let _lock = self.commit_lock().lock();
+        let settings = self.settings;
+        // Relaxed, all: under the commit lock.
+        let locked = self.locked.load(Ordering::Relaxed);
+        let relock = to.min(locked).saturating_sub(from);
+        let mut populated = false;
+        if relock > 0 && settings.pinning != Pinning::Off {
+            // SAFETY: the range is committed (mapped) and ours.
+            match unsafe {
+                self.raw
+                    .lock(self.ptr, from, from + relock, settings.prefault)
+            } {
+                Ok(()) => {
+                    self.unlocked.fetch_sub(relock, Ordering::Relaxed);
+                    populated = settings.prefault && relock == to - from;
+                }
+                Err(source) => {
+                    let required = settings.pinning == Pinning::Required;
+                    if !settings.quiet {
+                        report::refusal(relock, &source, required);
+                    }
+                    if required {
+                        return Err(pin_error(relock, source));
+                    }
+                }
+            }
+        }
+        if settings.prefault && !populated {
+            // SAFETY: as above.
+            unsafe { self.raw.populate(self.ptr, from, to)? };
+        }
+        self.discarded.fetch_sub(to - from, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Maps what the owner of an attached Block's pages committed since this
+    /// mapping attached or last followed, as the memfd's size says (whole
+    /// granules of it), and returns the committed size. The owner may grow
+    /// meanwhile, in this process or another: following never resizes the
+    /// memfd, so it never races the owner, and maps what was there when it
+    /// looked. For the owner's own Block, and a private one, it changes
+    /// nothing.
+    ///
+    /// The size comes from another process: what pinning or prefaulting the
+    /// new part would fault in is checked against the memory available
+    /// first ([`Error::OutOfMemory`]). When the owner has grown past the
+    /// capacity this mapping reserved ([`BlockOptions::capacity`] at
+    /// attach), everything up to the capacity is mapped and the answer is
+    /// [`Error::Capacity`], whose `requested` is the owner's size: to see
+    /// the rest, attach again with a larger capacity.
+    pub fn follow(&self) -> Result<usize, Error> {
+        let Some(shared) = self.raw.shared_size()? else {
+            return Ok(self.committed());
+        };
+        let size = shared.size - shared.size % self.granule;
+        let to = size.min(self.capacity);
+        let committed = self.committed();
+        let settings = self.settings;
+        if to > committed && (settings.prefault || settings.pinning != Pinning::Off) {
+            check_fault_in((to - committed).saturating_sub(shared.resident))?;
+        }
+        self.commit_to(to, Caller::Follower)?;
+        if size > self.capacity {
+            return Err(Error::Capacity {
+                requested: size,
+                capacity: self.capacity,
+            });
+        }
+        Ok(self.committed())
+    }
+
+    fn commit_lock(&self) -> &'static SpinLock<()> {
+        // Fibonacci hashing of the address above the smallest granule: the
+        // golden ratio's fraction, in as many bits as an address has.
+        const GOLDEN: usize = (0x9E37_79B9_7F4A_7C15_u64 >> (64 - usize::BITS)) as usize;
+        let hash = (self.ptr.as_ptr().addr() >> 12).wrapping_mul(GOLDEN);
+        &COMMIT_LOCKS[hash >> (usize::BITS - STRIPES.trailing_zeros())]
+    }
+
+    /// Tells every watcher that memory of the Block is about to be handed
+    /// out again (a Tape's clear), and returns once each has waited for its
+    /// device to stop using it.
+    pub(crate) fn reuse(&self) {
+        let _lock = self.commit_lock().lock();
+        // SAFETY: we hold the commit lock, which guards the watchers.
+        for watcher in unsafe { &*self.watchers.get() }.iter().flatten() {
+            // SAFETY: registered with this `data`, under the commit lock.
+            unsafe { (watcher.reused)(watcher.data) };
+        }
+    }
+
+    /// Adds a watcher, told of every commit from now on.
+    pub(crate) fn watch(&self, watcher: Watcher) -> Watch {
+        let _lock = self.commit_lock().lock();
+        // SAFETY: we hold the commit lock, which guards the watchers.
+        let slots = unsafe { &mut *self.watchers.get() };
+        if slots
+            .iter()
+            .flatten()
+            .any(|watching| watching.data == watcher.data)
+        {
+            return Watch::Already;
+        }
+        let Some(free) = slots.iter_mut().find(|slot| slot.is_none()) else {
+            return Watch::Full;
+        };
+        *free = Some(watcher);
+        // Relaxed: under the commit lock, which every store holds.
+        Watch::Added(self.committed.load(Ordering::Relaxed))
+    }
+
+    /// Removes the watcher added by `watch` with this `data`; after this
+    /// returns, it is not called again.
+    pub(crate) fn unwatch(&self, data: *const ()) {
+        let _lock = self.commit_lock().lock();
+        // SAFETY: we hold the commit lock, which guards the watchers.
+        let slots = unsafe { &mut *self.watchers.get() };
+        if let Some(slot) = slots
+            .iter_mut()
+            .find(|slot| slot.is_some_and(|watcher| watcher.data == data))
+        {
+            *slot = None;
+        }
+    }
+}
