@@ -372,8 +372,7 @@ unsafe impl Engine for Tape {
             self.move_cursor(end, new_end);
             true
         } else {
-            (new_end <= block.committed() || block.grow_to(new_end))
-                && self.move_cursor(end, new_end)
+            block.ensure_committed(new_end).is_some() && self.move_cursor(end, new_end)
         };
         in_place.then(|| NonNull::slice_from_raw_parts(ptr, new.size()))
     }

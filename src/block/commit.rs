@@ -16,10 +16,9 @@ use core::cell::Cell;
 use core::ptr::NonNull;
 use core::sync::atomic::Ordering;
 
-use super::report::pin_error;
-use super::{COMMIT_STEP, Pinning, Platform, Region, check_fault_in, report};
+use super::{COMMIT_STEP, Pinning, Platform, Region, check_fault_in};
 use crate::Error;
-use crate::lock::SpinLock;
+use crate::lock::{Guard, SpinLock};
 
 /// Who commits: whether the commit may populate its pages from several
 /// threads, and whether its error reaches anyone.
@@ -104,7 +103,107 @@ pub(super) unsafe fn unlock_after_fork() {
     }
 }
 
+/// Proof that this thread holds a Region's commit lock: what the code that
+/// changes commits, locks, discards and watchers takes, instead of a comment
+/// saying it runs under the lock. Only one exists per Region at a time (the
+/// lock is not reentrant), so it may hand out the watchers mutably.
+pub(super) struct Committing<'a> {
+    pub(super) region: &'a Region,
+    _lock: Guard<'a, ()>,
+}
+
+impl Committing<'_> {
+    /// The registrations told of each commit.
+    pub(super) fn watchers(&self) -> &[Option<Watcher>; WATCHERS] {
+        // SAFETY: the commit lock is held for as long as `self` lives, and
+        // every access to the watchers goes through a `Committing`, of
+        // which this is the only one: no `&mut` to them is alive.
+        unsafe { &*self.region.watchers.get() }
+    }
+
+    fn watchers_mut(&mut self) -> &mut [Option<Watcher>; WATCHERS] {
+        // SAFETY: as in `watchers`, and `&mut self` rules out any other
+        // borrow of them through this (the only) `Committing`.
+        unsafe { &mut *self.region.watchers.get() }
+    }
+
+    /// Whether a registration covers the Block (it then keeps its pages).
+    pub(super) fn registered(&self) -> bool {
+        self.watchers().iter().any(Option::is_some)
+    }
+
+    /// The committed size. Relaxed: only holders of the commit lock store
+    /// it, and we are one.
+    pub(super) fn committed(&self) -> usize {
+        self.region.committed.load(Ordering::Relaxed)
+    }
+
+    /// The end of the locked prefix. Relaxed: as `committed`.
+    pub(super) fn locked(&self) -> usize {
+        self.region.locked.load(Ordering::Relaxed)
+    }
+
+    /// Moves the end of the locked prefix. Relaxed: as `committed`.
+    pub(super) fn set_locked(&self, end: usize) {
+        self.region.locked.store(end, Ordering::Relaxed);
+    }
+
+    /// Counts `bytes` below the locked prefix's end as locked again
+    /// (`relocked`) or not (`unlocked`). Relaxed: as `committed`.
+    pub(super) fn note_unlocked(&self, unlocked: usize, relocked: usize) {
+        let region = self.region;
+        region.unlocked.fetch_add(unlocked, Ordering::Relaxed);
+        region.unlocked.fetch_sub(relocked, Ordering::Relaxed);
+    }
+
+    /// Counts `added` more discarded bytes, `removed` fewer. Relaxed: as
+    /// `committed`.
+    fn note_discarded(&self, added: usize, removed: usize) {
+        let region = self.region;
+        region.discarded.fetch_add(added, Ordering::Relaxed);
+        region.discarded.fetch_sub(removed, Ordering::Relaxed);
+    }
+
+    /// Maps `..end` (past what is committed, rounded to granules and capped
+    /// at the capacity), pins and populates it, tells the watchers and
+    /// publishes it.
+    fn commit(&mut self, end: usize, caller: Caller) -> Result<(), Error> {
+        let region = self.region;
+        let from = self.committed();
+        let to = end
+            .checked_next_multiple_of(region.granule)
+            .map_or(region.capacity, |to| to.min(region.capacity));
+        if to <= from {
+            return Ok(());
+        }
+        // SAFETY: `from..to` lies in the reservation beyond what is committed.
+        unsafe { region.raw.map(region.ptr, from, to)? };
+        if let Err(error) = self.pin_and_populate(from, to, caller) {
+            // SAFETY: just mapped, and not published: nothing refers to it.
+            let _ = unsafe { region.raw.unmap(region.ptr, from, to) };
+            return Err(error);
+        }
+        for watcher in self.watchers().iter().flatten() {
+            // SAFETY: registered with this `data`; the commit lock is held;
+            // the range is mapped.
+            unsafe { (watcher.committed)(watcher.data, region.ptr, from, to) };
+        }
+        // Release: publishes the mapping to every Acquire load of
+        // `committed`, after the watchers saw it.
+        region.committed.store(to, Ordering::Release);
+        Ok(())
+    }
+}
+
 impl Region {
+    /// Takes the commit lock.
+    pub(super) fn committing(&self) -> Committing<'_> {
+        Committing {
+            region: self,
+            _lock: self.commit_lock().lock(),
+        }
+    }
+
     /// Commits at least the first `bytes` bytes (rounded up to the granule),
     /// in place: maps, locks as the pinning option says, populates unless
     /// prefault is off, and registers them with every registration covering
@@ -149,41 +248,24 @@ impl Region {
                          (a registration's driver allocating from the allocator it registers)",
             });
         }
-        let _lock = self.commit_lock().lock();
+        let mut committing = self.committing();
         COMMITTING.set(true);
-        // SAFETY: we hold the commit lock.
-        let result = unsafe { self.commit_locked(end, caller) };
+        let result = committing.commit(end, caller);
         COMMITTING.set(false);
         result
     }
 
-    /// # Safety
-    /// The caller holds the commit lock.
-    unsafe fn commit_locked(&self, end: usize, caller: Caller) -> Result<(), Error> {
-        // Relaxed: only holders of the commit lock store these.
-        let from = self.committed.load(Ordering::Relaxed);
-        let to = end
-            .checked_next_multiple_of(self.granule)
-            .map_or(self.capacity, |to| to.min(self.capacity));
-        if to <= from {
-            return Ok(());
+    /// Makes sure the first `end` bytes are committed, growing as
+    /// [`grow_to`](Region::grow_to) does if they are not: the committed
+    /// size, or `None` if it cannot grow that far. What the allocators call
+    /// before they use memory near the committed end.
+    #[inline]
+    pub(crate) fn ensure_committed(&self, end: usize) -> Option<usize> {
+        let committed = self.committed();
+        if end <= committed {
+            return Some(committed);
         }
-        // SAFETY: `from..to` lies in the reservation beyond what is committed.
-        unsafe { self.raw.map(self.ptr, from, to)? };
-        if let Err(error) = self.lock_and_populate(from, to, caller) {
-            // SAFETY: just mapped, and not published: nothing refers to it.
-            let _ = unsafe { self.raw.unmap(self.ptr, from, to) };
-            return Err(error);
-        }
-        // SAFETY: we hold the commit lock, which guards the watchers.
-        for watcher in unsafe { &*self.watchers.get() }.iter().flatten() {
-            // SAFETY: registered with this `data`; the range is mapped.
-            unsafe { (watcher.committed)(watcher.data, self.ptr, from, to) };
-        }
-        // Release: publishes the mapping to every Acquire load of
-        // `committed`, after the watchers saw it.
-        self.committed.store(to, Ordering::Release);
-        Ok(())
+        self.grow_to(end).then(|| self.committed())
     }
 
     /// Decommits everything past the first `keep` bytes (rounded up to the
@@ -220,13 +302,11 @@ impl Region {
                 what: "decommitting a shared Block, whose pages other mappings may use",
             });
         }
-        let _lock = self.commit_lock().lock();
-        // SAFETY: we hold the commit lock, which guards the watchers.
-        if unsafe { &*self.watchers.get() }.iter().any(Option::is_some) {
+        let committing = self.committing();
+        if committing.registered() {
             return Err(Error::Registered);
         }
-        // Relaxed: only holders of the commit lock store these.
-        let committed = self.committed.load(Ordering::Relaxed);
+        let committed = committing.committed();
         let keep = keep
             .checked_next_multiple_of(self.granule)
             .unwrap_or(committed);
@@ -237,11 +317,9 @@ impl Region {
         // the `locked` they were discarded under.
         discarded(&mut |from, to| {
             debug_assert!(keep <= from && from < to && to <= committed);
-            // Relaxed, all: under the commit lock.
-            let locked = self.locked.load(Ordering::Relaxed);
-            self.unlocked
-                .fetch_sub(to.min(locked).saturating_sub(from), Ordering::Relaxed);
-            self.discarded.fetch_sub(to - from, Ordering::Relaxed);
+            let locked = committing.locked();
+            committing.note_unlocked(0, to.min(locked).saturating_sub(from));
+            committing.note_discarded(0, to - from);
         });
         // Release: no thread may use the range from here (the caller's
         // contract); lower it before the pages go, so that a reader never
@@ -249,10 +327,10 @@ impl Region {
         self.committed.store(keep, Ordering::Release);
         // SAFETY: the caller's contract; `keep..committed` is mapped.
         let result = unsafe { self.raw.unmap(self.ptr, keep, committed) };
-        let locked = self.locked.load(Ordering::Relaxed);
-        self.locked.store(locked.min(keep), Ordering::Relaxed);
+        committing.set_locked(committing.locked().min(keep));
         // Unlocked bytes past `keep` were discarded ones, counted out above:
-        // what is left is below `keep`.
+        // what is left is below `keep`. Relaxed: under the commit lock, as
+        // `committing` proves.
         let unlocked = self.unlocked.load(Ordering::Relaxed);
         self.unlocked.store(unlocked.min(keep), Ordering::Relaxed);
         result
@@ -277,18 +355,15 @@ impl Region {
                 what: "discarding pages of a shared or huge-page Block",
             });
         }
-        let _lock = self.commit_lock().lock();
-        // SAFETY: we hold the commit lock, which guards the watchers.
-        if unsafe { &*self.watchers.get() }.iter().any(Option::is_some) {
+        let committing = self.committing();
+        if committing.registered() {
             return Err(Error::Registered);
         }
         // SAFETY: the caller's contract; the range is committed.
         unsafe { self.raw.discard(self.ptr, from, to)? };
-        // Relaxed, all: under the commit lock.
-        self.discarded.fetch_add(to - from, Ordering::Relaxed);
-        let locked = self.locked.load(Ordering::Relaxed);
-        self.unlocked
-            .fetch_add(to.min(locked).saturating_sub(from), Ordering::Relaxed);
+        committing.note_discarded(to - from, 0);
+        let locked = committing.locked();
+        committing.note_unlocked(to.min(locked).saturating_sub(from), 0);
         Ok(())
     }
 
@@ -301,38 +376,18 @@ impl Region {
     /// Every byte of `from..to` was discarded and not recommitted since;
     /// nothing else refers to it.
     pub(crate) unsafe fn recommit(&self, from: usize, to: usize) -> Result<(), Error> {
-        let _lock = self.commit_lock().lock();
+        let committing = self.committing();
         let settings = self.settings;
-        // Relaxed, all: under the commit lock.
-        let locked = self.locked.load(Ordering::Relaxed);
-        let relock = to.min(locked).saturating_sub(from);
-        let mut populated = false;
-        if relock > 0 && settings.pinning != Pinning::Off {
+        // What was locked before the discard: its part below the prefix's end.
+        let relock = to.min(committing.locked()).saturating_sub(from);
+        // An allocator's own pages: an error reaches no one.
+        let pinned = committing.pin(from, from + relock, Caller::Allocator, false)?;
+        committing.note_unlocked(0, pinned.locked_to - from);
+        if settings.prefault && !(pinned.populated && relock == to - from) {
             // SAFETY: the range is committed (mapped) and ours.
-            match unsafe {
-                self.raw
-                    .lock(self.ptr, from, from + relock, settings.prefault)
-            } {
-                Ok(()) => {
-                    self.unlocked.fetch_sub(relock, Ordering::Relaxed);
-                    populated = settings.prefault && relock == to - from;
-                }
-                Err(source) => {
-                    let required = settings.pinning == Pinning::Required;
-                    if !settings.quiet {
-                        report::refusal(relock, &source, required);
-                    }
-                    if required {
-                        return Err(pin_error(relock, source));
-                    }
-                }
-            }
-        }
-        if settings.prefault && !populated {
-            // SAFETY: as above.
             unsafe { self.raw.populate(self.ptr, from, to)? };
         }
-        self.discarded.fetch_sub(to - from, Ordering::Relaxed);
+        committing.note_discarded(0, to - from);
         Ok(())
     }
 
@@ -384,19 +439,18 @@ impl Region {
     /// out again (a Tape's clear), and returns once each has waited for its
     /// device to stop using it.
     pub(crate) fn reuse(&self) {
-        let _lock = self.commit_lock().lock();
-        // SAFETY: we hold the commit lock, which guards the watchers.
-        for watcher in unsafe { &*self.watchers.get() }.iter().flatten() {
-            // SAFETY: registered with this `data`, under the commit lock.
+        let committing = self.committing();
+        for watcher in committing.watchers().iter().flatten() {
+            // SAFETY: registered with this `data`; the commit lock is held.
             unsafe { (watcher.reused)(watcher.data) };
         }
     }
 
     /// Adds a watcher, told of every commit from now on.
     pub(crate) fn watch(&self, watcher: Watcher) -> Watch {
-        let _lock = self.commit_lock().lock();
-        // SAFETY: we hold the commit lock, which guards the watchers.
-        let slots = unsafe { &mut *self.watchers.get() };
+        let mut committing = self.committing();
+        let committed = committing.committed();
+        let slots = committing.watchers_mut();
         if slots
             .iter()
             .flatten()
@@ -408,17 +462,15 @@ impl Region {
             return Watch::Full;
         };
         *free = Some(watcher);
-        // Relaxed: under the commit lock, which every store holds.
-        Watch::Added(self.committed.load(Ordering::Relaxed))
+        Watch::Added(committed)
     }
 
     /// Removes the watcher added by `watch` with this `data`; after this
     /// returns, it is not called again.
     pub(crate) fn unwatch(&self, data: *const ()) {
-        let _lock = self.commit_lock().lock();
-        // SAFETY: we hold the commit lock, which guards the watchers.
-        let slots = unsafe { &mut *self.watchers.get() };
-        if let Some(slot) = slots
+        let mut committing = self.committing();
+        if let Some(slot) = committing
+            .watchers_mut()
             .iter_mut()
             .find(|slot| slot.is_some_and(|watcher| watcher.data == data))
         {

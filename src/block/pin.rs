@@ -3,24 +3,111 @@
 //! NUMA node as its [`Placement`](super::Placement) says, populating it,
 //! and telling a refusal once.
 
-use core::sync::atomic::Ordering;
-
-use super::commit::Caller;
+use super::commit::{Caller, Committing};
 use super::numa::{self, Node, Placement};
 use super::report::pin_error;
 use super::{COMMIT_STEP, Pinning, Platform, Region, populate, report};
 use crate::Error;
 
-impl Region {
-    /// Locks (or not, as pinning says) and populates the freshly mapped
-    /// `from..to`.
-    pub(super) fn lock_and_populate(
+/// What [`Committing::pin`] did.
+pub(super) struct Pinned {
+    /// The end of what is locked now: `to` if everything was, less where
+    /// best-effort pinning ran into the limit, `from` if nothing was.
+    pub(super) locked_to: usize,
+    /// Whether locking also faulted every page of the range in.
+    pub(super) populated: bool,
+}
+
+impl Committing<'_> {
+    /// Locks `from..to` (mapped, committed or being committed) as the
+    /// Block's pinning says: the one statement of the pinning policy, for
+    /// fresh commits and for ranges taken back after a discard.
+    ///
+    /// - `Off`: nothing is locked.
+    /// - `Required`: all of it or an [`Error::Pin`]; when the caller is an
+    ///   allocator, whose error reaches no one, the refusal is also told on
+    ///   standard error, once per process.
+    /// - `BestEffort`: what the limit allows, a commit step at a time from
+    ///   `from`, and the refusal told once on standard error.
+    ///
+    /// A large range a program commits itself (`in_threads`) is locked from
+    /// several threads, each faulting its own part in.
+    pub(super) fn pin(
+        &self,
+        from: usize,
+        to: usize,
+        caller: Caller,
+        in_threads: bool,
+    ) -> Result<Pinned, Error> {
+        let region = self.region;
+        let settings = region.settings;
+        let nothing = Pinned {
+            locked_to: from,
+            populated: false,
+        };
+        if settings.pinning == Pinning::Off || from >= to {
+            return Ok(nothing);
+        }
+        // SAFETY: `from..to` is mapped and nothing else refers to it (the
+        // caller's range, under the commit lock `self` proves).
+        let threaded = in_threads
+            && settings.prefault
+            && caller == Caller::User
+            && populate::worth_threads(to - from)
+            && unsafe { populate::lock_in_threads(region.ptr, from, to, settings.node) };
+        let locked = if threaded {
+            Ok(())
+        } else {
+            // SAFETY: as above.
+            unsafe { region.raw.lock(region.ptr, from, to, settings.prefault) }
+        };
+        let source = match locked {
+            Ok(()) => {
+                return Ok(Pinned {
+                    locked_to: to,
+                    populated: settings.prefault,
+                });
+            }
+            Err(source) => source,
+        };
+        if settings.pinning == Pinning::Required {
+            // The error says it all to a caller that gets it.
+            if caller == Caller::Allocator && !settings.quiet {
+                report::refusal(to - from, &source, true);
+            }
+            return Err(pin_error(to - from, source));
+        }
+        // Best effort: pin what the limit still allows, a step at a time,
+        // and go on unpinned past it.
+        let step = COMMIT_STEP.max(region.granule);
+        let mut end = from;
+        while end < to {
+            let next = (end + step).min(to);
+            // SAFETY: as above, a part of `from..to`.
+            if unsafe { region.raw.lock(region.ptr, end, next, settings.prefault) }.is_err() {
+                break;
+            }
+            end = next;
+        }
+        if !settings.quiet && end < to {
+            report::refusal(to - end, &source, false);
+        }
+        Ok(Pinned {
+            locked_to: end,
+            ..nothing
+        })
+    }
+
+    /// Binds (to the Block's node), pins and populates the freshly mapped
+    /// `from..to` of a commit.
+    pub(super) fn pin_and_populate(
         &self,
         from: usize,
         to: usize,
         caller: Caller,
     ) -> Result<(), Error> {
-        let settings = self.settings;
+        let region = self.region;
+        let settings = region.settings;
         // More than the machine's memory (or the node's, for a required
         // placement) can be neither pinned nor faulted in: say so now rather
         // than after the kernel has tried (and pushed everything else out
@@ -33,73 +120,29 @@ impl Region {
         }
         // Before a page is touched: a mapping made afresh (a shared or
         // huge-page commit) does not keep the reservation's policy.
-        self.bind(from, to, caller)?;
-        let mut populated = false;
+        region.bind(from, to, caller)?;
+        // Keep the locked part a prefix: lock from its end, which is below
+        // `from` where an earlier lock was refused; in threads only a range
+        // right after the prefix.
+        let locked = self.locked();
+        let pinned = self.pin(locked, to, caller, locked == from)?;
         if settings.pinning != Pinning::Off {
-            // Keep the locked part a prefix: lock from its end, which is
-            // below `from` where an earlier lock was refused.
-            // Relaxed: under the commit lock.
-            let locked = self.locked.load(Ordering::Relaxed);
-            // A large commit right after the locked prefix: lock it from
-            // several threads, each faulting its own part in.
-            // SAFETY: `from..to` was mapped just now, nothing refers to it.
-            let in_threads = settings.prefault
-                && caller == Caller::User
-                && locked == from
-                && populate::worth_threads(to - from)
-                && unsafe { populate::lock_in_threads(self.ptr, from, to, settings.node) };
-            let result = if in_threads {
-                Ok(())
-            } else {
-                // SAFETY: `locked..to` is mapped (committed or just mapped).
-                unsafe { self.raw.lock(self.ptr, locked, to, settings.prefault) }
-            };
-            match result {
-                Ok(()) => {
-                    self.locked.store(to, Ordering::Relaxed);
-                    populated |= settings.prefault;
-                }
-                Err(source) => {
-                    let required = settings.pinning == Pinning::Required;
-                    if required {
-                        // The error says it all to a caller that gets it.
-                        if caller == Caller::Allocator && !settings.quiet {
-                            report::refusal(to - locked, &source, true);
-                        }
-                        return Err(pin_error(to - locked, source));
-                    }
-                    // Best effort: pin what the limit still allows, a step
-                    // at a time, and go on unpinned past it.
-                    let step = COMMIT_STEP.max(self.granule);
-                    let mut end = locked;
-                    while end < to {
-                        let next = (end + step).min(to);
-                        // SAFETY: as above, a part of `locked..to`.
-                        if unsafe { self.raw.lock(self.ptr, end, next, settings.prefault) }.is_err()
-                        {
-                            break;
-                        }
-                        end = next;
-                    }
-                    self.locked.store(end, Ordering::Relaxed);
-                    if !settings.quiet && end < to {
-                        report::refusal(to - end, &source, false);
-                    }
-                }
-            }
+            self.set_locked(pinned.locked_to);
         }
-        if settings.prefault && !populated {
+        if settings.prefault && !pinned.populated {
             if caller == Caller::User && populate::worth_threads(to - from) {
-                // SAFETY: as above.
-                unsafe { populate::in_threads(self.ptr, from, to, settings.node)? };
+                // SAFETY: `from..to` was mapped just now, nothing refers to it.
+                unsafe { populate::in_threads(region.ptr, from, to, settings.node)? };
             } else {
                 // SAFETY: as above.
-                unsafe { self.raw.populate(self.ptr, from, to)? };
+                unsafe { region.raw.populate(region.ptr, from, to)? };
             }
         }
         Ok(())
     }
+}
 
+impl Region {
     /// Binds `from..to` of the reservation to the Block's node, if it has
     /// one (see [`bind_reservation`](Region::bind_reservation) for what a
     /// refusal does).

@@ -375,7 +375,7 @@ impl<const CELL_SIZE: usize, const CELLS: usize> Grid<CELL_SIZE, CELLS> {
         let (Ok(cells), Ok(meta)) = (self.block.force(), self.meta.force()) else {
             return false;
         };
-        if meta.committed() < Self::LINKS_START && !meta.grow_to(Self::LINKS_START) {
+        if meta.ensure_committed(Self::LINKS_START).is_none() {
             return false;
         }
         let slots = meta.as_ptr().cast::<Slot>();
@@ -417,8 +417,8 @@ impl<const CELL_SIZE: usize, const CELLS: usize> Grid<CELL_SIZE, CELLS> {
             let (cells, meta) = (self.block.get()?, self.meta.get()?);
             let cell_end = (index + 1) * Self::STRIDE;
             let link_end = Self::LINKS_START + (index + 1) * size_of::<AtomicU32>();
-            if (cells.committed() < cell_end && !cells.grow_to(cell_end))
-                || (meta.committed() < link_end && !meta.grow_to(link_end))
+            if cells.ensure_committed(cell_end).is_none()
+                || meta.ensure_committed(link_end).is_none()
             {
                 return None;
             }

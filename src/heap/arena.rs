@@ -477,19 +477,18 @@ impl Arena {
         }
         let groups = (target as usize).div_ceil(GROUP_UNITS as usize);
         let meta_end = self.groups_offset + groups * size_of::<GroupMeta>();
-        if self.meta.committed() < meta_end && !self.meta.grow_to(meta_end) {
+        if self.meta.ensure_committed(meta_end).is_none() {
             return false;
         }
         let before = self.data.committed();
-        if !self.data.grow_to(target as usize * UNIT) {
+        let Some(after) = self.data.ensure_committed(target as usize * UNIT) else {
             return false;
-        }
-        let after = self.data.committed();
+        };
         // Grown in steps, the data may now reach past the metadata.
         let units = (after.min(self.len) / UNIT) as u32;
         let groups = (units as usize).div_ceil(GROUP_UNITS as usize);
         let meta_end = self.groups_offset + groups * size_of::<GroupMeta>();
-        let units = if self.meta.committed() >= meta_end || self.meta.grow_to(meta_end) {
+        let units = if self.meta.ensure_committed(meta_end).is_some() {
             units
         } else {
             target

@@ -367,9 +367,7 @@ impl HeapCore {
     fn create_cache(&self, tag: usize) -> Option<&ThreadCache> {
         let offset = CACHES_OFFSET + tag * size_of::<ThreadCache>();
         let end = offset + size_of::<ThreadCache>();
-        if self.block.committed() < end && !self.block.grow_to(end) {
-            return None;
-        }
+        self.block.ensure_committed(end)?;
         // SAFETY: inside the core Block's committed part, aligned for a
         // ThreadCache, and this tag's alone: nobody else writes it.
         let place = unsafe { self.block.as_ptr().add(offset) }.cast::<ThreadCache>();
