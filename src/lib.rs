@@ -169,6 +169,20 @@ pub use tape::Tape;
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;
 
+/// What the unit tests share: the options their Blocks open with.
+#[cfg(test)]
+pub(crate) mod testing {
+    use crate::BlockOptions;
+
+    /// The defaults (pinned where the locked-memory limit allows), quiet,
+    /// since a refusal is expected under an ordinary user's limit and is not
+    /// what these tests check. (`tests/support` is the same for the test
+    /// binaries.)
+    pub(crate) fn options() -> BlockOptions<'static> {
+        BlockOptions::new().quiet(true)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     /// The README's install line names this package (not the older macOS

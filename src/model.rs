@@ -320,11 +320,7 @@ impl fmt::Debug for Pass<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Pinning;
-
-    fn options() -> BlockOptions<'static> {
-        BlockOptions::new().pinning(Pinning::BestEffort).quiet(true)
-    }
+    use crate::testing::options;
 
     #[test]
     fn bad_sizes_are_errors() {

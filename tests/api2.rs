@@ -1,5 +1,7 @@
 //! The `allocator_api2::Allocator` impls of Tape and Grid.
 
+mod support;
+
 use core::alloc::Layout;
 use core::ptr::NonNull;
 
@@ -7,11 +9,8 @@ use allocator_api2::alloc::{AllocError, Allocator};
 use allocator_api2::boxed::Box;
 use allocator_api2::vec::Vec;
 use hashbrown::HashMap;
-use unimem::{BlockOptions, Exhaustion, Grid, Heap, Pinning, Tape};
-
-fn options() -> BlockOptions<'static> {
-    BlockOptions::new().pinning(Pinning::BestEffort)
-}
+use support::options;
+use unimem::{Exhaustion, Grid, Heap, Tape};
 
 fn tape(bytes: usize) -> Tape {
     Tape::open_with(bytes, &options()).unwrap()

@@ -4,22 +4,21 @@
 //! `ignored` with the reason (unless `UNIMEM_REQUIRE_CUDA` is set, which
 //! makes that a failure).
 
+mod support;
+
 #[macro_use]
 mod harness;
 
 use std::sync::Arc;
 
 use allocator_api2::vec::Vec;
+use support::options;
 use unimem::cuda::cudarc::driver::{LaunchConfig, PushKernelArg};
 use unimem::cuda::cudarc::nvrtc::Ptx;
 use unimem::cuda::{self, CudaContext, CudaError, Registered};
-use unimem::{Block, BlockOptions, Error, Grid, Node, Pinning, Placement, Tape};
+use unimem::{Block, Error, Grid, Node, Placement, Tape};
 
 const PTX: &str = include_str!("../kernels/zero_copy.ptx");
-
-fn options() -> BlockOptions<'static> {
-    BlockOptions::new().pinning(Pinning::BestEffort)
-}
 
 /// Device 0; without a driver or device the test is skipped, or fails with
 /// `UNIMEM_REQUIRE_CUDA` set (the GPU runner sets it).

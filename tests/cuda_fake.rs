@@ -12,6 +12,8 @@
 //! their work only in that child (run directly, they are reported
 //! `ignored`).
 
+mod support;
+
 #[macro_use]
 mod harness;
 
@@ -19,9 +21,10 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use allocator_api2::vec::Vec;
+use support::options;
 use unimem::cuda::cudarc::driver::sys;
 use unimem::cuda::{self, CudaError, Registered};
-use unimem::{Block, BlockOptions, Error, Heap, Model, Node, Pinning, Tape};
+use unimem::{Block, Error, Heap, Model, Node, Tape};
 
 const CHILD: &str = "UNIMEM_FAKE_CUDA";
 
@@ -61,10 +64,6 @@ fn in_child() {
     if std::env::var_os(CHILD).is_none() {
         harness::skip("runs in the child of registration_against_a_stand_in_driver");
     }
-}
-
-fn options() -> BlockOptions<'static> {
-    BlockOptions::new().pinning(Pinning::BestEffort)
 }
 
 /// The stand-in's test hook `name`, of C type `F`.

@@ -3,17 +3,16 @@
 //! a shared Block is shared with the child, as any `MAP_SHARED` memory is.
 #![cfg(unimem_linux)]
 
+mod support;
+
 mod common;
 
 use std::time::Duration;
 
 use allocator_api2::vec::Vec;
 use common::fork::{Ended, fork, wait};
-use unimem::{BlockOptions, Grid, Heap, Pinning, Tape};
-
-fn options() -> BlockOptions<'static> {
-    BlockOptions::new().pinning(Pinning::BestEffort).quiet(true)
-}
+use support::options;
+use unimem::{Grid, Heap, Tape};
 
 const DEADLINE: Duration = Duration::from_secs(20);
 

@@ -4,18 +4,17 @@
 //! follows what is committed, and trimming lowers both.
 #![cfg(not(miri))]
 
+mod support;
+
 use std::alloc::Layout;
 use std::ptr::NonNull;
 
 use allocator_api2::alloc::Allocator;
-use unimem::{BlockOptions, Heap, Pinning, Tape};
+use support::options;
+use unimem::{Heap, Tape};
 
 /// VmLck is process-wide, and every test here locks memory: they take turns.
 static LOCKED: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn options() -> BlockOptions<'static> {
-    BlockOptions::new().pinning(Pinning::BestEffort).quiet(true)
-}
 
 /// Locked memory of this process, in bytes.
 #[cfg(target_os = "linux")]

@@ -7,12 +7,15 @@
 //! in `UNIMEM_MISUSE`), whose abort and standard error the parent checks.
 #![cfg(unimem_fork)]
 
+mod support;
+
 use std::alloc::Layout;
 use std::os::unix::process::ExitStatusExt;
 use std::process::Command;
 
 use allocator_api2::alloc::Allocator;
-use unimem::{BlockOptions, Grid, Heap, Pinning};
+use support::options;
+use unimem::{Grid, Heap};
 
 const CASE: &str = "UNIMEM_MISUSE";
 
@@ -65,10 +68,6 @@ fn misuse_aborts_with_a_message() {
             "{case}"
         );
     }
-}
-
-fn options() -> BlockOptions<'static> {
-    BlockOptions::new().pinning(Pinning::BestEffort).quiet(true)
 }
 
 /// Runs only in the child: the misuse its case names.

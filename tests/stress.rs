@@ -2,6 +2,8 @@
 //! to free: Tape, Grid and Heap through their `Allocator` impls, with every
 //! allocation's bytes checked before it is freed.
 
+mod support;
+
 use std::alloc::Layout;
 use std::ptr::NonNull;
 use std::sync::Barrier;
@@ -9,13 +11,10 @@ use std::sync::mpsc::{Receiver, Sender, channel};
 use std::thread;
 
 use allocator_api2::alloc::Allocator;
-use unimem::{BlockOptions, Grid, Heap, Pinning, Tape};
+use support::options;
+use unimem::{Grid, Heap, Tape};
 
 const THREADS: usize = 4;
-
-fn options() -> BlockOptions<'static> {
-    BlockOptions::new().pinning(Pinning::BestEffort)
-}
 
 /// An allocation on its way to another thread.
 struct Parcel {

@@ -1,14 +1,13 @@
 //! Many threads on one Tape and one Grid: no overlap, nothing lost.
 
+mod support;
+
 use std::sync::Barrier;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 
+use support::options;
 use unimem::{BlockOptions, Grid, Pinning, Tape};
-
-fn options() -> BlockOptions<'static> {
-    BlockOptions::new().pinning(Pinning::BestEffort)
-}
 
 const THREADS: usize = 8;
 

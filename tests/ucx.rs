@@ -24,6 +24,8 @@
 //! exits on purpose logs the connection it lost) is shown only when a
 //! test fails.
 
+mod support;
+
 #[macro_use]
 mod harness;
 
@@ -35,8 +37,9 @@ use std::time::{Duration, Instant};
 use allocator_api2::vec::Vec;
 use hashbrown::DefaultHashBuilder;
 use hashbrown::HashMap;
+use support::options;
 use unimem::ucx::{Context, Descriptor, ErrorMode, Link, Peers, Registered, UcxError};
-use unimem::{BlockOptions, Error, Heap, Pinning, Tape};
+use unimem::{Error, Heap, Tape};
 
 /// How long any one wait may take.
 const WAIT: Duration = Duration::from_secs(60);
@@ -53,10 +56,6 @@ fn value_len(k: u32) -> usize {
 
 /// The child's environment variable naming the owner's port.
 const PEER_PORT: &str = "UNIMEM_UCX_TEST_PEER_PORT";
-
-fn options() -> BlockOptions<'static> {
-    BlockOptions::new().pinning(Pinning::BestEffort).quiet(true)
-}
 
 /// A float of pattern `seed` at index `i` (exact in `f32`).
 fn float(i: usize, seed: u32) -> f32 {

@@ -11,6 +11,8 @@
 //! `ignored` with the reason. The shaders are WGSL in `shaders/`, compiled
 //! to the SPIR-V committed beside them (`tools/spvgen` checks it is fresh).
 
+mod support;
+
 #[macro_use]
 mod harness;
 
@@ -18,9 +20,10 @@ use std::process::Command;
 use std::sync::Arc;
 
 use allocator_api2::vec::Vec;
+use support::options;
 use unimem::vulkan::ash::{self, vk};
 use unimem::vulkan::{BufferRange, Device, Registered, VulkanError};
-use unimem::{BlockOptions, Error, Heap, Node, Pinning, Tape};
+use unimem::{Error, Heap, Node, Tape};
 
 const FILL: &[u8] = include_bytes!("../shaders/fill.spv");
 const TRANSFORM: &[u8] = include_bytes!("../shaders/transform.spv");
@@ -40,10 +43,6 @@ fn words(v: &[Words]) -> &[u32] {
 fn words_mut(v: &mut [Words]) -> &mut [u32] {
     // SAFETY: as `words`.
     unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr().cast(), v.len() * 64) }
-}
-
-fn options() -> BlockOptions<'static> {
-    BlockOptions::new().pinning(Pinning::BestEffort).quiet(true)
 }
 
 /// The device; where there is none the test is skipped, or fails with

@@ -10,6 +10,8 @@
 //! makes a missing loader or device a failure; elsewhere they are reported
 //! `ignored` with the reason.
 
+mod support;
+
 #[macro_use]
 mod harness;
 
@@ -21,8 +23,9 @@ use std::ptr::NonNull;
 
 use allocator_api2::alloc::{AllocError, Allocator};
 use allocator_api2::vec::Vec;
+use support::options;
 use unimem::wgpu::{Device, Registered, WgpuError, wgpu};
-use unimem::{BlockOptions, Error, Heap, Pinning, Tape};
+use unimem::{Error, Heap, Tape};
 use wgpu::BufferUsages;
 
 /// Doubles every value.
@@ -50,10 +53,6 @@ fn main(@builtin(global_invocation_id) id: vec3<u32>) {
     }
 }
 ";
-
-fn options() -> BlockOptions<'static> {
-    BlockOptions::new().pinning(Pinning::BestEffort).quiet(true)
-}
 
 /// The device; where there is none the test is skipped, or fails with
 /// `UNIMEM_REQUIRE_VULKAN` set (CI sets it).

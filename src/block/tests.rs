@@ -1,8 +1,5 @@
 use super::*;
-
-fn options() -> BlockOptions<'static> {
-    BlockOptions::new().pinning(Pinning::BestEffort).quiet(true)
-}
+use crate::testing::options;
 
 /// 1 MiB, or less under Miri.
 const MIB: usize = if cfg!(miri) { 64 << 10 } else { 1 << 20 };

@@ -1,10 +1,6 @@
 use super::slots::Look;
 use super::*;
-use crate::Pinning;
-
-fn options() -> BlockOptions<'static> {
-    BlockOptions::new().pinning(Pinning::BestEffort)
-}
+use crate::testing::options;
 
 #[test]
 fn cells_are_aligned_distinct_and_counted() {

@@ -2,12 +2,8 @@ use std::collections::HashMap;
 use std::sync::Barrier;
 
 use super::*;
-use crate::Pinning;
+use crate::testing::options;
 use runs::UNIT;
-
-fn options() -> BlockOptions<'static> {
-    BlockOptions::new().pinning(Pinning::BestEffort)
-}
 
 /// A heap that reserves at most `blocks` times `block_bytes` (the first
 /// arena `block_bytes`, the next twice that if the limit leaves room).

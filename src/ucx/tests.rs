@@ -15,11 +15,8 @@ use std::time::Duration;
 
 use super::grant::{Issued, Track};
 use super::*;
-use crate::{BlockOptions, Error, Pinning, Tape};
-
-fn options() -> BlockOptions<'static> {
-    BlockOptions::new().pinning(Pinning::BestEffort).quiet(true)
-}
+use crate::testing::options;
+use crate::{Error, Tape};
 
 /// Whether `UNIMEM_REQUIRE_UCX` is set (to anything but empty or `0`):
 /// then a failure to set UCX up fails the test.
