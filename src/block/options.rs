@@ -310,6 +310,19 @@ impl<'a> BlockOptions<'a> {
         Block::open_with(bytes, self)
     }
 
+    /// These options for an allocator's own metadata (a Heap's headers and
+    /// caches, a Grid's links): private, unpinned, base pages, on no
+    /// particular NUMA node, capacity as opened. Devices never see such a
+    /// Block, and locked memory is kept for the data.
+    pub(crate) const fn for_metadata(self) -> Self {
+        self.pinning(Pinning::Off)
+            .prefault(false)
+            .pages(Pages::Base)
+            .shared(false)
+            .node(None)
+            .capacity(0)
+    }
+
     /// The granule of Blocks opened with these options: the huge page size
     /// for explicit huge pages, else the page size.
     pub(crate) fn granule(&self) -> usize {

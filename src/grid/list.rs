@@ -69,7 +69,13 @@ impl<const CELL_SIZE: usize, const CELLS: usize> Grid<CELL_SIZE, CELLS> {
         // Failure Acquire: the caller retries with the value seen, so it needs
         // the same guarantee as the first load.
         self.head
-            .compare_exchange(head, head.with(next), Ordering::Acquire, Ordering::Acquire)
+            .compare_exchange(
+                head,
+                head.with(next),
+                Ordering::Acquire,
+                Ordering::Acquire,
+                false,
+            )
             .map(|_| head.index())
     }
 
@@ -84,11 +90,12 @@ impl<const CELL_SIZE: usize, const CELLS: usize> Grid<CELL_SIZE, CELLS> {
                 .store(head.index(), Ordering::Relaxed);
             // Release: pairs with the Acquire in `pop`, publishing the link
             // and our writes to the cell to whoever takes it next.
-            match self.head.compare_exchange_weak(
+            match self.head.compare_exchange(
                 head,
                 head.with(index),
                 Ordering::Release,
                 Ordering::Relaxed,
+                true,
             ) {
                 Ok(_) => return,
                 Err(seen) => head = seen,

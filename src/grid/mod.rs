@@ -45,7 +45,7 @@ use self::stamp::{AtomicStamped, Stamped};
 use crate::alloc::{Engine, Exhaustion};
 use crate::lazy::LazyBlock;
 use crate::once::Once;
-use crate::{Block, BlockOptions, Error, Pages, Pinning, Region, misuse, page_size, thread};
+use crate::{Block, BlockOptions, Error, Region, misuse, page_size, thread};
 
 pub use self::cell::{Cell, UninitCell};
 
@@ -205,19 +205,6 @@ const fn geometry(cell: usize, cells: usize) -> Option<Geometry> {
     })
 }
 
-/// The options of a Grid's links Block: private, unpinned and on no
-/// particular NUMA node (devices never see it; locked memory is kept for
-/// the cells).
-const fn meta_options(options: BlockOptions<'_>) -> BlockOptions<'_> {
-    options
-        .pinning(Pinning::Off)
-        .prefault(false)
-        .pages(Pages::Base)
-        .shared(false)
-        .node(None)
-        .capacity(0)
-}
-
 impl<const CELL_SIZE: usize, const CELLS: usize> Grid<CELL_SIZE, CELLS> {
     /// Distance between cells: `CELL_SIZE` rounded up to the cell granule.
     const STRIDE: usize = match geometry(CELL_SIZE, CELLS) {
@@ -261,7 +248,7 @@ impl<const CELL_SIZE: usize, const CELLS: usize> Grid<CELL_SIZE, CELLS> {
             )?),
             meta: LazyBlock::ready(Block::open_with(
                 geometry.meta_bytes,
-                &meta_options(*options),
+                &options.for_metadata(),
             )?),
             ..Self::lazy_with(BlockOptions::new())
         };
@@ -300,7 +287,7 @@ impl<const CELL_SIZE: usize, const CELLS: usize> Grid<CELL_SIZE, CELLS> {
             align: AtomicUsize::new(0),
             carved: Once::new(),
             block: LazyBlock::new(cells_bytes, options.capacity(0)),
-            meta: LazyBlock::new(meta_bytes, meta_options(options)),
+            meta: LazyBlock::new(meta_bytes, options.for_metadata()),
             size_error: Once::new(),
             exhaustion: Exhaustion::Fail,
         }

@@ -67,7 +67,13 @@ impl<const CELL_SIZE: usize, const CELLS: usize> Grid<CELL_SIZE, CELLS> {
         // put the cell there, so the previous holder's writes to the cell
         // happen-before our use of it. Failure Relaxed: nothing is read.
         slot.word
-            .compare_exchange(word, word.with(NIL), Ordering::Acquire, Ordering::Relaxed)
+            .compare_exchange(
+                word,
+                word.with(NIL),
+                Ordering::Acquire,
+                Ordering::Relaxed,
+                false,
+            )
             .is_ok()
     }
 

@@ -60,6 +60,8 @@ impl AtomicStamped {
         self.0.store(word.0, order);
     }
 
+    /// The compare-exchange: weak (it may fail spuriously: for loops that
+    /// retry) or strong.
     #[inline(always)]
     pub(super) fn compare_exchange(
         &self,
@@ -67,24 +69,14 @@ impl AtomicStamped {
         new: Stamped,
         success: Ordering,
         failure: Ordering,
+        weak: bool,
     ) -> Result<Stamped, Stamped> {
-        self.0
-            .compare_exchange(current.0, new.0, success, failure)
-            .map(Stamped)
-            .map_err(Stamped)
-    }
-
-    #[inline(always)]
-    pub(super) fn compare_exchange_weak(
-        &self,
-        current: Stamped,
-        new: Stamped,
-        success: Ordering,
-        failure: Ordering,
-    ) -> Result<Stamped, Stamped> {
-        self.0
-            .compare_exchange_weak(current.0, new.0, success, failure)
-            .map(Stamped)
-            .map_err(Stamped)
+        let result = if weak {
+            self.0
+                .compare_exchange_weak(current.0, new.0, success, failure)
+        } else {
+            self.0.compare_exchange(current.0, new.0, success, failure)
+        };
+        result.map(Stamped).map_err(Stamped)
     }
 }

@@ -37,7 +37,7 @@ use super::runs::{GROUP_UNITS, Runs, UNIT, UnitMeta};
 use super::shared::HeapCore;
 use super::slab::{GROUP, SlabHeader};
 use crate::lock::SpinLock;
-use crate::{Block, BlockOptions, Error, Pages, Pinning, Region};
+use crate::{Block, BlockOptions, Error, Region};
 
 /// When a free leaves at least this much free memory in memory in an arena,
 /// the arena gives all but [`TRIM_KEEP`](super::Heap::TRIM_KEEP) of it back to the system at once:
@@ -63,19 +63,6 @@ pub(super) struct GroupMeta {
     /// group is free and still committed. Set under the runs lock, cleared
     /// under the grow lock once the pages are taken back (`recommit`).
     discarded: AtomicBool,
-}
-
-/// The options of the metadata Blocks: private, unpinned, base pages, on
-/// no particular NUMA node (devices never see them; locked memory is kept
-/// for the data).
-pub(super) fn meta_options(options: &BlockOptions<'static>) -> BlockOptions<'static> {
-    options
-        .pinning(Pinning::Off)
-        .prefault(false)
-        .pages(Pages::Base)
-        .shared(false)
-        .node(None)
-        .capacity(0)
 }
 
 /// One data Block's allocator. Lives at the start of its metadata Block.
@@ -134,7 +121,7 @@ impl Arena {
         let groups_offset = size_of::<Arena>().next_multiple_of(align_of::<GroupMeta>());
         let meta = Block::reserve(
             groups_offset + groups * size_of::<GroupMeta>(),
-            &meta_options(options),
+            &options.for_metadata(),
         )?;
         meta.commit(groups_offset)?;
         let start = meta.as_ptr();

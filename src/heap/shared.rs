@@ -12,7 +12,7 @@ use core::cell::UnsafeCell;
 use core::ptr::{self, NonNull};
 use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 
-use super::arena::{Arena, meta_options};
+use super::arena::Arena;
 use super::class::CLASSES;
 use super::registry;
 use super::runs::UNIT;
@@ -96,7 +96,7 @@ impl HeapCore {
         slab::init_secret();
         let block = Block::reserve(
             CACHES_OFFSET + SLOTS * size_of::<ThreadCache>(),
-            &meta_options(&config.options),
+            &config.options.for_metadata(),
         )?;
         block.commit(CACHES_OFFSET)?;
         let place = NonNull::new(block.as_ptr().cast::<HeapCore>()).ok_or(Error::ZeroSize)?;
