@@ -38,6 +38,26 @@ pub(crate) unsafe trait Engine {
         None
     }
 
+    /// As `take`, with the returned bytes zero: all of them when `all`, else
+    /// the first `layout.size()`. An engine that knows which of its memory
+    /// reads zero already (pages the system provided and nothing wrote
+    /// since) zeroes only the rest, and leaves untouched pages untouched.
+    #[inline(always)]
+    fn take_zeroed(&self, layout: Layout, all: bool) -> Option<NonNull<[u8]>> {
+        let block = self.take(layout)?;
+        // SAFETY: `take` returned `block.len()` writable bytes.
+        unsafe { zero(block.cast(), if all { block.len() } else { layout.size() }) };
+        Some(block)
+    }
+
+    /// The rest of `take_zeroed`, out of line, as `take_slow`.
+    fn take_zeroed_slow(&self, layout: Layout, all: bool) -> Option<NonNull<[u8]>> {
+        let block = self.take_slow(layout)?;
+        // SAFETY: `take_slow` returned `block.len()` writable bytes.
+        unsafe { zero(block.cast(), if all { block.len() } else { layout.size() }) };
+        Some(block)
+    }
+
     /// Whether `ptr` lies in one of the allocator's Blocks.
     fn owns(&self, ptr: NonNull<u8>) -> bool;
 
@@ -66,12 +86,54 @@ pub(crate) unsafe trait Engine {
     /// As `give`, for `ptr` and `old`.
     unsafe fn resize(&self, ptr: NonNull<u8>, old: Layout, new: Layout) -> Option<NonNull<[u8]>>;
 
+    /// As `resize`, with every byte of the returned block from `old.size()`
+    /// on reading zero (written only where not known to be zero already).
+    ///
+    /// # Safety
+    /// As `resize`.
+    unsafe fn resize_zeroed(
+        &self,
+        ptr: NonNull<u8>,
+        old: Layout,
+        new: Layout,
+    ) -> Option<NonNull<[u8]>> {
+        // SAFETY: the caller's contract.
+        let block = unsafe { self.resize(ptr, old, new) }?;
+        if block.len() > old.size() {
+            // SAFETY: the block holds `block.len()` bytes; those past the
+            // old size are to read as zero.
+            unsafe { zero(ptr.add(old.size()), block.len() - old.size()) };
+        }
+        Some(block)
+    }
+
     /// The policy for requests the Blocks cannot serve.
     fn exhaustion(&self) -> Exhaustion;
 
     /// Counts bytes that went to (positive) or came back from (negative) the
     /// system allocator.
     fn note_spill(&self, _bytes: isize) {}
+}
+
+/// What the bytes of a new allocation must be.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Fill {
+    /// Anything.
+    Any,
+    /// Zero up to the size asked for (`GlobalAlloc::alloc_zeroed`).
+    Zero,
+    /// Zero to the end of the returned slice (`Allocator::allocate_zeroed`).
+    ZeroAll,
+}
+
+/// Writes `len` zeros at `ptr`.
+///
+/// # Safety
+/// `ptr` is valid for writes of `len` bytes.
+#[inline(always)]
+unsafe fn zero(ptr: NonNull<u8>, len: usize) {
+    // SAFETY: the caller's contract.
+    unsafe { ptr::write_bytes(ptr.as_ptr(), 0, len) };
 }
 
 /// A well-aligned, dangling pointer for a zero-size allocation.
@@ -89,7 +151,7 @@ pub(crate) fn allocate<E: Engine + ?Sized>(engine: &E, layout: Layout) -> Option
     }
     match engine.take(layout) {
         Some(block) => Some(block),
-        None => allocate_slow(engine, layout, false),
+        None => allocate_slow(engine, layout, Fill::Any),
     }
 }
 
@@ -99,17 +161,16 @@ pub(crate) fn allocate<E: Engine + ?Sized>(engine: &E, layout: Layout) -> Option
 fn allocate_slow<E: Engine + ?Sized>(
     engine: &E,
     layout: Layout,
-    zeroed: bool,
+    fill: Fill,
 ) -> Option<NonNull<[u8]>> {
-    match engine.take_slow(layout) {
-        Some(block) => {
-            if zeroed {
-                // SAFETY: `take_slow` returned `block.len()` writable bytes.
-                unsafe { ptr::write_bytes(block.cast::<u8>().as_ptr(), 0, block.len()) };
-            }
-            Some(block)
-        }
-        None => spill(engine, layout, zeroed),
+    let block = match fill {
+        Fill::Any => engine.take_slow(layout),
+        Fill::Zero => engine.take_zeroed_slow(layout, false),
+        Fill::ZeroAll => engine.take_zeroed_slow(layout, true),
+    };
+    match block {
+        Some(block) => Some(block),
+        None => spill(engine, layout, fill != Fill::Any),
     }
 }
 
@@ -157,7 +218,7 @@ pub(crate) fn allocate_nonzero<E: Engine + ?Sized>(
     debug_assert_ne!(layout.size(), 0, "GlobalAlloc::alloc with a zero size");
     match engine.take(layout) {
         Some(block) => Some(block.cast()),
-        None => allocate_slow(engine, layout, false).map(NonNull::cast),
+        None => allocate_slow(engine, layout, Fill::Any).map(NonNull::cast),
     }
 }
 
@@ -190,14 +251,12 @@ pub(crate) fn allocate_zeroed<E: Engine + ?Sized>(
     if layout.size() == 0 {
         return Some(dangling(layout));
     }
-    if let Some(block) = engine.take(layout) {
-        // Blocks reuse memory (after a rewind, a clear or a free), so the
-        // bytes must be written.
-        // SAFETY: `take` returned `block.len()` writable bytes.
-        unsafe { ptr::write_bytes(block.cast::<u8>().as_ptr(), 0, block.len()) };
-        return Some(block);
+    // Blocks reuse memory (after a rewind, a clear or a free): the engine
+    // writes the bytes it does not know to be zero.
+    match engine.take_zeroed(layout, true) {
+        Some(block) => Some(block),
+        None => allocate_slow(engine, layout, Fill::ZeroAll),
     }
-    allocate_slow(engine, layout, true)
 }
 
 /// `GlobalAlloc::alloc_zeroed`, whose caller gets a pointer, not a slice:
@@ -212,12 +271,10 @@ pub(crate) fn allocate_zeroed_nonzero<E: Engine + ?Sized>(
         0,
         "GlobalAlloc::alloc_zeroed with a zero size"
     );
-    if let Some(block) = engine.take(layout) {
-        // SAFETY: `take` returned at least `layout.size()` writable bytes.
-        unsafe { ptr::write_bytes(block.cast::<u8>().as_ptr(), 0, layout.size()) };
-        return Some(block.cast());
+    match engine.take_zeroed(layout, false) {
+        Some(block) => Some(block.cast()),
+        None => allocate_slow(engine, layout, Fill::Zero).map(NonNull::cast),
     }
-    allocate_slow(engine, layout, true).map(NonNull::cast)
 }
 
 /// # Safety
@@ -264,14 +321,14 @@ pub(crate) unsafe fn reallocate<E: Engine + ?Sized>(
     if engine.owns(ptr) {
         if aligned {
             // SAFETY: the caller's contract; `owns` says it came from `take`.
-            if let Some(block) = unsafe { engine.resize(ptr, old, new) } {
-                if zeroed && block.len() > old.size() {
-                    // SAFETY: the block now holds `block.len()` bytes; the
-                    // ones past the old size are to read as zero.
-                    unsafe {
-                        ptr::write_bytes(ptr.as_ptr().add(old.size()), 0, block.len() - old.size())
-                    };
+            let resized = unsafe {
+                if zeroed {
+                    engine.resize_zeroed(ptr, old, new)
+                } else {
+                    engine.resize(ptr, old, new)
                 }
+            };
+            if let Some(block) = resized {
                 return Some(block);
             }
         }

@@ -90,10 +90,16 @@ fn child_misuses() {
                 heap.deallocate(p, small);
             }
             "heap-double-free-from-another-thread" => {
-                let p = std::thread::scope(|s| {
-                    s.spawn(|| heap.allocate(small).unwrap().cast::<u8>().as_ptr() as usize)
-                        .join()
-                        .unwrap()
+                // Two objects out, so that the first free does not empty the
+                // exited thread's slab (which would then go back to its arena).
+                let (p, _kept) = std::thread::scope(|s| {
+                    s.spawn(|| {
+                        let p = heap.allocate(small).unwrap().cast::<u8>().as_ptr() as usize;
+                        let kept = heap.allocate(small).unwrap().cast::<u8>().as_ptr() as usize;
+                        (p, kept)
+                    })
+                    .join()
+                    .unwrap()
                 });
                 let p = std::ptr::NonNull::new(std::ptr::with_exposed_provenance_mut(p)).unwrap();
                 heap.deallocate(p, small);

@@ -60,6 +60,7 @@ fn heap_op() -> impl Strategy<Value = model::heap::Op> {
         2 => (any::<usize>(), heap_size(), any::<bool>())
             .prop_map(|(index, size, zeroed)| Op::Grow { index, size, zeroed }),
         1 => (any::<usize>(), 1usize..4096).prop_map(|(index, size)| Op::Shrink { index, size }),
+        1 => Just(Op::Trim),
     ]
 }
 

@@ -303,6 +303,15 @@ impl Platform for Raw {
         false
     }
 
+    unsafe fn drop_pages(
+        &self,
+        _base: NonNull<u8>,
+        _from: usize,
+        _to: usize,
+    ) -> Result<bool, Error> {
+        Err(cannot_reserve())
+    }
+
     fn share(&self) -> Result<Export, Error> {
         // SAFETY: a live surface.
         let port = unsafe { IOSurfaceCreateMachPort(self.surface) };

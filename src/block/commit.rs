@@ -391,6 +391,62 @@ impl Region {
         Ok(())
     }
 
+    /// Makes the committed range `from..to` (granule-aligned) read as zero
+    /// without writing it and without faulting its pages in: they are given
+    /// back to the system ([`discard`](Region::discard)) and the part that
+    /// was locked is locked again, on fault. The range stays committed and
+    /// in use; only the pages a program touches afterwards come back (as
+    /// zero). What an allocator does to zero memory a program may not touch.
+    ///
+    /// Refused ([`Error::Unsupported`]) where `discard` is (shared, huge
+    /// pages, an IOSurface), for a Block that prefaults (its pages would be
+    /// faulted straight back in: writing zeros costs less) or that requires
+    /// pinning (a lock refused the second time would leave the range
+    /// unpinned), and for a registered Block ([`Error::Registered`]: the
+    /// device keeps the old pages). Writing the zeros is the caller's
+    /// fallback.
+    ///
+    /// # Safety
+    /// The range is committed and not discarded; nothing refers to its
+    /// contents any more, and no other thread can come to it while this
+    /// runs.
+    pub(crate) unsafe fn clear(&self, from: usize, to: usize) -> Result<(), Error> {
+        debug_assert!(from < to && to <= self.committed());
+        let settings = self.settings;
+        if !self.raw.can_discard() || settings.prefault || settings.pinning == Pinning::Required {
+            return Err(Error::Unsupported {
+                what: "clearing pages of a shared, huge-page, prefaulted or required-pinned Block",
+            });
+        }
+        let _lock = self.commit_lock().lock();
+        // SAFETY: we hold the commit lock, which guards the watchers.
+        if unsafe { &*self.watchers.get() }.iter().any(Option::is_some) {
+            return Err(Error::Registered);
+        }
+        // SAFETY: the caller's contract; the range is committed.
+        if unsafe { self.raw.drop_pages(self.ptr, from, to)? } {
+            return Ok(());
+        }
+        // SAFETY: as above.
+        unsafe { self.raw.discard(self.ptr, from, to)? };
+        // Relaxed: under the commit lock, as every store of `locked`.
+        let relock = to
+            .min(self.locked.load(Ordering::Relaxed))
+            .saturating_sub(from);
+        if relock > 0 {
+            // SAFETY: the range is committed (mapped) and ours; no populate.
+            if let Err(source) = unsafe { self.raw.lock(self.ptr, from, from + relock, false) } {
+                // Best effort: the range goes on unpinned, counted as such.
+                if !settings.quiet {
+                    report::refusal(relock, &source, false);
+                }
+                // Relaxed: under the commit lock.
+                self.unlocked.fetch_add(relock, Ordering::Relaxed);
+            }
+        }
+        Ok(())
+    }
+
     /// Maps what the owner of an attached Block's pages committed since this
     /// mapping attached or last followed, as the memfd's size says (whole
     /// granules of it), and returns the committed size. The owner may grow

@@ -121,6 +121,10 @@ pub(crate) struct Raw {
 const NAME_MAX: usize = 249;
 /// The longest anonymous-memory name (`PR_SET_VMA_ANON_NAME`), with the NUL.
 const ANON_NAME_MAX: usize = 80;
+/// `madvise` advice (Linux 5.18): `MADV_DONTNEED` that drops locked pages
+/// too, leaving the range locked. Spelled here so that older C library
+/// headers (and `libc` releases) need not have it.
+const MADV_DONTNEED_LOCKED: libc::c_int = 24;
 
 /// `label` as a NUL-terminated name, cut to `max` bytes at a character
 /// boundary. Built on the stack: opening must not allocate.
@@ -615,6 +619,30 @@ impl Platform for Raw {
 
     fn can_discard(&self) -> bool {
         self.fd.is_none() && self.hugetlb == 0
+    }
+
+    unsafe fn drop_pages(&self, base: NonNull<u8>, from: usize, to: usize) -> Result<bool, Error> {
+        if !self.can_discard() {
+            return Ok(false);
+        }
+        // SAFETY: the caller's contract: `from..to` is ours, committed, and
+        // nothing refers to it. Locked pages are dropped too (and locked
+        // again as they are faulted back in).
+        let rc = unsafe {
+            libc::madvise(
+                base.as_ptr().add(from).cast(),
+                to - from,
+                MADV_DONTNEED_LOCKED,
+            )
+        };
+        if rc == 0 {
+            return Ok(true);
+        }
+        match io::Error::last_os_error().raw_os_error() {
+            // Kernels before 5.18 do not know the advice.
+            Some(libc::EINVAL) => Ok(false),
+            _ => Err(Error::last_os("madvise(MADV_DONTNEED_LOCKED)")),
+        }
     }
 
     fn share(&self) -> Result<Export, Error> {

@@ -152,6 +152,15 @@ pub(crate) trait Platform: Sized {
     /// Whether `discard` may run: private memory of base pages only.
     fn can_discard(&self) -> bool;
 
+    /// Drops the pages of the committed range `from..to` in one step,
+    /// leaving it mapped and locked as it was (pages touched again come back
+    /// zero, and locked where the range is locked). `Ok(false)`: the system
+    /// cannot in one step (`discard` then `lock` do it in two).
+    ///
+    /// # Safety
+    /// As `discard`.
+    unsafe fn drop_pages(&self, base: NonNull<u8>, from: usize, to: usize) -> Result<bool, Error>;
+
     /// Gives a handle through which another mapping reaches the same pages.
     fn share(&self) -> Result<Export, Error>;
 

@@ -139,6 +139,11 @@ impl Platform for Raw {
         true
     }
 
+    unsafe fn drop_pages(&self, base: NonNull<u8>, from: usize, to: usize) -> Result<bool, Error> {
+        // SAFETY: as `discard`, which this is here (nothing is locked).
+        unsafe { self.discard(base, from, to) }.map(|()| true)
+    }
+
     fn share(&self) -> Result<Export, Error> {
         Err(Error::Unsupported {
             what: "sharing: the portable backend has no export handle",

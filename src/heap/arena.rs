@@ -16,8 +16,9 @@
 //! pages dropped and unlocked, the range still committed; a group's
 //! `discarded` flag says so, and taking any of its units recommits it
 //! first). This runs on its own when a free leaves more than
-//! [`TRIM_THRESHOLD`](super::Heap::TRIM_THRESHOLD) of free memory in the arena, keeping [`TRIM_KEEP`](super::Heap::TRIM_KEEP),
-//! and fully on `Heap::trim`. What an automatic trim keeps adapts: each time
+//! [`TRIM_THRESHOLD`](super::Heap::TRIM_THRESHOLD) of free memory in the
+//! arena, keeping [`TRIM_KEEP`](super::Heap::TRIM_KEEP), and fully on
+//! `Heap::trim`. What an automatic trim keeps adapts: each time
 //! the arena has to commit again after trims gave memory back, the amount
 //! kept (and the threshold with it) doubles, and grows to at least what they
 //! gave back, up to [`TRIM_KEEP_MAX`](super::Heap::TRIM_KEEP_MAX), so that a
@@ -28,10 +29,30 @@
 //! Growing and trimming run under the arena's grow lock, with the run lock
 //! taken only to read or change the runs: requests the committed part can
 //! serve do not wait for a commit's system calls.
+//!
+//! # Zeroed memory
+//!
+//! Each group keeps one bit per unit (`GroupMeta::zero`): set, the unit
+//! reads zero and nothing has touched it since the system provided it.
+//! Bits are set for units committed fresh (`extend`: a commit maps pages
+//! that read zero) and for groups discarded (`discard_free`: their pages
+//! read zero when taken back), and for the units a released slab never
+//! handed out (`restore_zero`); they are cleared when the units are handed
+//! out (`claim_units`, `fresh_slab`), whatever the caller then writes. A
+//! zeroed allocation (`alloc_run` with `zeroed`, a run growing in place)
+//! therefore writes nothing where the bits are set: those pages stay out
+//! of memory until the program touches them. The units it must zero, which
+//! a program wrote before, are zeroed by giving their pages back
+//! (`Region::clear`: the pages read zero, and only those touched again
+//! come back) when at least [`CLEAR_UNITS`] of them lie together and the
+//! Block allows it (private base pages, not prefaulted, not registered, not
+//! `Pinning::Required`), else by writing zeros. Slabs keep their group's
+//! bits (`slab.rs`), so that objects never handed out from fresh units need
+//! no zeroing either.
 
 use core::ops::Range;
 use core::ptr::NonNull;
-use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU16, AtomicUsize, Ordering};
 
 use super::runs::{GROUP_UNITS, Runs, UNIT, UnitMeta};
 use super::shared::HeapCore;
@@ -63,6 +84,23 @@ pub(super) struct GroupMeta {
     /// group is free and still committed. Set under the runs lock, cleared
     /// under the grow lock once the pages are taken back (`recommit`).
     discarded: AtomicBool,
+    /// Bit `u` set: unit `u` of the group is known to read zero, untouched
+    /// since the system provided it (committed fresh, or discarded) and not
+    /// handed out since (module documentation, *Zeroed memory*).
+    zero: AtomicU16,
+}
+
+/// A stretch of dirty units at least this long is zeroed by giving its
+/// pages back (`Region::clear`) rather than by writing zeros: its pages,
+/// resident or not, are not touched, and only those the program touches
+/// come back. Every large run is longer (large requests are above 32 KiB).
+const CLEAR_UNITS: u32 = 8;
+
+/// The bits of units `from..to` (`from < to <= GROUP_UNITS`) of a group.
+#[inline]
+fn unit_bits(from: u32, to: u32) -> u16 {
+    debug_assert!(from < to && to <= GROUP_UNITS);
+    ((1u32 << to) - (1u32 << from)) as u16
 }
 
 /// One data Block's allocator. Lives at the start of its metadata Block.
@@ -268,16 +306,123 @@ impl Arena {
             .sum()
     }
 
-    /// Takes a run of `units` units aligned to `align`, committing more of
-    /// the arena if the committed part cannot serve it, and taking back
-    /// discarded groups it covers.
-    pub(super) fn alloc_run(&self, units: u32, align: usize) -> Option<u32> {
+    /// Takes a run of `units` units aligned to `align` for a large
+    /// allocation, committing more of the arena if the committed part
+    /// cannot serve it, and taking back discarded groups it covers. Its
+    /// first `zeroed` bytes read as zero: only the units not known to be
+    /// zero are zeroed (`zero_units`).
+    pub(super) fn alloc_run(&self, units: u32, align: usize, zeroed: usize) -> Option<u32> {
+        let unit = self.take_run_in_use(units, align)?;
+        self.claim_units(unit, units, zeroed);
+        Some(unit)
+    }
+
+    /// Takes a run as `alloc_run` does, leaving its units' zero bits to the
+    /// caller.
+    fn take_run_in_use(&self, units: u32, align: usize) -> Option<u32> {
         let unit = self.take_run(units, align)?;
         if self.any_discarded(unit, units) && !self.recommit(unit, units) {
             let _ = self.free_run(unit, |_| {});
             return None;
         }
         Some(unit)
+    }
+
+    /// The zero bits of group `group`.
+    fn zero_bits(&self, group: usize) -> &AtomicU16 {
+        debug_assert!(group < self.len / GROUP);
+        // SAFETY: callers pass groups of committed units, whose metadata is
+        // committed and lives as long as the arena; only the bits are
+        // borrowed (see `header_at`).
+        unsafe { &(*self.groups.as_ptr().add(group)).zero }
+    }
+
+    /// Records the units `from..to` as known to read zero. They are in no
+    /// run anyone holds, and read zero: committed fresh, discarded, or never
+    /// written since they were.
+    fn mark_zero(&self, from: u32, to: u32) {
+        let mut at = from;
+        while at < to {
+            let group = at / GROUP_UNITS;
+            let end = to.min((group + 1) * GROUP_UNITS);
+            let bits = unit_bits(at % GROUP_UNITS, end - group * GROUP_UNITS);
+            // Relaxed: the units reach an allocator only through the runs
+            // lock (`Runs::extend`, `Runs::free`), taken after this.
+            self.zero_bits(group as usize)
+                .fetch_or(bits, Ordering::Relaxed);
+            at = end;
+        }
+    }
+
+    /// The caller was just handed the units `unit..unit + units`: from now
+    /// on they count as written. Their first `zeroed` bytes are to read as
+    /// zero: the units not known to be zero among them are zeroed.
+    fn claim_units(&self, unit: u32, units: u32, zeroed: usize) {
+        let end = unit + units;
+        // A stretch of dirty units waiting to be zeroed: (start, end).
+        let mut dirty: Option<(u32, u32)> = None;
+        let mut at = unit;
+        while at < end {
+            let group = at / GROUP_UNITS;
+            let stop = end.min((group + 1) * GROUP_UNITS);
+            let bits = unit_bits(at % GROUP_UNITS, stop - group * GROUP_UNITS);
+            let flag = self.zero_bits(group as usize);
+            // Relaxed, both: the bits of units in a run are changed only by
+            // the run's holder (us); other units' bits in the same word are
+            // changed with read-modify-writes too. A word with none of our
+            // bits set is left alone, so that runs of written memory cost a
+            // load per group.
+            let known = if flag.load(Ordering::Relaxed) & bits != 0 {
+                flag.fetch_and(!bits, Ordering::Relaxed) & bits
+            } else {
+                0
+            };
+            if zeroed > 0 {
+                let mut rest = bits & !known;
+                while rest != 0 {
+                    let first = rest.trailing_zeros();
+                    let len = (rest >> first).trailing_ones();
+                    let (from, to) = (
+                        group * GROUP_UNITS + first,
+                        group * GROUP_UNITS + first + len,
+                    );
+                    dirty = match dirty {
+                        Some((start, stretch_end)) if stretch_end == from => Some((start, to)),
+                        Some((start, stretch_end)) => {
+                            self.zero_units(start, stretch_end, unit, zeroed);
+                            Some((from, to))
+                        }
+                        None => Some((from, to)),
+                    };
+                    rest &= !unit_bits(first, first + len);
+                }
+            }
+            at = stop;
+        }
+        if let Some((start, stretch_end)) = dirty {
+            self.zero_units(start, stretch_end, unit, zeroed);
+        }
+    }
+
+    /// Zeroes the units `from..to` of the run at `run`, the caller's, of
+    /// which the first `zeroed` bytes are to read zero: by giving their
+    /// pages back if the stretch is long enough and the Block allows it,
+    /// else by writing zeros (up to `zeroed` bytes from `run`).
+    fn zero_units(&self, from: u32, to: u32, run: u32, zeroed: usize) {
+        let limit = (run as usize * UNIT).saturating_add(zeroed);
+        let (start, end) = (from as usize * UNIT, (to as usize * UNIT).min(limit));
+        if start >= end {
+            return;
+        }
+        // SAFETY: the units are the caller's run, committed and not
+        // discarded (`take_run_in_use` took discarded groups back); nothing
+        // refers to their contents yet.
+        if to - from >= CLEAR_UNITS && unsafe { self.data.clear(start, to as usize * UNIT) }.is_ok()
+        {
+            return;
+        }
+        // SAFETY: as above; `start..end` is inside the run.
+        unsafe { self.base.add(start).write_bytes(0, end - start) };
     }
 
     /// The groups the units `unit..unit + units` touch.
@@ -422,8 +567,10 @@ impl Arena {
     }
 
     /// Grows or shrinks the used run at `unit` to `units` in place, committing
-    /// more if it ends the arena; returns its old length.
-    pub(super) fn resize_run(&self, unit: u32, units: u32) -> Option<u32> {
+    /// more if it ends the arena; returns its old length. When it grows, the
+    /// new units read as zero if `zeroed` (only those not known to be zero
+    /// are zeroed).
+    pub(super) fn resize_run(&self, unit: u32, units: u32, zeroed: bool) -> Option<u32> {
         loop {
             let at_end = {
                 let mut runs = self.runs.lock();
@@ -440,6 +587,12 @@ impl Arena {
                         self.runs.lock().shrink(unit, old);
                         return None;
                     }
+                    let zero = if zeroed {
+                        (units - old) as usize * UNIT
+                    } else {
+                        0
+                    };
+                    self.claim_units(unit + old, units - old, zero);
                     return Some(old);
                 }
                 let end = unit + old;
@@ -480,6 +633,11 @@ impl Arena {
         } else {
             target
         };
+        // What was committed just now reads zero; the runs publish it.
+        let fresh = (before / UNIT) as u32;
+        if units > fresh {
+            self.mark_zero(fresh, units);
+        }
         self.runs.lock().extend(units);
         self.core().note_committed(after as isize - before as isize);
         self.note_taken_back();
@@ -600,6 +758,8 @@ impl Arena {
                     // Release: pairs with the Acquire in `any_discarded`.
                     self.discarded_flag(group).store(true, Ordering::Release);
                 }
+                // The pages read zero when taken back.
+                self.mark_zero(at as u32 * GROUP_UNITS, stop as u32 * GROUP_UNITS);
                 self.discarded.fetch_add(stop - at, Ordering::Relaxed);
                 resident = resident.saturating_sub(bytes);
                 given += bytes;
@@ -611,15 +771,30 @@ impl Arena {
         given
     }
 
-    /// Takes a group from the runs and makes it a slab of `class`.
+    /// Takes a group from the runs and makes it a slab of `class`. The
+    /// slab keeps the group's zero bits: objects it hands out from units
+    /// still zero need no zeroing.
     pub(super) fn fresh_slab(&self, class: usize) -> Option<&SlabHeader> {
-        let unit = self.alloc_run(GROUP_UNITS, GROUP)?;
+        let unit = self.take_run_in_use(GROUP_UNITS, GROUP)?;
+        let group = (unit / GROUP_UNITS) as usize;
+        // Relaxed: as in `claim_units`; the whole group is ours.
+        let zero = self.zero_bits(group).swap(0, Ordering::Relaxed);
         let data = self.unit_ptr(unit);
         let slab = self.header(data.as_ptr());
         // SAFETY: we just took this group: no object of it exists, and its
         // header is ours until the slab is handed to a cache.
-        unsafe { slab.init(data.as_ptr(), class) };
+        unsafe { slab.init(data.as_ptr(), class, zero) };
         Some(slab)
+    }
+
+    /// Records that the units of group `group` in `bits` read zero again:
+    /// a slab being released never wrote them. Under the runs lock, before
+    /// the group is freed (`free_run`'s `before`).
+    pub(super) fn restore_zero(&self, group: usize, bits: u16) {
+        if bits != 0 {
+            // Relaxed: published with the group by the runs lock.
+            self.zero_bits(group).fetch_or(bits, Ordering::Relaxed);
+        }
     }
 
     fn core(&self) -> &HeapCore {

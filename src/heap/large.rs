@@ -12,7 +12,8 @@ use super::shared::HeapCore;
 use crate::misuse;
 
 impl HeapCore {
-    pub(super) fn alloc_large(&self, layout: Layout) -> Option<NonNull<[u8]>> {
+    /// A run for `layout`, its first `zeroed` bytes reading zero.
+    pub(super) fn alloc_large(&self, layout: Layout, zeroed: usize) -> Option<NonNull<[u8]>> {
         let units = u32::try_from(layout.size().div_ceil(UNIT)).ok()?;
         let align = layout.align().max(UNIT);
         // More than any arena can hold: fail (or spill) now, without
@@ -23,7 +24,7 @@ impl HeapCore {
         // A new arena needs room for the run at its alignment.
         let need = units as usize * UNIT + (align - UNIT);
         let (arena, unit) = self.take_from_arenas(need, |arena| {
-            let unit = arena.alloc_run(units, align)?;
+            let unit = arena.alloc_run(units, align, zeroed)?;
             Some((arena, unit))
         })?;
         let bytes = units as usize * UNIT;
@@ -48,15 +49,30 @@ impl HeapCore {
         self.large_in_use.fetch_sub(bytes, Ordering::Relaxed);
     }
 
-    pub(super) fn resize_large(
+    /// Resizes the run at `ptr` in place for `new`. With `zero_from`, every
+    /// byte of the result from there on reads zero: the old bytes are
+    /// written, the units it grows by only where not known to be zero.
+    ///
+    /// # Safety
+    /// `ptr` is a live large allocation of this heap, the caller's.
+    pub(super) unsafe fn resize_large(
         &self,
         arena: &Arena,
         ptr: NonNull<u8>,
         new: Layout,
+        zero_from: Option<usize>,
     ) -> Option<NonNull<[u8]>> {
         let units = u32::try_from(new.size().div_ceil(UNIT).max(1)).ok()?;
-        let old = arena.resize_run(arena.unit_of(ptr.as_ptr()), units)?;
+        let old = arena.resize_run(arena.unit_of(ptr.as_ptr()), units, zero_from.is_some())?;
         let (old, new_bytes) = (old as usize * UNIT, units as usize * UNIT);
+        if let Some(from) = zero_from {
+            let end = old.min(new_bytes);
+            if from < end {
+                // SAFETY: `from..end` lies in the run, which is the caller's
+                // (the contract).
+                unsafe { ptr.add(from).write_bytes(0, end - from) };
+            }
+        }
         // Relaxed below: statistics.
         if new_bytes > old {
             self.hold(new_bytes - old);

@@ -33,13 +33,31 @@
 //!   units from the arena's TLSF allocator (`runs.rs`), under the arena's
 //!   lock; freed runs merge with their neighbours and are reused.
 //! - When an arena's committed part cannot serve a request it commits more,
-//!   up to its reservation; when every arena is full, empty abandoned slabs
-//!   are reclaimed, then a new arena is opened, up to the configured limit;
-//!   past it the exhaustion policy applies (fail, or spill to the system
-//!   allocator). A request larger than an arena can ever hold fails (or
-//!   spills) at once.
+//!   up to its reservation; when every arena is full, a new arena is
+//!   opened, up to the configured limit; past it the exhaustion policy
+//!   applies (fail, or spill to the system allocator). A request larger
+//!   than an arena can ever hold fails (or spills) at once.
+//! - Zeroed requests (`alloc_zeroed`, `allocate_zeroed`, `grow_zeroed`)
+//!   write zeros only where the memory is not known to read zero: each
+//!   arena tracks, per 4 KiB unit, what the system provided zero and nobody
+//!   touched since (fresh commits, pages given back by a trim), and memory
+//!   a program wrote is zeroed by giving its pages back where that is
+//!   allowed, so pages the program does not touch stay out of memory
+//!   (`arena.rs`, *Zeroed memory*).
 //! - Threads are named by crate-wide tags (`thread.rs`); an exiting thread's
 //!   caches are flushed through the registry of live heaps (`registry.rs`).
+//!
+//! # What an exiting thread leaves
+//!
+//! When a thread exits, each of its slabs goes back to its arena at once if
+//! nothing of it is out; a slab with objects still out (freed later by
+//! other threads) is abandoned: another thread that needs a slab of its
+//! class adopts it, and the free that brings its last object back returns
+//! it to its arena then, without waiting for the arena to fill (`slab.rs`,
+//! *Abandoned slabs*). Memory back in an arena is free like any other: the
+//! automatic trim gives it back to the system once an arena's free memory
+//! passes [`TRIM_THRESHOLD`](Heap::TRIM_THRESHOLD) (keeping what the arena
+//! keeps), and [`Heap::trim`] gives back all of it.
 //!
 //! # Lock order
 //!
@@ -102,7 +120,15 @@ pub(crate) const MAX_ARENA: usize = if usize::BITS >= 64 {
 /// much from then on, and at least what they gave back (up to
 /// [`TRIM_KEEP_MAX`](Heap::TRIM_KEEP_MAX)), so memory that a program keeps
 /// coming back for stays. [`trim`](Heap::trim) gives back every free run at
-/// the arenas' ends and every free group inside them.
+/// the arenas' ends and every free group inside them. The slabs of a thread
+/// that exits go back to their arena once nothing of them is out.
+///
+/// A zeroed allocation (`alloc_zeroed`, `allocate_zeroed`, `grow_zeroed`)
+/// writes zeros only where the memory is not known to read zero already
+/// (committed fresh, or given back to the system and taken again); memory
+/// a program wrote before is zeroed by giving its pages back where the
+/// Block allows it. Either way, pages the program does not touch stay out
+/// of memory: `vec![0u8; n]` costs what the program uses of it.
 ///
 /// Freeing an object twice, or freeing a pointer that is not the start of
 /// an allocation, aborts the process with a message, as glibc's
@@ -524,18 +550,63 @@ impl Heap {
         let core = self.core()?;
         match class::of(layout.size(), layout.align()) {
             Some(class) => {
-                let tag = thread::tag();
-                if tag != SHARED && self.fast.caches[tag].load(Ordering::Relaxed).is_null() {
-                    // This thread's first small allocation here: give the
-                    // fast path its cache.
-                    let cache = core.cache(tag)?;
-                    // Relaxed: see `take_fast`.
-                    self.fast.caches[tag].store(ptr::from_ref(cache).cast_mut(), Ordering::Relaxed);
-                }
-                let object = core.alloc_class(class)?;
+                let (object, _) = self.alloc_class(core, class)?;
                 Some(NonNull::slice_from_raw_parts(object, class::size(class)))
             }
-            None => core.alloc_large(layout),
+            None => core.alloc_large(layout, 0),
+        }
+    }
+
+    /// An object of `class` from this thread's cache, and whether it is
+    /// known to read zero.
+    #[inline]
+    fn alloc_class(&self, core: &HeapCore, class: usize) -> Option<(NonNull<u8>, bool)> {
+        let tag = thread::tag();
+        if tag != SHARED && self.fast.caches[tag].load(Ordering::Relaxed).is_null() {
+            // This thread's first small allocation here: give the fast path
+            // its cache.
+            let cache = core.cache(tag)?;
+            // Relaxed: see `take_fast`.
+            self.fast.caches[tag].store(ptr::from_ref(cache).cast_mut(), Ordering::Relaxed);
+        }
+        core.alloc_class(class)
+    }
+
+    /// As `take_fast`, for a zeroed allocation (`Engine::take_zeroed`): an
+    /// object never used in a slab made on zero pages is not written.
+    #[inline(always)]
+    fn take_zeroed_fast(&self, layout: Layout, all: bool) -> Option<NonNull<[u8]>> {
+        let class = class::of_common(layout.size(), layout.align())?;
+        let tag = thread::tag_fast()?;
+        // Relaxed: as in `take_fast`.
+        // SAFETY: caches live as long as the heap.
+        let cache = unsafe { self.fast.caches[tag].load(Ordering::Relaxed).as_ref()? };
+        // SAFETY: as in `take_fast`.
+        let (object, zero) = unsafe { cache.class(class).current.as_ref()?.pop_zeroed()? };
+        let size = class::size(class);
+        if !zero {
+            // SAFETY: the object holds `size` bytes, at least `layout.size()`.
+            unsafe { object.write_bytes(0, if all { size } else { layout.size() }) };
+        }
+        Some(NonNull::slice_from_raw_parts(object, size))
+    }
+
+    /// Every zeroed allocation `take_zeroed_fast` does not serve: only what
+    /// is not known to read zero is written.
+    fn take_zeroed_slow(&self, layout: Layout, all: bool) -> Option<NonNull<[u8]>> {
+        let core = self.core()?;
+        match class::of(layout.size(), layout.align()) {
+            Some(class) => {
+                let (object, zero) = self.alloc_class(core, class)?;
+                let size = class::size(class);
+                if !zero {
+                    // SAFETY: the object holds `size` bytes, at least the
+                    // size asked for.
+                    unsafe { object.write_bytes(0, if all { size } else { layout.size() }) };
+                }
+                Some(NonNull::slice_from_raw_parts(object, size))
+            }
+            None => core.alloc_large(layout, if all { usize::MAX } else { layout.size() }),
         }
     }
 
@@ -636,6 +707,45 @@ impl Heap {
     }
 }
 
+impl Heap {
+    /// `Engine::resize` and `resize_zeroed`: with `zero_from`, the result
+    /// reads zero from there on (the units a run grows by are written only
+    /// where not known to be zero).
+    ///
+    /// # Safety
+    /// As `Engine::resize`; `zero_from` is at most the old size.
+    #[inline]
+    unsafe fn resize_in_place(
+        &self,
+        ptr: NonNull<u8>,
+        new: Layout,
+        zero_from: Option<usize>,
+    ) -> Option<NonNull<[u8]>> {
+        let core = self.opened()?;
+        let arena = core.arena_of(ptr.as_ptr())?;
+        let slab = arena.header(ptr.as_ptr());
+        // Relaxed: as in `HeapCore::free`; the slab is live while the caller
+        // holds one of its objects.
+        if slab.kind.load(Ordering::Relaxed) == slab::SLAB {
+            let class = slab.class.load(Ordering::Relaxed) as usize;
+            let size = class::size(class);
+            if new.size() > size || new.align() > class::align(class) {
+                return None;
+            }
+            if let Some(from) = zero_from.filter(|&from| from < size) {
+                // SAFETY: the object is the caller's (the contract) and
+                // holds `size` bytes.
+                unsafe { ptr.add(from).write_bytes(0, size - from) };
+            }
+            Some(NonNull::slice_from_raw_parts(ptr, size))
+        } else {
+            // SAFETY: the caller's contract: a live allocation, not a slab
+            // object, so a run.
+            unsafe { core.resize_large(arena, ptr, new, zero_from) }
+        }
+    }
+}
+
 impl Drop for Heap {
     fn drop(&mut self) {
         let Some(Ok(core)) = self.core.get() else {
@@ -676,6 +786,15 @@ unsafe impl Engine for Heap {
         Heap::take_slow(self, layout)
     }
 
+    #[inline(always)]
+    fn take_zeroed(&self, layout: Layout, all: bool) -> Option<NonNull<[u8]>> {
+        self.take_zeroed_fast(layout, all)
+    }
+
+    fn take_zeroed_slow(&self, layout: Layout, all: bool) -> Option<NonNull<[u8]>> {
+        Heap::take_zeroed_slow(self, layout, all)
+    }
+
     #[inline]
     fn owns(&self, ptr: NonNull<u8>) -> bool {
         Heap::owns(self, ptr.as_ptr())
@@ -694,18 +813,18 @@ unsafe impl Engine for Heap {
 
     #[inline]
     unsafe fn resize(&self, ptr: NonNull<u8>, _old: Layout, new: Layout) -> Option<NonNull<[u8]>> {
-        let core = self.opened()?;
-        let arena = core.arena_of(ptr.as_ptr())?;
-        let slab = arena.header(ptr.as_ptr());
-        // Relaxed: as in `HeapCore::free`; the slab is live while the caller
-        // holds one of its objects.
-        if slab.kind.load(Ordering::Relaxed) == slab::SLAB {
-            let class = slab.class.load(Ordering::Relaxed) as usize;
-            let fits = new.size() <= class::size(class) && new.align() <= class::align(class);
-            fits.then(|| NonNull::slice_from_raw_parts(ptr, class::size(class)))
-        } else {
-            core.resize_large(arena, ptr, new)
-        }
+        // SAFETY: the caller's contract.
+        unsafe { self.resize_in_place(ptr, new, None) }
+    }
+
+    unsafe fn resize_zeroed(
+        &self,
+        ptr: NonNull<u8>,
+        old: Layout,
+        new: Layout,
+    ) -> Option<NonNull<[u8]>> {
+        // SAFETY: the caller's contract.
+        unsafe { self.resize_in_place(ptr, new, Some(old.size())) }
     }
 
     fn exhaustion(&self) -> Exhaustion {

@@ -29,6 +29,18 @@
 //! objects are still live (else it sets the bit again, `rearm`, and waits
 //! for the next remote free).
 //!
+//! # Abandoned slabs
+//!
+//! A slab whose owner's thread exited with objects still out is abandoned
+//! (its owner is then the holder of the central lock) and *armed*: its
+//! `thread_free` word gets the `ARMED` bit and the number of objects
+//! still out. The remote free that brings the last of them back sees, in the
+//! same compare-exchange that pushes it, that the pending count reaches that
+//! number, and sets `CLAIMED`: the slab is empty, and that thread releases it
+//! to its arena (under the central lock). Adopting a slab, or reclaiming it,
+//! first disarms it (a compare-exchange that fails on a claimed slab, which
+//! is left to its claimer), so a slab is never both handed on and released.
+//!
 //! # Catching misuse
 //!
 //! A freed object also carries a mark in its second word (bytes 8..16): its
@@ -48,6 +60,7 @@ use core::ptr::{self, NonNull};
 use core::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
 
 use super::class::{self, CLASSES};
+use super::runs::{UNIT, UNIT_SHIFT};
 use crate::misuse;
 
 /// Bytes per slab; slabs start at multiples of this inside an arena.
@@ -55,10 +68,41 @@ pub(crate) const GROUP: usize = 64 << 10;
 
 /// No object (end of a free list).
 const NIL: u32 = u32::MAX;
-/// `thread_free`: the owner retired the slab as full.
+/// `thread_free` (bits 0-31: the first object's offset, or NIL): the owner
+/// retired the slab as full.
 const FULL: u64 = 1 << 32;
+/// `thread_free`: the slab is abandoned and armed (module documentation).
+const ARMED: u64 = 1 << 33;
+/// `thread_free`, bits 34-47: how many objects are on the list.
+const PENDING_SHIFT: u32 = 34;
+/// `thread_free`, bits 48-61: how many objects were out when the slab was
+/// armed.
+const OUT_SHIFT: u32 = 48;
+/// The two 14-bit counts (a slab holds at most `GROUP / 16` = 4096 objects).
+const COUNT_MASK: u64 = (1 << 14) - 1;
+/// `thread_free`: a remote free brought an armed slab's last object back,
+/// and releases the slab.
+const CLAIMED: u64 = 1 << 62;
 /// `thread_free` with no remote frees and not full.
 const EMPTY: u64 = NIL as u64;
+
+/// The pending count of a `thread_free` word.
+#[inline(always)]
+fn pending(word: u64) -> u32 {
+    ((word >> PENDING_SHIFT) & COUNT_MASK) as u32
+}
+
+/// What a remote free did besides pushing its object.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Remote {
+    /// Nothing more.
+    Pushed,
+    /// It cleared the `FULL` bit of a retired slab: its owner is to be told.
+    Revived,
+    /// It brought an abandoned slab's last object back and claimed the
+    /// slab: the caller releases it.
+    Emptied,
+}
 
 /// Which owner list a slab is on (`Local::list`).
 pub(crate) const NONE: u8 = 0;
@@ -158,6 +202,9 @@ pub(crate) struct Local {
     pub(crate) size: u32,
     /// Which owner list the slab is on; change it with `set_list`.
     list: u8,
+    /// The group's units that read zero when the slab was made (the
+    /// arena's zero bits): never-used objects lying wholly in them are zero.
+    zero: u16,
     pub(crate) next: *mut SlabHeader,
     pub(crate) prev: *mut SlabHeader,
 }
@@ -206,19 +253,20 @@ fn decode(word: u32, size: u32) -> u32 {
 }
 
 /// `thread_free`: one more object on the list.
-const ONE_PENDING: u64 = 1 << 33;
+const ONE_PENDING: u64 = 1 << PENDING_SHIFT;
 
 // SAFETY: the atomics are shared; `Local` is reached only by the owner (see
 // the module documentation), and its pointers point into the heap's Blocks.
 unsafe impl Sync for SlabHeader {}
 
 impl SlabHeader {
-    /// Makes this (unused) group a slab of `class` starting at `data`.
+    /// Makes this (unused) group a slab of `class` starting at `data`,
+    /// whose units in `zero` read zero.
     ///
     /// # Safety
     /// The caller just took the group at `data` from the arena's runs, and
-    /// no object of it exists yet.
-    pub(crate) unsafe fn init(&self, data: *mut u8, class: usize) {
+    /// no object of it exists yet; the units in `zero` read zero.
+    pub(crate) unsafe fn init(&self, data: *mut u8, class: usize, zero: u16) {
         // SAFETY: no other thread can reach a group that is not a slab yet.
         unsafe {
             *self.local.get() = Local {
@@ -227,6 +275,7 @@ impl SlabHeader {
                 bump: 0,
                 size: class::size(class) as u32,
                 list: NONE,
+                zero,
                 next: ptr::null_mut(),
                 prev: ptr::null_mut(),
             };
@@ -307,6 +356,53 @@ impl SlabHeader {
         None
     }
 
+    /// As [`pop`](SlabHeader::pop), for a zeroed allocation: also says
+    /// whether the object is known to read zero (never used, in units that
+    /// were zero when the slab was made), in which case it is not written
+    /// at all, its mark's word included, so that its pages stay untouched.
+    ///
+    /// # Safety
+    /// The caller owns the slab.
+    #[inline]
+    pub(crate) unsafe fn pop_zeroed(&self) -> Option<(NonNull<u8>, bool)> {
+        // SAFETY: the caller owns the slab.
+        let local = unsafe { self.local() };
+        if local.free == NIL && (local.bump + local.size) as usize <= GROUP {
+            let (first, last) = (
+                local.bump >> UNIT_SHIFT,
+                (local.bump + local.size - 1) >> UNIT_SHIFT,
+            );
+            let span = ((2u32 << last) - (1u32 << first)) as u16;
+            if local.zero & span == span {
+                // SAFETY: `bump + size <= GROUP`: a never-used object inside
+                // the group, in units that read zero and that nothing wrote
+                // since (only objects below `bump` are ever written).
+                unsafe {
+                    let object = local.data.add(local.bump as usize);
+                    local.bump += local.size;
+                    self.add_used(1);
+                    return Some((NonNull::new_unchecked(object), true));
+                }
+            }
+        }
+        // SAFETY: the caller owns the slab.
+        unsafe { self.pop() }.map(|object| (object, false))
+    }
+
+    /// The units of the group that read zero now: those that did when the
+    /// slab was made and that lie wholly past every object it handed out.
+    /// What a released slab gives back to the arena's zero bits.
+    ///
+    /// # Safety
+    /// The caller owns the slab.
+    pub(crate) unsafe fn untouched_zero(&self) -> u16 {
+        // SAFETY: the caller owns the slab.
+        let local = unsafe { self.local() };
+        let used_units = local.bump.div_ceil(UNIT as u32);
+        // `used_units <= 16`: below it, every unit was written (or may be).
+        local.zero & !(((1u32 << used_units) - 1) as u16)
+    }
+
     /// Adds `delta` (wrapping) to the count of objects handed out (the owner
     /// only); returns the new `used` word.
     #[inline]
@@ -326,8 +422,20 @@ impl SlabHeader {
         // Relaxed: a statistic; `class` is fixed while the group is a slab.
         let size = class::size(self.class.load(Ordering::Relaxed) as usize) as u32;
         let used = decode(self.used.load(Ordering::Relaxed), size);
-        let pending = (self.thread_free.load(Ordering::Relaxed) >> 33) as u32;
+        let pending = pending(self.thread_free.load(Ordering::Relaxed));
         used.saturating_sub(pending)
+    }
+
+    /// Objects handed out and not back on the owner's list (remote frees
+    /// not yet collected count as out).
+    ///
+    /// # Safety
+    /// The caller owns the slab.
+    pub(crate) unsafe fn out(&self) -> u32 {
+        // SAFETY: the caller owns the slab.
+        let size = unsafe { self.local().size };
+        // Relaxed: only the owner, the caller, writes `used`.
+        decode(self.used.load(Ordering::Relaxed), size)
     }
 
     /// Whether the owner has nothing handed out (remote frees collected).
@@ -473,8 +581,9 @@ impl SlabHeader {
     }
 
     /// Takes back an object from a thread that does not own the slab.
-    /// Returns whether the slab was retired as full (the caller then tells the
-    /// owner).
+    /// Returns what else the free did: revived a slab retired as full (the
+    /// caller tells the owner), or emptied an abandoned one (the caller
+    /// releases it; see the module documentation).
     ///
     /// # Safety
     /// `object` was handed out by this slab and is not used again.
@@ -483,7 +592,7 @@ impl SlabHeader {
     /// the slab, or carries a freed object's mark (the owner's lists cannot
     /// be walked from here, so the mark's 2^-64 odds decide).
     #[inline]
-    pub(crate) unsafe fn push_remote(&self, object: NonNull<u8>) -> bool {
+    pub(crate) unsafe fn push_remote(&self, object: NonNull<u8>) -> Remote {
         let offset = (object.as_ptr().addr() & (GROUP - 1)) as u64;
         self.check_start(object, offset as u32);
         let mark = mark(object);
@@ -500,7 +609,13 @@ impl SlabHeader {
             // SAFETY: the object is ours to overwrite and u32-aligned.
             unsafe { object.cast::<u32>().write(old as u32) };
             // One more pending, this object first, and the FULL bit dropped.
-            let new = (((old >> 33) << 33) + ONE_PENDING) | offset;
+            let mut new = ((old & !(FULL | u64::from(NIL))) + ONE_PENDING) | offset;
+            // The last object out of an armed abandoned slab: claim it.
+            let emptied =
+                old & ARMED != 0 && u64::from(pending(new)) == (old >> OUT_SHIFT) & COUNT_MASK;
+            if emptied {
+                new |= CLAIMED;
+            }
             // Release: pairs with the Acquire swap in `collect`, so the link
             // (and the caller's last writes to the object) are visible to the
             // owner that takes the list.
@@ -510,14 +625,16 @@ impl SlabHeader {
                 Ordering::Release,
                 Ordering::Relaxed,
             ) {
-                Ok(_) => return old & FULL != 0,
+                Ok(_) if emptied => return Remote::Emptied,
+                Ok(_) if old & FULL != 0 => return Remote::Revived,
+                Ok(_) => return Remote::Pushed,
                 Err(seen) => old = seen,
             }
         }
     }
 
-    /// Moves the remote frees onto the owner's list (and clears `FULL`);
-    /// returns how many there were.
+    /// Moves the remote frees onto the owner's list (and clears `FULL`, and
+    /// an abandoned slab's arming); returns how many there were.
     ///
     /// # Safety
     /// The caller owns the slab.
@@ -529,7 +646,7 @@ impl SlabHeader {
         if first == NIL {
             return 0;
         }
-        let count = (taken >> 33) as u32;
+        let count = pending(taken);
         // SAFETY: the caller owns the slab.
         let local = unsafe { self.local() };
         if local.free != NIL {
@@ -563,6 +680,62 @@ impl SlabHeader {
         self.thread_free
             .compare_exchange(EMPTY, EMPTY | FULL, Ordering::Relaxed, Ordering::Relaxed)
             .is_ok()
+    }
+
+    /// Arms the abandoned slab (module documentation), which has `out`
+    /// objects out (`SlabHeader::out`, after a `collect`): the remote free
+    /// that brings the last back claims it. False if they are all back
+    /// already: the caller releases it.
+    ///
+    /// # Safety
+    /// The caller holds the central lock and owns the slab through it, on
+    /// the abandoned list or about to put it there.
+    pub(crate) unsafe fn arm(&self, out: u32) -> bool {
+        // Relaxed, here and below: the compare-exchange checks the value;
+        // the claimer's `collect` (Acquire) takes the objects.
+        let mut old = self.thread_free.load(Ordering::Relaxed);
+        loop {
+            debug_assert_eq!(old & (ARMED | CLAIMED | FULL), 0);
+            if pending(old) == out {
+                return false;
+            }
+            let new = old | ARMED | (u64::from(out) << OUT_SHIFT);
+            match self.thread_free.compare_exchange_weak(
+                old,
+                new,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return true,
+                Err(seen) => old = seen,
+            }
+        }
+    }
+
+    /// Disarms an abandoned slab before it is adopted or reclaimed: no
+    /// remote free claims it from now on. False if one did already: the
+    /// slab is empty and its claimer is about to release it (leave it be).
+    ///
+    /// # Safety
+    /// The caller holds the central lock; the slab is on the abandoned list.
+    pub(crate) unsafe fn disarm(&self) -> bool {
+        // Relaxed: as in `arm`.
+        let mut old = self.thread_free.load(Ordering::Relaxed);
+        loop {
+            if old & CLAIMED != 0 {
+                return false;
+            }
+            let new = old & !(ARMED | (COUNT_MASK << OUT_SHIFT));
+            match self.thread_free.compare_exchange_weak(
+                old,
+                new,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return true,
+                Err(seen) => old = seen,
+            }
+        }
     }
 
     /// Whether the owner retired the slab and no remote free has come since.

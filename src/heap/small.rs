@@ -13,9 +13,11 @@ use super::slab::{self, GROUP, SlabHeader, ThreadCache};
 use crate::thread::{self, SHARED};
 
 impl HeapCore {
-    /// Allocates one object of `class` for this thread.
+    /// Allocates one object of `class` for this thread; says whether it is
+    /// known to read zero (never used, in units that were zero: it was not
+    /// written).
     #[inline]
-    pub(super) fn alloc_class(&self, class: usize) -> Option<NonNull<u8>> {
+    pub(super) fn alloc_class(&self, class: usize) -> Option<(NonNull<u8>, bool)> {
         let tag = thread::tag();
         if tag == SHARED {
             return self.alloc_shared(class);
@@ -26,7 +28,7 @@ impl HeapCore {
     }
 
     #[cold]
-    fn alloc_shared(&self, class: usize) -> Option<NonNull<u8>> {
+    fn alloc_shared(&self, class: usize) -> Option<(NonNull<u8>, bool)> {
         let _shared = self.shared.lock();
         let cache = self.cache(SHARED)?;
         // SAFETY: the shared lock makes us the shared slot's owner.
@@ -41,14 +43,14 @@ impl HeapCore {
         cache: &ThreadCache,
         tag: u32,
         class: usize,
-    ) -> Option<NonNull<u8>> {
+    ) -> Option<(NonNull<u8>, bool)> {
         // SAFETY: the caller owns the cache and so its current slab.
         unsafe {
             match cache
                 .class(class)
                 .current
                 .as_ref()
-                .and_then(|slab| slab.pop())
+                .and_then(|slab| slab.pop_zeroed())
             {
                 Some(object) => Some(object),
                 None => self.alloc_slow(cache, tag, class),
@@ -67,13 +69,13 @@ impl HeapCore {
         cache: &ThreadCache,
         tag: u32,
         class: usize,
-    ) -> Option<NonNull<u8>> {
+    ) -> Option<(NonNull<u8>, bool)> {
         // SAFETY: the caller owns the cache and every slab on its lists.
         unsafe {
             let cc = cache.class(class);
             if let Some(current) = cc.current.as_ref() {
                 if current.collect() > 0 {
-                    return current.pop();
+                    return current.pop_zeroed();
                 }
                 cc.current = ptr::null_mut();
                 current.set_list(slab::NONE);
@@ -85,7 +87,7 @@ impl HeapCore {
                 if let Some(partial) = cc.partial.as_ref() {
                     slab::unlink(&mut cc.partial, partial);
                     partial.collect();
-                    if let Some(object) = partial.pop() {
+                    if let Some(object) = partial.pop_zeroed() {
                         Self::make_current(cc, partial);
                         return Some(object);
                     }
@@ -105,7 +107,7 @@ impl HeapCore {
                 }
                 let slab = self.new_slab(tag, class)?;
                 slab.collect();
-                if let Some(object) = slab.pop() {
+                if let Some(object) = slab.pop_zeroed() {
                     Self::make_current(cc, slab);
                     return Some(object);
                 }
@@ -132,7 +134,7 @@ impl HeapCore {
     ///
     /// # Safety
     /// The caller owns `cc` and `slab`.
-    unsafe fn retire(cc: &mut slab::ClassCache, slab: &SlabHeader) -> Option<NonNull<u8>> {
+    unsafe fn retire(cc: &mut slab::ClassCache, slab: &SlabHeader) -> Option<(NonNull<u8>, bool)> {
         // SAFETY: the caller owns both.
         unsafe {
             if slab.try_retire() {
@@ -140,7 +142,7 @@ impl HeapCore {
                 return None;
             }
             slab.collect();
-            let object = slab.pop();
+            let object = slab.pop_zeroed();
             debug_assert!(object.is_some(), "remote frees arrived, so one is free");
             if cc.current.is_null() {
                 Self::make_current(cc, slab);
@@ -230,24 +232,33 @@ impl HeapCore {
         Some(slab)
     }
 
-    /// Takes an abandoned slab of `class`, if any.
+    /// Takes an abandoned slab of `class`, if any (not one a remote free
+    /// claimed: its claimer releases it).
     fn adopt(&self, tag: u32, class: usize) -> Option<&SlabHeader> {
         let mut central = self.central.lock();
         let head = &mut central.abandoned[class];
+        let mut at = *head;
         // SAFETY: abandoned slabs belong to the central lock's holder; the
         // slab is handed to `tag` before the lock is released.
         unsafe {
-            let slab = head.as_ref()?;
-            slab::unlink(head, slab);
-            // Relaxed: as in `new_slab`; the central lock orders the slab's
-            // state before the adopter's use of it.
-            slab.owner.store(tag, Ordering::Relaxed);
-            Some(slab)
+            while let Some(slab) = at.as_ref() {
+                at = slab.local().next;
+                if !slab.disarm() {
+                    continue;
+                }
+                slab::unlink(head, slab);
+                // Relaxed: as in `new_slab`; the central lock orders the
+                // slab's state before the adopter's use of it.
+                slab.owner.store(tag, Ordering::Relaxed);
+                return Some(slab);
+            }
         }
+        None
     }
 
     /// Releases every abandoned slab that remote frees emptied; says whether
-    /// there was one.
+    /// there was one. (The remote free that empties an abandoned slab
+    /// releases it, so this finds one only in a race with that free.)
     #[cold]
     pub(super) fn reclaim(&self) -> bool {
         let mut central = self.central.lock();
@@ -258,8 +269,11 @@ impl HeapCore {
             unsafe {
                 while let Some(slab) = at.as_ref() {
                     at = slab.local().next;
+                    if !slab.disarm() {
+                        continue;
+                    }
                     slab.collect();
-                    if slab.is_empty() {
+                    if !slab.arm(slab.out()) {
                         slab::unlink(head, slab);
                         self.release_slab(slab);
                         released = true;
@@ -268,6 +282,26 @@ impl HeapCore {
             }
         }
         released
+    }
+
+    /// Releases the abandoned slab of `class` whose last object this
+    /// thread's remote free brought back, claiming it (`Remote::Emptied`).
+    ///
+    /// # Safety
+    /// This thread claimed the slab: it is empty, on the abandoned list, and
+    /// nobody else adopts, reclaims or releases it.
+    #[cold]
+    #[inline(never)]
+    unsafe fn release_emptied(&self, class: usize, slab: &SlabHeader) {
+        let mut central = self.central.lock();
+        // SAFETY: the caller's contract; abandoned slabs belong to the
+        // central lock's holder.
+        unsafe {
+            slab::unlink(&mut central.abandoned[class], slab);
+            slab.collect();
+            debug_assert!(slab.is_empty(), "a claimed slab has nothing out");
+            self.release_slab(slab);
+        }
     }
 
     /// Gives an empty slab's group back to its arena.
@@ -281,7 +315,10 @@ impl HeapCore {
             debug_assert!(false, "a slab outside every arena");
             return;
         };
+        // SAFETY: the caller owns the slab.
+        let zero = unsafe { slab.untouched_zero() };
         arena.free_run(arena.unit_of(data), |_| {
+            arena.restore_zero(arena.offset(data) / GROUP, zero);
             // No owner: `give` trusts an owner tag to mean a live slab.
             slab.owner.store(0, Ordering::Relaxed);
             slab.kind.store(slab::NOT_SLAB, Ordering::Relaxed);
@@ -374,17 +411,24 @@ impl HeapCore {
     /// `object` is a live object of `slab`, not used again.
     #[inline]
     unsafe fn free_remote(&self, slab: &SlabHeader, object: NonNull<u8>) {
-        // Read before the push: once pushed, the owner may release the slab.
+        // Read before the push: once pushed, the slab may be released (and
+        // its header decommitted by a trim) unless this free claimed it.
+        // Relaxed, both: `class` is fixed while the slab lives; `owner`
+        // only picks whom to tell (a stale one costs a spurious scan).
         let class = slab.class.load(Ordering::Relaxed) as usize;
+        let owner = slab.owner.load(Ordering::Relaxed) as usize;
         // SAFETY: the caller's contract.
-        if unsafe { slab.push_remote(object) } {
-            // We revived a retired slab: tell its owner. The owner may have
-            // changed since (a spurious count only costs it a scan).
-            let owner = slab.owner.load(Ordering::Relaxed) as usize;
-            if let Some(cache) = self.cache_of(owner).filter(|_| owner != 0) {
-                // Release: pairs with the Acquire load in `alloc_slow`.
-                cache.revived[class].fetch_add(1, Ordering::Release);
+        match unsafe { slab.push_remote(object) } {
+            slab::Remote::Pushed => {}
+            slab::Remote::Revived => {
+                // We revived a retired slab: tell its owner.
+                if let Some(cache) = self.cache_of(owner).filter(|_| owner != 0) {
+                    // Release: pairs with the Acquire load in `alloc_slow`.
+                    cache.revived[class].fetch_add(1, Ordering::Release);
+                }
             }
+            // SAFETY: this free claimed the abandoned slab.
+            slab::Remote::Emptied => unsafe { self.release_emptied(class, slab) },
         }
     }
 
@@ -421,6 +465,10 @@ impl HeapCore {
         }
     }
 
+    /// Hands an exiting thread's slab on: back to its arena if empty, else
+    /// to the abandoned list, armed so that the remote free that empties it
+    /// releases it (`slab.rs`, *Abandoned slabs*).
+    ///
     /// # Safety
     /// The caller owns `slab`, which is on no list.
     unsafe fn abandon(&self, class: usize, slab: &SlabHeader) {
@@ -435,7 +483,13 @@ impl HeapCore {
             // Relaxed: published to the adopter by the central lock.
             slab.owner.store(0, Ordering::Relaxed);
             let mut central = self.central.lock();
-            slab::push(&mut central.abandoned[class], slab, slab::ABANDONED);
+            if slab.arm(slab.out()) {
+                slab::push(&mut central.abandoned[class], slab, slab::ABANDONED);
+            } else {
+                // Its last objects came back since the collect.
+                slab.collect();
+                self.release_slab(slab);
+            }
         }
     }
 }

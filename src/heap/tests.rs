@@ -453,6 +453,101 @@ fn an_exiting_threads_slabs_are_adopted_or_released() {
     assert_eq!(heap.stats().in_use, 0);
 }
 
+/// The slabs of a thread that exited with objects out go back to their
+/// arena as soon as the last of those objects is freed: nothing is held
+/// once every object is, without waiting for the arena to fill.
+#[test]
+fn an_exited_threads_slabs_go_back_when_their_last_object_is_freed() {
+    let heap = heap(4 << 20, 1);
+    let sizes = [24, 200, 3000];
+    let count = if cfg!(miri) { 40 } else { 400 };
+    let out: Vec<(Sent, Layout)> = std::thread::scope(|s| {
+        s.spawn(|| {
+            let mut out = Vec::new();
+            for (k, &size) in sizes.iter().enumerate() {
+                for i in 0..count {
+                    let l = layout(size, 8);
+                    let p = alloc(&heap, l).unwrap();
+                    fill(p, size, (k + i) as u8);
+                    out.push((Sent(p), l));
+                }
+            }
+            out
+        })
+        .join()
+        .unwrap()
+    });
+    let held = heap.stats().held;
+    assert!(held >= sizes.len() * GROUP, "abandoned slabs hold {held}");
+    for (Sent(p), l) in out {
+        // SAFETY: allocated with `l` by the exited thread.
+        unsafe { free(&heap, p, l) };
+    }
+    let stats = heap.stats();
+    assert_eq!((stats.in_use, stats.held), (0, 0), "{stats:?}");
+}
+
+/// Threads exit while others free their objects and others still adopt
+/// their slabs: every object keeps its bytes, and once all threads are gone
+/// and every object is freed, nothing is held (no slab both adopted and
+/// released, none lost).
+#[test]
+fn abandoned_slabs_are_adopted_or_released_while_frees_race() {
+    let heap = heap(8 << 20, 2);
+    let rounds = if cfg!(miri) { 3 } else { 200 };
+    let per = if cfg!(miri) { 30 } else { 300 };
+    let l = layout(48, 8);
+    let (tx, rx) = std::sync::mpsc::channel::<Vec<Sent>>();
+    std::thread::scope(|s| {
+        // The consumer frees what producers made: half of each batch at
+        // once, while its producer exits, and the other half once the next
+        // producer runs (its slabs abandoned by then, and being adopted).
+        let heap_ref = &heap;
+        let consumer = s.spawn(move || {
+            let free_all = |batch: Vec<(usize, Sent)>| {
+                for (i, Sent(p)) in batch {
+                    check(p, 48, i as u8);
+                    // SAFETY: allocated with `l` by a producer, sent here.
+                    unsafe { free(heap_ref, p, l) };
+                }
+            };
+            let mut later = Vec::new();
+            for batch in rx {
+                let (now, rest): (Vec<_>, Vec<_>) =
+                    batch.into_iter().enumerate().partition(|(i, _)| i % 2 == 0);
+                free_all(now);
+                free_all(std::mem::replace(&mut later, rest));
+            }
+            free_all(later);
+        });
+        for _ in 0..rounds {
+            let tx = tx.clone();
+            let producer = s.spawn(move || {
+                // Churn first (adopting what earlier producers left), then
+                // hand a batch over and exit with it out.
+                let mine: Vec<_> = (0..per).map(|_| alloc(heap_ref, l).unwrap()).collect();
+                let batch: Vec<Sent> = (0..per)
+                    .map(|i| {
+                        let p = alloc(heap_ref, l).unwrap();
+                        fill(p, 48, i as u8);
+                        Sent(p)
+                    })
+                    .collect();
+                for p in mine {
+                    // SAFETY: allocated above.
+                    unsafe { free(heap_ref, p, l) };
+                }
+                tx.send(batch).unwrap();
+            });
+            producer.join().unwrap();
+        }
+        drop(tx);
+        consumer.join().unwrap();
+    });
+    let stats = heap.stats();
+    assert_eq!((stats.in_use, stats.held), (0, 0), "{stats:?}");
+}
+
 #[test]
 fn threads_churning_one_heap_keep_their_data() {
     let heap = heap(8 << 20, 2);

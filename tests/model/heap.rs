@@ -29,6 +29,9 @@ pub enum Op {
     },
     /// `Allocator::shrink` to `size` (at least 1, at most the old size).
     Shrink { index: usize, size: usize },
+    /// `Heap::trim`: free memory goes back to the system, and comes back
+    /// zero when reused.
+    Trim,
 }
 
 /// Sizes spread over the small classes, the medium ones and page runs.
@@ -46,7 +49,7 @@ pub fn decode(bytes: &[u8]) -> Vec<Op> {
     while let Some(kind) = input.u8() {
         let index = input.u8().unwrap_or(0) as usize;
         let raw = input.u32().unwrap_or(0);
-        ops.push(match kind % 4 {
+        ops.push(match kind % 5 {
             0 => Op::Allocate {
                 size: size(kind >> 2, raw),
                 align_log2: (index % 14) as u8,
@@ -58,10 +61,11 @@ pub fn decode(bytes: &[u8]) -> Vec<Op> {
                 size: size(kind >> 2, raw),
                 zeroed: kind & 0x80 != 0,
             },
-            _ => Op::Shrink {
+            3 => Op::Shrink {
                 index,
                 size: 1 + raw as usize % 4096,
             },
+            _ => Op::Trim,
         });
     }
     ops
@@ -118,7 +122,8 @@ fn step_one(
                         return Err(format!("{} bytes for a request of {size}", block.len()));
                     }
                     if zeroed {
-                        check_zeroed(block.cast(), size)?;
+                        // The whole returned slice, as the trait promises.
+                        check_zeroed(block.cast(), block.len())?;
                     }
                     let allocation = Live {
                         ptr: block.cast(),
@@ -170,7 +175,7 @@ fn step_one(
                     if zeroed {
                         // SAFETY: inside the grown allocation.
                         let tail = unsafe { block.cast::<u8>().add(layout.size()) };
-                        check_zeroed(tail, new.size() - layout.size())?;
+                        check_zeroed(tail, block.len() - layout.size())?;
                     }
                     let grown = Live {
                         ptr: block.cast(),
@@ -203,6 +208,9 @@ fn step_one(
                 shrunk.fill();
                 live[at] = (shrunk, new);
             }
+        }
+        Op::Trim => {
+            heap.trim();
         }
     }
     let in_use: usize = live.iter().map(|(allocation, _)| allocation.len).sum();
