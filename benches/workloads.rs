@@ -1,7 +1,10 @@
 //! Workloads from mimalloc-bench, ported to Rust, run on the unimem `Heap`
 //! and on its peers as the process's global allocator: larson, xmalloc-test,
-//! cache-scratch, cache-thrash, mstress, glibc-simple, alloc-test, rptest, and
-//! a many-threads test of what stays resident once 1500 threads have gone.
+//! cache-scratch, cache-thrash, mstress, glibc-simple, alloc-test, rptest;
+//! and three of our own: zeroed-churn (zeroed buffers, mostly untouched,
+//! handed between threads), foreign-first (the smallest allocation and free
+//! on threads whose first free was of another thread's object) and a
+//! many-threads test of what stays resident once 1500 threads have gone.
 //! Each port's module says what follows the original and what was scaled.
 //!
 //! The same code runs on every allocator: a dispatching
@@ -246,6 +249,22 @@ const WORKLOADS: &[Workload] = &[
         name: "rptest",
         unit: "ops/thread-s",
         run: workloads::rptest::run,
+        only_threads: None,
+        real_threads: same,
+        rss_after: false,
+    },
+    Workload {
+        name: "zeroed-churn",
+        unit: "buffers/s",
+        run: workloads::zeroed_churn::run,
+        only_threads: None,
+        real_threads: same,
+        rss_after: true,
+    },
+    Workload {
+        name: "foreign-first",
+        unit: "loops/s",
+        run: workloads::foreign_first::run,
         only_threads: None,
         real_threads: same,
         rss_after: false,
@@ -648,13 +667,14 @@ fn table(
     let is_heap = |a: &str| a.starts_with("unimem");
     let heaps: Vec<&String> = allocators.iter().filter(|a| is_heap(a)).collect();
     let mimalloc = allocators.iter().any(|a| a == "mimalloc");
+    let jemalloc = allocators.iter().any(|a| a == "jemalloc");
     let mut out = String::new();
     let _ = writeln!(
         out,
         "\n{cores} cores; best of {} round{} per cell{}; peak RSS is the child's ru_maxrss (largest over the rounds). \
          unimem/best: the Heap's throughput over the best peer's (above 1: the Heap is faster; \
          the peers are the columns that are not a Heap); \
-         RSS unimem/mimalloc: the Heap's peak RSS over mimalloc's.\n",
+         RSS unimem/mimalloc, RSS unimem/jemalloc: the Heap's peak RSS over mimalloc's and over jemalloc's.\n",
         o.rounds,
         if o.rounds == 1 { "" } else { "s" },
         if scale < 1.0 {
@@ -677,10 +697,12 @@ fn table(
         let _ = write!(header, " RSS {a} |");
         rule.push_str("---|");
     }
-    if mimalloc {
-        for a in &heaps {
-            let _ = write!(header, " RSS {a}/mimalloc |");
-            rule.push_str("---|");
+    for (present, peer) in [(mimalloc, "mimalloc"), (jemalloc, "jemalloc")] {
+        if present {
+            for a in &heaps {
+                let _ = write!(header, " RSS {a}/{peer} |");
+                rule.push_str("---|");
+            }
         }
     }
     if let Some(a) = heaps.first() {
@@ -734,8 +756,11 @@ fn table(
                 out.push_str(" - |");
             }
         }
-        if mimalloc {
-            let m = cell("mimalloc");
+        for (present, peer) in [(mimalloc, "mimalloc"), (jemalloc, "jemalloc")] {
+            if !present {
+                continue;
+            }
+            let m = cell(peer);
             for a in &heaps {
                 let h = cell(a);
                 if h.best.is_some() && m.best.is_some() && m.peak_kib > 0 {
@@ -773,30 +798,40 @@ fn table(
     out.push_str(&scaling(rows, allocators, cells, cores));
 
     // The resident set after the run, where the workload measures it
-    // (many-threads: once every thread has exited).
-    for &(w, threads) in rows.iter().filter(|(w, _)| w.rss_after) {
+    // (once every thread has exited), one table per workload.
+    let mut names: Vec<&str> = rows
+        .iter()
+        .filter(|(w, _)| w.rss_after)
+        .map(|(w, _)| w.name)
+        .collect();
+    names.dedup();
+    for name in names {
         let _ = writeln!(
             out,
-            "\n{} at {threads} threads: VmRSS at the end of the run (largest over the rounds)\n",
-            w.name
+            "\n{name}: VmRSS at the end of the run, once every worker has exited (largest over the rounds)\n"
         );
-        let mut header = String::from("|");
-        let mut rule = String::from("|");
-        let mut line = String::from("|");
+        let mut header = String::from("| threads |");
+        let mut rule = String::from("|---|");
         for a in allocators {
             let _ = write!(header, " {a} |");
             rule.push_str("---|");
-            let c = cells
-                .get(&(w.name, threads, a.as_str()))
-                .copied()
-                .unwrap_or_default();
-            if c.best.is_some() {
-                let _ = write!(line, " {} |", mib(c.after_kib));
-            } else {
-                line.push_str(" - |");
-            }
         }
-        let _ = writeln!(out, "{header}\n{rule}\n{line}");
+        let _ = writeln!(out, "{header}\n{rule}");
+        for &(_, threads) in rows.iter().filter(|(w, _)| w.name == name) {
+            let _ = write!(out, "| {threads} |");
+            for a in allocators {
+                let c = cells
+                    .get(&(name, threads, a.as_str()))
+                    .copied()
+                    .unwrap_or_default();
+                if c.best.is_some() {
+                    let _ = write!(out, " {} |", mib(c.after_kib));
+                } else {
+                    out.push_str(" - |");
+                }
+            }
+            out.push('\n');
+        }
     }
     out
 }
