@@ -61,10 +61,10 @@
 //!
 //! # Lock order
 //!
-//! setup → registry → shared slot → central → arena grow → arena runs →
-//! commit locks. No lock is held while allocating through the global
-//! allocator (nothing here does). The `fork` handlers take them all in this
-//! order (`fork.rs`).
+//! setup → registry → shared slot → a cache's retired lists → central →
+//! arena grow → arena runs → commit locks. No lock is held while allocating
+//! through the global allocator (nothing here does). The `fork` handlers
+//! take them all in this order (`fork.rs`).
 
 mod arena;
 mod class;

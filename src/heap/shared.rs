@@ -378,9 +378,18 @@ impl HeapCore {
         self.cache_of(tag)
     }
 
-    /// Takes the core's locks (and its arenas'), for `fork`.
+    /// The caches made so far.
+    fn made_caches(&self) -> impl DoubleEndedIterator<Item = &ThreadCache> {
+        (0..SLOTS).filter_map(|tag| self.cache_of(tag))
+    }
+
+    /// Takes the core's locks (its caches' retired lists, its arenas'), for
+    /// `fork`.
     pub(super) fn lock_for_fork(&self) {
         self.shared.lock_for_fork();
+        for cache in self.made_caches() {
+            cache.retired.lock_for_fork();
+        }
         self.central.lock_for_fork();
         for arena in self.arenas() {
             arena.lock_for_fork();
@@ -398,6 +407,9 @@ impl HeapCore {
                 arena.unlock_after_fork();
             }
             self.central.unlock_after_fork();
+            for cache in self.made_caches().rev() {
+                cache.retired.unlock_after_fork();
+            }
             self.shared.unlock_after_fork();
         }
     }

@@ -9,7 +9,13 @@
 //! heap's shared lock for the shared slot, the holder of the central lock for
 //! abandoned slabs. Ownership moves only through the central lock (abandon,
 //! adopt), which orders the `Local` writes of the old owner before the reads
-//! of the new one.
+//! of the new one; or, for a slab emptied while retired or abandoned, to the
+//! thread whose free emptied it (*Claims*, below).
+//!
+//! A slab's list links ([`Links`]) belong to whoever owns the list it is
+//! on: the owner for its current and partial lists, the holder of the
+//! cache's retired lock for a retired list (the owner, or a claimer taking
+//! its slab off), the holder of the central lock for the abandoned lists.
 //!
 //! # Free lists
 //!
@@ -29,17 +35,28 @@
 //! objects are still live (else it sets the bit again, `rearm`, and waits
 //! for the next remote free).
 //!
-//! # Abandoned slabs
+//! # Claims
 //!
-//! A slab whose owner's thread exited with objects still out is abandoned
-//! (its owner is then the holder of the central lock) and *armed*: its
-//! `thread_free` word gets the `ARMED` bit and the number of objects
-//! still out. The remote free that brings the last of them back sees, in the
-//! same compare-exchange that pushes it, that the pending count reaches that
-//! number, and sets `CLAIMED`: the slab is empty, and that thread releases it
-//! to its arena (under the central lock). Adopting a slab, or reclaiming it,
-//! first disarms it (a compare-exchange that fails on a claimed slab, which
-//! is left to its claimer), so a slab is never both handed on and released.
+//! A slab its owner does not allocate from, and whose objects other threads
+//! free, would otherwise keep their memory until the owner comes back: a
+//! retired slab of a thread that has stopped allocating (a producer that
+//! handed everything over and now waits), or a slab whose owner's thread
+//! exited with objects still out (abandoned). Such a slab is *armed*: its
+//! `thread_free` word gets the `ARMED` bit (and `ORPHAN` for an abandoned
+//! one), with a Release that publishes the slab's `used` count. While it is
+//! armed its owner never hands an object out of it, so `used` only falls
+//! (the owner may still free its own objects into a retired slab). A remote
+//! free that sees the bit reads `used` (after an Acquire fence: a stale
+//! value can only be too high) and, in the same compare-exchange that
+//! pushes its object, sets `CLAIMED` if the pending count now equals it:
+//! every object is back, nobody else can reach the slab's `Local` any more,
+//! and that thread takes it off its list (under the cache's retired lock,
+//! or the central lock for an abandoned slab) and releases it to its arena.
+//! Whoever takes an armed slab back into use (the owner reviving a retired
+//! slab, a thread adopting an abandoned one, an exiting thread abandoning
+//! its retired ones) first disarms it, with a compare-exchange (Acquire)
+//! that fails on a claimed slab, which is then left to its claimer: a slab
+//! is never both taken back and released.
 //!
 //! # Catching misuse
 //!
@@ -57,10 +74,11 @@
 
 use core::cell::UnsafeCell;
 use core::ptr::{self, NonNull};
-use core::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering, fence};
 
 use super::class::{self, CLASSES};
 use super::runs::{UNIT, UNIT_SHIFT};
+use crate::lock::SpinLock;
 use crate::misuse;
 
 /// Bytes per slab; slabs start at multiples of this inside an arena.
@@ -71,18 +89,18 @@ const NIL: u32 = u32::MAX;
 /// `thread_free` (bits 0-31: the first object's offset, or NIL): the owner
 /// retired the slab as full.
 const FULL: u64 = 1 << 32;
-/// `thread_free`: the slab is abandoned and armed (module documentation).
+/// `thread_free`: the slab is armed (module documentation, *Claims*).
 const ARMED: u64 = 1 << 33;
 /// `thread_free`, bits 34-47: how many objects are on the list.
 const PENDING_SHIFT: u32 = 34;
-/// `thread_free`, bits 48-61: how many objects were out when the slab was
-/// armed.
-const OUT_SHIFT: u32 = 48;
-/// The two 14-bit counts (a slab holds at most `GROUP / 16` = 4096 objects).
+/// The pending count's bits (a slab holds at most `GROUP / 16` = 4096
+/// objects).
 const COUNT_MASK: u64 = (1 << 14) - 1;
 /// `thread_free`: a remote free brought an armed slab's last object back,
 /// and releases the slab.
 const CLAIMED: u64 = 1 << 62;
+/// `thread_free`: the armed slab is abandoned (else it is retired).
+const ORPHAN: u64 = 1 << 63;
 /// `thread_free` with no remote frees and not full.
 const EMPTY: u64 = NIL as u64;
 
@@ -99,9 +117,11 @@ pub(crate) enum Remote {
     Pushed,
     /// It cleared the `FULL` bit of a retired slab: its owner is to be told.
     Revived,
-    /// It brought an abandoned slab's last object back and claimed the
-    /// slab: the caller releases it.
+    /// It brought the last object of a retired slab back and claimed it:
+    /// the caller takes it off its owner's retired list and releases it.
     Emptied,
+    /// The same, for an abandoned slab (off the abandoned list).
+    Orphaned,
 }
 
 /// Which owner list a slab is on (`Local::list`).
@@ -127,8 +147,9 @@ pub(crate) struct SlabHeader {
     /// The owner's tag, or 0 when abandoned or not a slab.
     pub(crate) owner: AtomicU32,
     /// Remote frees, in one word: the first object's offset (bits 0-31, NIL
-    /// if none), the `FULL` bit (32), and how many objects are on the list
-    /// (bits 33-63).
+    /// if none), the `FULL` bit (32), the `ARMED` bit (33), how many objects
+    /// are on the list (bits 34-47), how many were out when the slab was
+    /// armed (48-61), the `CLAIMED` (62) and `ORPHAN` (63) bits.
     thread_free: AtomicU64,
     /// Objects handed out and not yet back on the owner's list, in units of
     /// `ONE` (bits 2-31), with `CURRENT_BIT` and `RETIRED_BIT`, which mirror
@@ -148,6 +169,7 @@ pub(crate) struct SlabHeader {
     /// Written with `class`, before any object of the slab exists.
     magic: AtomicU32,
     local: UnsafeCell<Local>,
+    links: UnsafeCell<Links>,
 }
 
 /// The per-process secret in freed objects' marks; 0 until the first heap
@@ -205,6 +227,11 @@ pub(crate) struct Local {
     /// The group's units that read zero when the slab was made (the
     /// arena's zero bits): never-used objects lying wholly in them are zero.
     zero: u16,
+}
+
+/// A slab's links on the list it is on (module documentation: who may
+/// touch them).
+pub(crate) struct Links {
     pub(crate) next: *mut SlabHeader,
     pub(crate) prev: *mut SlabHeader,
 }
@@ -225,7 +252,12 @@ const RETIRE_SHARE: u32 = 8;
 /// `used`: it needs attention when its count falls to this.
 #[inline]
 fn retire_base(size: u32) -> u32 {
-    let capacity = GROUP as u32 / size;
+    retire_base_of(GROUP as u32 / size)
+}
+
+/// `retire_base` from the slab's capacity.
+#[inline]
+fn retire_base_of(capacity: u32) -> u32 {
     capacity - (capacity / RETIRE_SHARE).max(1)
 }
 
@@ -276,6 +308,8 @@ impl SlabHeader {
                 size: class::size(class) as u32,
                 list: NONE,
                 zero,
+            };
+            *self.links.get() = Links {
                 next: ptr::null_mut(),
                 prev: ptr::null_mut(),
             };
@@ -318,6 +352,21 @@ impl SlabHeader {
     pub(crate) unsafe fn local(&self) -> &mut Local {
         // SAFETY: the caller's contract.
         unsafe { &mut *self.local.get() }
+    }
+
+    /// The slab's list links.
+    ///
+    /// # Safety
+    /// The caller owns the list the slab is on (module documentation), or
+    /// the slab if it is on none, and holds no other reference to them.
+    #[inline]
+    #[expect(
+        clippy::mut_from_ref,
+        reason = "ownership of the list, not the borrow, makes this unique"
+    )]
+    pub(crate) unsafe fn links(&self) -> &mut Links {
+        // SAFETY: the caller's contract.
+        unsafe { &mut *self.links.get() }
     }
 
     /// Hands out an object: from the free list, else a never-used one.
@@ -610,9 +659,8 @@ impl SlabHeader {
             unsafe { object.cast::<u32>().write(old as u32) };
             // One more pending, this object first, and the FULL bit dropped.
             let mut new = ((old & !(FULL | u64::from(NIL))) + ONE_PENDING) | offset;
-            // The last object out of an armed abandoned slab: claim it.
-            let emptied =
-                old & ARMED != 0 && u64::from(pending(new)) == (old >> OUT_SHIFT) & COUNT_MASK;
+            // The last object out of an armed slab: claim it.
+            let emptied = old & ARMED != 0 && self.armed_out() == pending(new);
             if emptied {
                 new |= CLAIMED;
             }
@@ -625,6 +673,7 @@ impl SlabHeader {
                 Ordering::Release,
                 Ordering::Relaxed,
             ) {
+                Ok(_) if emptied && old & ORPHAN != 0 => return Remote::Orphaned,
                 Ok(_) if emptied => return Remote::Emptied,
                 Ok(_) if old & FULL != 0 => return Remote::Revived,
                 Ok(_) => return Remote::Pushed,
@@ -670,40 +719,71 @@ impl SlabHeader {
         count
     }
 
-    /// Retires the slab as full unless remote frees are waiting.
+    /// The objects out of an armed slab, as a remote free that saw the
+    /// `ARMED` bit reads them: from `used`, which only falls while the slab
+    /// is armed (its owner may free into it, never allocate from it: that
+    /// needs `disarm` first). A stale read is too high, never too low: the
+    /// fence pairs with the Release arming (`try_retire`, `arm`), after which
+    /// `used` held the count at arming or less; a count written after a
+    /// later `disarm` is higher, or its compare-exchange fails our free's.
+    #[inline]
+    fn armed_out(&self) -> u32 {
+        fence(Ordering::Acquire);
+        // Relaxed, both: ordered by the fence; `magic` is fixed while the
+        // group is a slab.
+        let used = self.used.load(Ordering::Relaxed);
+        // The capacity, `GROUP / size`, is `magic >> 16` (`magic` is
+        // `ceil(2^32 / size)`; a test checks every class).
+        let capacity = self.magic.load(Ordering::Relaxed) >> 16;
+        let count = ((used as i32) >> 2) as u32;
+        if used & RETIRED_BIT != 0 {
+            count.wrapping_add(retire_base_of(capacity))
+        } else {
+            count
+        }
+    }
+
+    /// Retires the slab as full unless remote frees are waiting, arming it
+    /// (module documentation, *Claims*).
     ///
     /// # Safety
-    /// The caller owns the slab.
+    /// The caller owns the slab, which has nothing left to hand out (its
+    /// `used` counts every object out).
     pub(crate) unsafe fn try_retire(&self) -> bool {
-        // Relaxed: the bit only has to be seen by the next compare-exchange on
-        // this word, which the modification order guarantees.
+        // Release: publishes `used` to the remote frees that see the bit
+        // (`armed_out`). Relaxed on failure: nothing changes.
         self.thread_free
-            .compare_exchange(EMPTY, EMPTY | FULL, Ordering::Relaxed, Ordering::Relaxed)
+            .compare_exchange(
+                EMPTY,
+                EMPTY | FULL | ARMED,
+                Ordering::Release,
+                Ordering::Relaxed,
+            )
             .is_ok()
     }
 
-    /// Arms the abandoned slab (module documentation), which has `out`
-    /// objects out (`SlabHeader::out`, after a `collect`): the remote free
-    /// that brings the last back claims it. False if they are all back
+    /// Arms the abandoned slab (module documentation, *Claims*), which has
+    /// `out` objects out (`SlabHeader::out`, after a `collect`): the remote
+    /// free that brings the last back claims it. False if they are all back
     /// already: the caller releases it.
     ///
     /// # Safety
     /// The caller holds the central lock and owns the slab through it, on
-    /// the abandoned list or about to put it there.
+    /// the abandoned list (`used` says so) or about to put it there; it is
+    /// not armed.
     pub(crate) unsafe fn arm(&self, out: u32) -> bool {
-        // Relaxed, here and below: the compare-exchange checks the value;
-        // the claimer's `collect` (Acquire) takes the objects.
+        // Relaxed: the compare-exchange checks the value.
         let mut old = self.thread_free.load(Ordering::Relaxed);
         loop {
             debug_assert_eq!(old & (ARMED | CLAIMED | FULL), 0);
             if pending(old) == out {
                 return false;
             }
-            let new = old | ARMED | (u64::from(out) << OUT_SHIFT);
+            // Release: as in `try_retire`. Relaxed on failure: we retry.
             match self.thread_free.compare_exchange_weak(
                 old,
-                new,
-                Ordering::Relaxed,
+                old | ARMED | ORPHAN,
+                Ordering::Release,
                 Ordering::Relaxed,
             ) {
                 Ok(_) => return true,
@@ -712,24 +792,29 @@ impl SlabHeader {
         }
     }
 
-    /// Disarms an abandoned slab before it is adopted or reclaimed: no
+    /// Disarms an armed slab before it is taken back into use (adopted,
+    /// reclaimed, abandoned, or revived by its owner), and clears `FULL`: no
     /// remote free claims it from now on. False if one did already: the
-    /// slab is empty and its claimer is about to release it (leave it be).
+    /// slab is empty and its claimer is about to take it off its list and
+    /// release it (leave it be).
     ///
     /// # Safety
-    /// The caller holds the central lock; the slab is on the abandoned list.
+    /// The caller owns the list the slab is on (the abandoned list, or the
+    /// retired list under the cache's retired lock).
     pub(crate) unsafe fn disarm(&self) -> bool {
-        // Relaxed: as in `arm`.
+        // Relaxed: the compare-exchange checks the value.
         let mut old = self.thread_free.load(Ordering::Relaxed);
         loop {
             if old & CLAIMED != 0 {
                 return false;
             }
-            let new = old & !(ARMED | (COUNT_MASK << OUT_SHIFT));
+            // Acquire: pairs with the Release push of every remote free
+            // before it, so that none of them reads a `used` we write after
+            // this (`armed_out`). Relaxed on failure: we retry.
             match self.thread_free.compare_exchange_weak(
                 old,
-                new,
-                Ordering::Relaxed,
+                old & !(ARMED | ORPHAN | FULL),
+                Ordering::Acquire,
                 Ordering::Relaxed,
             ) {
                 Ok(_) => return true,
@@ -743,15 +828,6 @@ impl SlabHeader {
         // Acquire: when false after a retire, a remote free cleared the bit;
         // `collect` then acquires its objects anyway.
         self.thread_free.load(Ordering::Acquire) & FULL != 0
-    }
-
-    /// Clears the `FULL` bit (the owner is taking the slab back into use).
-    ///
-    /// # Safety
-    /// The caller owns the slab.
-    pub(crate) unsafe fn unretire(&self) {
-        // Relaxed: as in `try_retire`.
-        self.thread_free.fetch_and(!FULL, Ordering::Relaxed);
     }
 
     /// Sets the `FULL` bit again on a retired slab that remote frees
@@ -805,10 +881,18 @@ pub(crate) fn double_free(object: NonNull<u8>) -> ! {
 pub(crate) struct ClassCache {
     pub(crate) current: *mut SlabHeader,
     pub(crate) partial: *mut SlabHeader,
-    pub(crate) retired: *mut SlabHeader,
     /// The `revived` count last acted on.
     pub(crate) seen: u32,
 }
+
+/// A cache's retired lists, one per class: what its retired lock guards
+/// (the owner puts slabs on them and takes them back; a claimer takes an
+/// emptied one off).
+pub(crate) struct Retired(pub(crate) [*mut SlabHeader; CLASSES]);
+
+// SAFETY: the pointers point into the heap's metadata; the lock around the
+// lists orders every access.
+unsafe impl Send for Retired {}
 
 /// The slabs of one thread tag in one heap. Aligned to a cache line: the
 /// caches sit side by side in the core Block, and each is written by its
@@ -818,9 +902,12 @@ pub(crate) struct ThreadCache {
     classes: [UnsafeCell<ClassCache>; CLASSES],
     /// Bumped by remote frees that clear a retired slab's `FULL` bit.
     pub(crate) revived: [AtomicU32; CLASSES],
+    /// The retired lists (module documentation, *Claims*).
+    pub(crate) retired: SpinLock<Retired>,
 }
 
-// SAFETY: `classes` is reached only by the cache's owner; the rest is atomic.
+// SAFETY: `classes` is reached only by the cache's owner; `retired` is
+// locked; the rest is atomic.
 unsafe impl Sync for ThreadCache {}
 
 impl ThreadCache {
@@ -830,11 +917,11 @@ impl ThreadCache {
                 UnsafeCell::new(ClassCache {
                     current: ptr::null_mut(),
                     partial: ptr::null_mut(),
-                    retired: ptr::null_mut(),
                     seen: 0,
                 })
             }; CLASSES],
             revived: [const { AtomicU32::new(0) }; CLASSES],
+            retired: SpinLock::new(Retired([ptr::null_mut(); CLASSES])),
         }
     }
 
@@ -856,44 +943,54 @@ impl ThreadCache {
     }
 }
 
-/// Pushes `slab` on the front of a doubly linked owner list.
+/// Pushes `slab` on the front of a doubly linked list.
 ///
 /// # Safety
-/// The caller owns `slab` and the list; `slab` is on no list.
+/// The caller owns `slab` (its `Local`) and the list; `slab` is on no list.
 pub(crate) unsafe fn push(head: &mut *mut SlabHeader, slab: &SlabHeader, list: u8) {
-    // SAFETY: the caller owns `slab`, and the head, if any, is also its own.
+    // SAFETY: the caller owns `slab` and the list, so the head's links too.
     unsafe {
-        let local = slab.local();
-        local.prev = ptr::null_mut();
-        local.next = *head;
+        let links = slab.links();
+        links.prev = ptr::null_mut();
+        links.next = *head;
         slab.set_list(list);
         if let Some(first) = head.as_ref() {
-            first.local().prev = ptr::from_ref(slab).cast_mut();
+            first.links().prev = ptr::from_ref(slab).cast_mut();
         }
     }
     *head = ptr::from_ref(slab).cast_mut();
 }
 
-/// Takes `slab` off the doubly linked owner list `head`.
+/// Takes `slab` off the doubly linked list `head`.
 ///
 /// # Safety
-/// The caller owns `slab` and the list, and `slab` is on it.
+/// The caller owns `slab` (its `Local`) and the list, and `slab` is on it.
 pub(crate) unsafe fn unlink(head: &mut *mut SlabHeader, slab: &SlabHeader) {
-    // SAFETY: the caller owns `slab` and its neighbours on the list.
+    // SAFETY: the caller owns the list, so the links of `slab` and of its
+    // neighbours.
     unsafe {
-        let local = slab.local();
-        if let Some(prev) = local.prev.as_ref() {
-            prev.local().next = local.next;
+        let links = slab.links();
+        if let Some(prev) = links.prev.as_ref() {
+            prev.links().next = links.next;
         } else {
-            *head = local.next;
+            *head = links.next;
         }
-        if let Some(next) = local.next.as_ref() {
-            next.local().prev = local.prev;
+        if let Some(next) = links.next.as_ref() {
+            next.links().prev = links.prev;
         }
-        local.next = ptr::null_mut();
-        local.prev = ptr::null_mut();
+        links.next = ptr::null_mut();
+        links.prev = ptr::null_mut();
         slab.set_list(NONE);
     }
+}
+
+/// The slab after `slab` on its list.
+///
+/// # Safety
+/// The caller owns the list `slab` is on.
+pub(crate) unsafe fn next(slab: &SlabHeader) -> *mut SlabHeader {
+    // SAFETY: the caller's contract.
+    unsafe { slab.links().next }
 }
 
 #[cfg(test)]
@@ -908,6 +1005,7 @@ mod tests {
         for class in 0..CLASSES {
             let size = class::size(class) as u32;
             let magic = (1u64 << 32).div_ceil(u64::from(size)) as u32;
+            assert_eq!(magic >> 16, GROUP as u32 / size, "capacity of {size}");
             for offset in (0..GROUP as u32).step_by(step) {
                 assert_eq!(
                     starts_object(offset, magic),

@@ -79,7 +79,7 @@ impl HeapCore {
                 }
                 cc.current = ptr::null_mut();
                 current.set_list(slab::NONE);
-                if let Some(object) = Self::retire(cc, current) {
+                if let Some(object) = Self::retire(cache, cc, class, current) {
                     return Some(object);
                 }
             }
@@ -91,7 +91,7 @@ impl HeapCore {
                         Self::make_current(cc, partial);
                         return Some(object);
                     }
-                    if let Some(object) = Self::retire(cc, partial) {
+                    if let Some(object) = Self::retire(cache, cc, class, partial) {
                         return Some(object);
                     }
                     continue;
@@ -100,7 +100,7 @@ impl HeapCore {
                 let revived = cache.revived[class].load(Ordering::Acquire);
                 if revived != cc.seen {
                     cc.seen = revived;
-                    self.revive(cc);
+                    self.revive(cache, cc, class);
                     if !cc.partial.is_null() {
                         continue;
                     }
@@ -112,7 +112,7 @@ impl HeapCore {
                     return Some(object);
                 }
                 // An adopted slab with nothing free yet.
-                if let Some(object) = Self::retire(cc, slab) {
+                if let Some(object) = Self::retire(cache, cc, class, slab) {
                     return Some(object);
                 }
             }
@@ -129,18 +129,28 @@ impl HeapCore {
         unsafe { slab.set_list(slab::CURRENT) };
     }
 
-    /// Puts an exhausted slab (on no list) on the retired list; if remote
-    /// frees arrived meanwhile, makes it current and allocates instead.
+    /// Puts an exhausted slab (on no list) on the retired list, armed (a
+    /// remote free that brings its last object back releases it); if
+    /// remote frees arrived meanwhile, makes it current and allocates
+    /// instead.
     ///
     /// # Safety
-    /// The caller owns `cc` and `slab`.
-    unsafe fn retire(cc: &mut slab::ClassCache, slab: &SlabHeader) -> Option<(NonNull<u8>, bool)> {
-        // SAFETY: the caller owns both.
+    /// The caller owns `cache`, `cc` (its `class`) and `slab`.
+    unsafe fn retire(
+        cache: &ThreadCache,
+        cc: &mut slab::ClassCache,
+        class: usize,
+        slab: &SlabHeader,
+    ) -> Option<(NonNull<u8>, bool)> {
+        // SAFETY: the caller owns both; the retired lock is held from the
+        // arming on, so a claimer finds the slab on the list.
         unsafe {
+            let mut retired = cache.retired.lock();
             if slab.try_retire() {
-                slab::push(&mut cc.retired, slab, slab::RETIRED);
+                slab::push(&mut retired.0[class], slab, slab::RETIRED);
                 return None;
             }
+            drop(retired);
             slab.collect();
             let object = slab.pop_zeroed();
             debug_assert!(object.is_some(), "remote frees arrived, so one is free");
@@ -167,14 +177,18 @@ impl HeapCore {
     /// keep while other threads take fresh ones.
     ///
     /// # Safety
-    /// The caller owns `cc` and its slabs.
-    unsafe fn revive(&self, cc: &mut slab::ClassCache) {
+    /// The caller owns `cache`, `cc` (its `class`) and their slabs.
+    unsafe fn revive(&self, cache: &ThreadCache, cc: &mut slab::ClassCache, class: usize) {
         let mut spare = false;
-        let mut at = cc.retired;
-        // SAFETY: the caller owns every slab on the list.
+        let mut retired = cache.retired.lock();
+        let head = &mut retired.0[class];
+        let mut at = *head;
+        // SAFETY: the caller owns every slab on the list but those remote
+        // frees claimed, which are only looked at and left (`disarm`); we
+        // hold the retired lock.
         unsafe {
             while let Some(slab) = at.as_ref() {
-                at = slab.local().next;
+                at = slab::next(slab);
                 if slab.is_retired() {
                     continue;
                 }
@@ -192,9 +206,12 @@ impl HeapCore {
                     if live > slab.capacity() / 4 {
                         continue;
                     }
-                    slab.unretire();
                 }
-                slab::unlink(&mut cc.retired, slab);
+                if !slab.disarm() {
+                    // Emptied by a remote free, which releases it.
+                    continue;
+                }
+                slab::unlink(head, slab);
                 if live == 0 {
                     slab.collect();
                     if slab.is_empty() {
@@ -242,7 +259,7 @@ impl HeapCore {
         // slab is handed to `tag` before the lock is released.
         unsafe {
             while let Some(slab) = at.as_ref() {
-                at = slab.local().next;
+                at = slab::next(slab);
                 if !slab.disarm() {
                     continue;
                 }
@@ -268,7 +285,7 @@ impl HeapCore {
             // SAFETY: abandoned slabs belong to the central lock's holder.
             unsafe {
                 while let Some(slab) = at.as_ref() {
-                    at = slab.local().next;
+                    at = slab::next(slab);
                     if !slab.disarm() {
                         continue;
                     }
@@ -284,8 +301,38 @@ impl HeapCore {
         released
     }
 
+    /// Releases the retired slab of `class` whose last object this thread's
+    /// remote free brought back, claiming it (`Remote::Emptied`): takes it
+    /// off its owner's retired list, and gives it back to its arena.
+    ///
+    /// # Safety
+    /// This thread claimed the slab: it is empty, on its owner's retired
+    /// list, and nobody else revives, abandons or releases it.
+    #[cold]
+    #[inline(never)]
+    unsafe fn release_claimed(&self, class: usize, slab: &SlabHeader) {
+        // Relaxed: a claimed slab's owner no longer changes (abandoning and
+        // adopting disarm first, which a claim makes fail); the claim
+        // happened after the owner stored its tag, in this thread's view
+        // (the tag was there before the objects were handed out).
+        let owner = slab.owner.load(Ordering::Relaxed) as usize;
+        let Some(cache) = self.cache_of(owner) else {
+            unreachable!("a retired slab's owner has a cache")
+        };
+        let mut retired = cache.retired.lock();
+        // SAFETY: the caller's contract; the slab is on the retired list we
+        // hold the lock of, and ours once off it.
+        unsafe {
+            slab::unlink(&mut retired.0[class], slab);
+            drop(retired);
+            slab.collect();
+            debug_assert!(slab.is_empty(), "a claimed slab has nothing out");
+            self.release_slab(slab);
+        }
+    }
+
     /// Releases the abandoned slab of `class` whose last object this
-    /// thread's remote free brought back, claiming it (`Remote::Emptied`).
+    /// thread's remote free brought back, claiming it (`Remote::Orphaned`).
     ///
     /// # Safety
     /// This thread claimed the slab: it is empty, on the abandoned list, and
@@ -393,10 +440,19 @@ impl HeapCore {
     pub(super) unsafe fn after_local_free(&self, cache: &ThreadCache, slab: &SlabHeader) {
         // SAFETY: the caller owns the cache and the slab.
         unsafe {
-            let cc = cache.class(slab.class.load(Ordering::Relaxed) as usize);
+            let class = slab.class.load(Ordering::Relaxed) as usize;
+            let cc = cache.class(class);
             if slab.list() == slab::RETIRED {
-                slab.unretire();
-                slab::unlink(&mut cc.retired, slab);
+                let mut retired = cache.retired.lock();
+                // Never claimed: this thread just freed one of its objects,
+                // which no remote free can then bring back.
+                let disarmed = slab.disarm();
+                debug_assert!(disarmed, "a slab its owner frees into is claimed");
+                if !disarmed {
+                    return;
+                }
+                slab::unlink(&mut retired.0[class], slab);
+                drop(retired);
                 slab::push(&mut cc.partial, slab, slab::PARTIAL);
             }
             if slab.list() == slab::PARTIAL && slab.is_empty() {
@@ -427,8 +483,10 @@ impl HeapCore {
                     cache.revived[class].fetch_add(1, Ordering::Release);
                 }
             }
+            // SAFETY: this free claimed the retired slab.
+            slab::Remote::Emptied => unsafe { self.release_claimed(class, slab) },
             // SAFETY: this free claimed the abandoned slab.
-            slab::Remote::Emptied => unsafe { self.release_emptied(class, slab) },
+            slab::Remote::Orphaned => unsafe { self.release_emptied(class, slab) },
         }
     }
 
@@ -454,10 +512,19 @@ impl HeapCore {
                     slab::unlink(&mut cc.partial, slab);
                     self.abandon(class, slab);
                 }
-                while let Some(slab) = cc.retired.as_ref() {
-                    slab::unlink(&mut cc.retired, slab);
-                    self.abandon(class, slab);
+                let mut retired = cache.retired.lock();
+                let head = &mut retired.0[class];
+                let mut at = *head;
+                while let Some(slab) = at.as_ref() {
+                    at = slab::next(slab);
+                    // A slab a remote free emptied stays for its claimer to
+                    // take off (with this lock).
+                    if slab.disarm() {
+                        slab::unlink(head, slab);
+                        self.abandon(class, slab);
+                    }
                 }
+                drop(retired);
                 // Relaxed: the count only has to be current for this thread,
                 // whose slabs of the class are all gone now.
                 cc.seen = cache.revived[class].load(Ordering::Relaxed);
@@ -467,7 +534,7 @@ impl HeapCore {
 
     /// Hands an exiting thread's slab on: back to its arena if empty, else
     /// to the abandoned list, armed so that the remote free that empties it
-    /// releases it (`slab.rs`, *Abandoned slabs*).
+    /// releases it (`slab.rs`, *Claims*).
     ///
     /// # Safety
     /// The caller owns `slab`, which is on no list.

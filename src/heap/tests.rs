@@ -548,6 +548,111 @@ fn abandoned_slabs_are_adopted_or_released_while_frees_race() {
     assert_eq!((stats.in_use, stats.held), (0, 0), "{stats:?}");
 }
 
+/// A thread that filled slabs and handed every object over, then stopped
+/// allocating (a producer that now waits), does not keep that memory: the
+/// free that brings the last object of a retired slab back releases it.
+#[test]
+fn retired_slabs_emptied_by_other_threads_go_back_while_their_owner_waits() {
+    let heap = heap(4 << 20, 1);
+    let l = layout(1024, 8);
+    let per_slab = slab::GROUP / 1024;
+    let slabs = if cfg!(miri) { 3 } else { 8 };
+    let mut objects: Vec<Sent> = (0..slabs * per_slab)
+        .map(|i| {
+            let p = alloc(&heap, l).unwrap();
+            fill(p, 1024, i as u8);
+            Sent(p)
+        })
+        .collect();
+    assert_eq!(heap.stats().held, slabs * slab::GROUP);
+    // The owner frees a few objects of each slab itself (too few to take a
+    // retired slab back into use); the rest go to another thread.
+    for at in (0..slabs).rev() {
+        for Sent(p) in objects.drain(at * per_slab..at * per_slab + 2) {
+            // SAFETY: allocated above, freed once.
+            unsafe { free(&heap, p, l) };
+        }
+    }
+    let objects: Vec<(usize, Sent)> = objects
+        .into_iter()
+        .enumerate()
+        .map(|(k, sent)| (k + 2 * (k / (per_slab - 2) + 1), sent))
+        .collect();
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            for (i, Sent(p)) in objects {
+                check(p, 1024, i as u8);
+                // SAFETY: allocated with `l` by the main thread, handed over,
+                // freed once.
+                unsafe { free(&heap, p, l) };
+            }
+        });
+    });
+    // The last slab is still this thread's current one (not retired); the
+    // others went back to the arena.
+    assert_eq!(heap.stats().held, slab::GROUP, "{:?}", heap.stats());
+    // And this thread allocates normally again.
+    let again: Vec<_> = (0..2 * per_slab)
+        .map(|_| alloc(&heap, l).unwrap())
+        .collect();
+    for p in again {
+        // SAFETY: allocated above.
+        unsafe { free(&heap, p, l) };
+    }
+    assert_eq!(heap.stats().in_use, 0);
+}
+
+/// An owner churning its slabs (retiring them, reviving them, freeing into
+/// them) while another thread frees half of its objects, and claims the
+/// retired slabs it empties: every object keeps its bytes, and once both
+/// threads are done and have exited, nothing is held.
+#[test]
+fn retired_slabs_are_revived_or_claimed_while_frees_race() {
+    let heap = heap(8 << 20, 2);
+    let rounds = if cfg!(miri) { 4 } else { 400 };
+    let per = if cfg!(miri) { 40 } else { 400 };
+    let l = layout(256, 8);
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Sent>>(4);
+    std::thread::scope(|s| {
+        let heap = &heap;
+        s.spawn(move || {
+            for batch in rx {
+                for (i, Sent(p)) in batch.into_iter().enumerate() {
+                    check(p, 256, i as u8);
+                    // SAFETY: allocated with `l` by the owner, sent here.
+                    unsafe { free(heap, p, l) };
+                }
+            }
+        });
+        s.spawn(move || {
+            let mut mine = Vec::new();
+            for round in 0..rounds {
+                let batch: Vec<Sent> = (0..per)
+                    .map(|i| {
+                        let p = alloc(heap, l).unwrap();
+                        fill(p, 256, i as u8);
+                        Sent(p)
+                    })
+                    .collect();
+                mine.extend((0..per / 4).map(|_| alloc(heap, l).unwrap()));
+                if round % 3 == 0 {
+                    for p in mine.drain(..) {
+                        // SAFETY: allocated above.
+                        unsafe { free(heap, p, l) };
+                    }
+                }
+                tx.send(batch).unwrap();
+            }
+            for p in mine {
+                // SAFETY: allocated above.
+                unsafe { free(heap, p, l) };
+            }
+        });
+    });
+    let stats = heap.stats();
+    assert_eq!((stats.in_use, stats.held), (0, 0), "{stats:?}");
+}
+
 #[test]
 fn threads_churning_one_heap_keep_their_data() {
     let heap = heap(8 << 20, 2);
