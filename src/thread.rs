@@ -60,6 +60,15 @@ pub(crate) fn tag_fast() -> Option<usize> {
     (tag <= MAX_THREADS).then_some(tag)
 }
 
+/// This thread's tag word as stored, unchecked: a tag (1 ..= MAX_THREADS),
+/// or a marker above every tag and above `SHARED`. So it equals a slab's
+/// owner tag only if it is this thread's tag and that owner: what the
+/// Heap's free fast path compares, with no check of its own.
+#[inline(always)]
+pub(crate) fn tag_raw() -> u32 {
+    TAG.with(Cell::get)
+}
+
 /// This thread's tag (1 ..= MAX_THREADS), or `SHARED`.
 #[inline(always)]
 pub(crate) fn tag() -> usize {

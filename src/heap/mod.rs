@@ -629,17 +629,20 @@ impl Heap {
         if offset >= self.fast.len.load(Ordering::Relaxed) {
             return false;
         }
-        let Some(tag) = thread::tag_fast() else {
-            return false;
-        };
+        // Unchecked: a thread without a tag has a marker that matches no
+        // owner, so the owner check below sends it to the slow path.
+        let tag = thread::tag_raw();
         // SAFETY: `offset` lies in the first arena, in a committed group
         // (`ptr` is a live allocation there), whose metadata is committed and
         // lives as long as the heap (as `Arena::header`).
         let slab = unsafe { &(*self.fast.groups.load(Ordering::Relaxed).add(offset / GROUP)).slab };
         // Relaxed: as in `HeapCore::free`.
-        if slab.owner.load(Ordering::Relaxed) != tag as u32 {
+        if slab.owner.load(Ordering::Relaxed) != tag {
             return false;
         }
+        // A slab's owner is a thread's tag (or 0, or `SHARED`, which no
+        // thread holds as its tag word): this thread's tag.
+        let tag = tag as usize;
         // Relaxed: as `base` above.
         let secret = self.fast.secret.load(Ordering::Relaxed);
         // SAFETY: the slab is this thread's, and `ptr` a live object of it.

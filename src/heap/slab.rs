@@ -148,19 +148,20 @@ pub(crate) struct SlabHeader {
     pub(crate) owner: AtomicU32,
     /// Remote frees, in one word: the first object's offset (bits 0-31, NIL
     /// if none), the `FULL` bit (32), the `ARMED` bit (33), how many objects
-    /// are on the list (bits 34-47), how many were out when the slab was
-    /// armed (48-61), the `CLAIMED` (62) and `ORPHAN` (63) bits.
+    /// are on the list (bits 34-47), the `CLAIMED` (62) and `ORPHAN` (63)
+    /// bits.
     thread_free: AtomicU64,
     /// Objects handed out and not yet back on the owner's list, in units of
     /// `ONE` (bits 2-31), with `CURRENT_BIT` and `RETIRED_BIT`, which mirror
     /// `Local::list`, in bits 0-1; a retired slab counts from its
-    /// `retire_base` (`encode`). Written only by the owner (a load and a
-    /// store), read by `stats`. The one check after a free is then a
-    /// compare: as an `i32` the word is below `ATTENTION` only for an empty
-    /// slab that is neither current nor retired, and for a retired slab that
-    /// has had a `RETIRE_SHARE`th of its objects freed, which goes back into
-    /// use (a slab moved back on its first free would be current for one
-    /// allocation, then retired again).
+    /// `retire_base` (`encode`); stored less `ATTENTION`. Written only by
+    /// the owner (a load and a store), read by `stats` and by remote frees
+    /// into an armed slab. The one check after a free is then the sign of
+    /// the result: as an `i32` the word is below `ATTENTION` (the stored
+    /// word below zero) only for an empty slab that is neither current nor
+    /// retired, and for a retired slab that has had a `RETIRE_SHARE`th of
+    /// its objects freed, which goes back into use (a slab moved back on its
+    /// first free would be current for one allocation, then retired again).
     used: AtomicU32,
     /// `ceil(2^32 / size)`: `offset * magic` (wrapping, in 32 bits) is
     /// below `magic` exactly when `offset` is a multiple of `size`, for
@@ -242,8 +243,9 @@ const CURRENT_BIT: u32 = 2;
 const RETIRED_BIT: u32 = 1;
 /// `SlabHeader::used`: one object handed out.
 const ONE: u32 = 4;
-/// `push_local` words (as `i32`) below this need the owner's attention.
-const ATTENTION: i32 = 2;
+/// `used` words (as `i32`) below this need the owner's attention after a
+/// free; the word is stored less this, so that the test is a sign.
+const ATTENTION: u32 = 2;
 /// A retired slab goes back into use once this share of its objects (at
 /// least one) has been freed.
 const RETIRE_SHARE: u32 = 8;
@@ -261,24 +263,33 @@ fn retire_base_of(capacity: u32) -> u32 {
     capacity - (capacity / RETIRE_SHARE).max(1)
 }
 
-/// The `used` word of a slab on `list` with `count` objects handed out.
+/// The `used` word (as stored) of a slab on `list` with `count` objects
+/// handed out.
 #[inline]
 fn encode(count: u32, list: u8, size: u32) -> u32 {
-    match list {
+    let word = match list {
         CURRENT => (count * ONE) | CURRENT_BIT,
         // Wrapping: collecting remote frees into a retired slab may take it
         // below its base (`decode` reads the word as signed).
         RETIRED => count.wrapping_sub(retire_base(size)).wrapping_mul(ONE) | RETIRED_BIT,
         _ => count * ONE,
-    }
+    };
+    word.wrapping_sub(ATTENTION)
 }
 
-/// The count of objects handed out that a `used` word holds.
+/// The count of objects handed out that a stored `used` word holds.
 #[inline]
-fn decode(word: u32, size: u32) -> u32 {
+fn decode(stored: u32, size: u32) -> u32 {
+    decode_with(stored, || retire_base(size))
+}
+
+/// `decode`, with the retired base computed only when needed.
+#[inline]
+fn decode_with(stored: u32, base: impl FnOnce() -> u32) -> u32 {
+    let word = stored.wrapping_add(ATTENTION);
     let count = ((word as i32) >> 2) as u32;
     if word & RETIRED_BIT != 0 {
-        count.wrapping_add(retire_base(size))
+        count.wrapping_add(base())
     } else {
         count
     }
@@ -319,7 +330,10 @@ impl SlabHeader {
         // the program's own synchronization, which order these stores before
         // any free.
         self.thread_free.store(EMPTY, Ordering::Relaxed);
-        self.used.store(0, Ordering::Relaxed);
+        self.used.store(
+            encode(0, NONE, class::size(class) as u32),
+            Ordering::Relaxed,
+        );
         self.owner.store(0, Ordering::Relaxed);
         let magic = (1u64 << 32).div_ceil(class::size(class) as u64) as u32;
         self.magic.store(magic, Ordering::Relaxed);
@@ -377,7 +391,9 @@ impl SlabHeader {
     pub(crate) unsafe fn pop(&self) -> Option<NonNull<u8>> {
         // SAFETY: the caller owns the slab.
         let local = unsafe { self.local() };
-        if local.free != NIL {
+        // Offsets are below `GROUP` (2^16) and NIL is `u32::MAX`: a sign
+        // test tells them apart.
+        if local.free as i32 >= 0 {
             // SAFETY: `free` is the offset of a free object inside the group,
             // whose first four bytes hold the next link (u32-aligned: classes
             // are multiples of 4 bytes and the group is 64 KiB-aligned), and
@@ -577,7 +593,7 @@ impl SlabHeader {
             object.cast::<u32>().write(local.free);
             local.free = offset;
         }
-        (self.add_used(u32::MAX) as i32) < ATTENTION
+        (self.add_used(u32::MAX) as i32) < 0
     }
 
     /// `object` carries a freed object's mark: a double free if the object
@@ -734,13 +750,8 @@ impl SlabHeader {
         let used = self.used.load(Ordering::Relaxed);
         // The capacity, `GROUP / size`, is `magic >> 16` (`magic` is
         // `ceil(2^32 / size)`; a test checks every class).
-        let capacity = self.magic.load(Ordering::Relaxed) >> 16;
-        let count = ((used as i32) >> 2) as u32;
-        if used & RETIRED_BIT != 0 {
-            count.wrapping_add(retire_base_of(capacity))
-        } else {
-            count
-        }
+        let magic = self.magic.load(Ordering::Relaxed);
+        decode_with(used, || retire_base_of(magic >> 16))
     }
 
     /// Retires the slab as full unless remote frees are waiting, arming it
