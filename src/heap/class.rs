@@ -93,13 +93,18 @@ const SMALL8: [u8; TABLE_LIMIT / 4] = {
 /// stack.
 #[inline(always)]
 pub(crate) fn of_common(size: usize, align: usize) -> Option<usize> {
-    if size > TABLE_LIMIT || align > 8 {
+    // One compare for both limits: `size - 1` is below TABLE_LIMIT (1024)
+    // for sizes 1 ..= 1024, and `(align - 1) << 7` (align a power of two)
+    // for alignments up to 8; either at or past the limit sets a bit at or
+    // above it.
+    let last = size.wrapping_sub(1);
+    if last | (align.wrapping_sub(1) << 7) >= TABLE_LIMIT {
         return None;
     }
     // Every class is 4-aligned and every one but 20 and 28 bytes 8-aligned,
     // so either table has the answer.
     let table = if align <= 4 { &SMALL } else { &SMALL8 };
-    Some(table[small_index(size)] as usize)
+    Some(table[last / 4 % (TABLE_LIMIT / 4)] as usize)
 }
 
 /// The index of `size` (1 ..= TABLE_LIMIT) in `SMALL` and `SMALL8`; the
