@@ -91,7 +91,9 @@ fn a_fresh_zeroed_allocation_is_not_written() {
         unsafe { GlobalAlloc::dealloc(&heap, p, layout) };
     }
 
-    // Through `Allocator`, which zeroes the whole returned slice.
+    // Through `Allocator`, which zeroes the whole returned slice, on a heap
+    // of its own (the one above has written memory to reuse).
+    let heap = self::heap();
     let layout = Layout::from_size_align(BIG, 8).unwrap();
     let block = heap.allocate_zeroed(layout).unwrap();
     let base = block.cast::<u8>().as_ptr();
@@ -159,10 +161,16 @@ fn written_memory_is_zeroed_without_faulting_in_the_rest() {
     // SAFETY: allocated above with `layout`.
     unsafe { heap.deallocate(used.cast(), layout) };
     // Reused at once, no trim: every byte was written, so every byte is
-    // zeroed, by giving the pages back (a private Block of base pages).
+    // zeroed: the first and last pages by writing them (a program touches
+    // those), the others by giving them back (a private Block of base
+    // pages), so that they stay out of memory until touched.
     let block = heap.allocate_zeroed(layout).unwrap();
     assert_eq!(block.cast::<u8>(), used.cast::<u8>(), "the same memory");
-    assert_eq!(resident(block.cast().as_ptr(), block.len()), 0);
+    let base = block.cast::<u8>().as_ptr();
+    assert_eq!(resident(base, block.len()), 2);
+    // SAFETY: inside the allocation.
+    let inner = unsafe { base.add(PAGE) };
+    assert_eq!(resident(inner, block.len() - 2 * PAGE), 0);
     assert!(all_zero(block));
     // Pages given back were locked again where they were locked.
     assert_eq!(heap.block().is_pinned(), pinned);

@@ -46,7 +46,8 @@
 //! (`Region::clear`: the pages read zero, and only those touched again
 //! come back) when at least [`CLEAR_UNITS`] of them lie together and the
 //! Block allows it (private base pages, not prefaulted, not registered, not
-//! `Pinning::Required`), else by writing zeros. Slabs keep their group's
+//! `Pinning::Required`), the run's first and last units excepted; else,
+//! and for those two, by writing zeros. Slabs keep their group's
 //! bits (`slab.rs`), so that objects never handed out from fresh units need
 //! no zeroing either.
 
@@ -94,6 +95,9 @@ pub(super) struct GroupMeta {
 /// pages back (`Region::clear`) rather than by writing zeros: its pages,
 /// resident or not, are not touched, and only those the program touches
 /// come back. Every large run is longer (large requests are above 32 KiB).
+/// The run's first and last units are written all the same: a program
+/// touches a buffer's start (and often its end), and writing a page it
+/// touches costs less than the fault that would bring it back.
 const CLEAR_UNITS: u32 = 8;
 
 /// The bits of units `from..to` (`from < to <= GROUP_UNITS`) of a group.
@@ -389,7 +393,7 @@ impl Arena {
                     dirty = match dirty {
                         Some((start, stretch_end)) if stretch_end == from => Some((start, to)),
                         Some((start, stretch_end)) => {
-                            self.zero_units(start, stretch_end, unit, zeroed);
+                            self.zero_units(start..stretch_end, unit..end, zeroed);
                             Some((from, to))
                         }
                         None => Some((from, to)),
@@ -400,29 +404,41 @@ impl Arena {
             at = stop;
         }
         if let Some((start, stretch_end)) = dirty {
-            self.zero_units(start, stretch_end, unit, zeroed);
+            self.zero_units(start..stretch_end, unit..end, zeroed);
         }
     }
 
-    /// Zeroes the units `from..to` of the run at `run`, the caller's, of
-    /// which the first `zeroed` bytes are to read zero: by giving their
-    /// pages back if the stretch is long enough and the Block allows it,
-    /// else by writing zeros (up to `zeroed` bytes from `run`).
-    fn zero_units(&self, from: u32, to: u32, run: u32, zeroed: usize) {
-        let limit = (run as usize * UNIT).saturating_add(zeroed);
-        let (start, end) = (from as usize * UNIT, (to as usize * UNIT).min(limit));
-        if start >= end {
+    /// Zeroes the units `stretch` of the caller's run `run`, of which the
+    /// first `zeroed` bytes are to read zero: a long enough stretch by giving
+    /// its pages back where the Block allows it, except for the run's first
+    /// and last units, which are written (`CLEAR_UNITS`); a short one by
+    /// writing zeros. Nothing is written past `zeroed` bytes of the run.
+    fn zero_units(&self, stretch: Range<u32>, run: Range<u32>, zeroed: usize) {
+        let limit = (run.start as usize * UNIT).saturating_add(zeroed);
+        let write = |from: u32, to: u32| {
+            let (start, end) = (from as usize * UNIT, (to as usize * UNIT).min(limit));
+            if start < end {
+                // SAFETY: `start..end` lies in the caller's run, committed;
+                // nothing refers to its contents yet.
+                unsafe { self.base.add(start).write_bytes(0, end - start) };
+            }
+        };
+        if (stretch.start as usize * UNIT) >= limit {
             return;
         }
-        // SAFETY: the units are the caller's run, committed and not
-        // discarded (`take_run_in_use` took discarded groups back); nothing
-        // refers to their contents yet.
-        if to - from >= CLEAR_UNITS && unsafe { self.data.clear(start, to as usize * UNIT) }.is_ok()
-        {
-            return;
+        if stretch.len() as u32 >= CLEAR_UNITS {
+            let from = stretch.start + u32::from(stretch.start == run.start);
+            let to = stretch.end - u32::from(stretch.end == run.end);
+            // SAFETY: units of the caller's run, committed and not discarded
+            // (`take_run_in_use` took discarded groups back); nothing refers
+            // to their contents yet.
+            if unsafe { self.data.clear(from as usize * UNIT, to as usize * UNIT) }.is_ok() {
+                write(stretch.start, from);
+                write(to, stretch.end);
+                return;
+            }
         }
-        // SAFETY: as above; `start..end` is inside the run.
-        unsafe { self.base.add(start).write_bytes(0, end - start) };
+        write(stretch.start, stretch.end);
     }
 
     /// The groups the units `unit..unit + units` touch.
