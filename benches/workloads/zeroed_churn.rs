@@ -20,7 +20,7 @@
 //! The throughput is buffers allocated per second, all threads together,
 //! from the start to the last join. Rounds are `48 / threads` (at least 6;
 //! a quarter with `--quick`, at least 2), so that every run lasts about
-//! 0.5–1.5 s on two cores.
+//! 0.3–1.5 s on two cores.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Barrier, Mutex};
