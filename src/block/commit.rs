@@ -418,9 +418,8 @@ impl Region {
                 what: "clearing pages of a shared, huge-page, prefaulted or required-pinned Block",
             });
         }
-        let _lock = self.commit_lock().lock();
-        // SAFETY: we hold the commit lock, which guards the watchers.
-        if unsafe { &*self.watchers.get() }.iter().any(Option::is_some) {
+        let committing = self.committing();
+        if committing.registered() {
             return Err(Error::Registered);
         }
         // SAFETY: the caller's contract; the range is committed.
@@ -429,21 +428,12 @@ impl Region {
         }
         // SAFETY: as above.
         unsafe { self.raw.discard(self.ptr, from, to)? };
-        // Relaxed: under the commit lock, as every store of `locked`.
-        let relock = to
-            .min(self.locked.load(Ordering::Relaxed))
-            .saturating_sub(from);
-        if relock > 0 {
-            // SAFETY: the range is committed (mapped) and ours; no populate.
-            if let Err(source) = unsafe { self.raw.lock(self.ptr, from, from + relock, false) } {
-                // Best effort: the range goes on unpinned, counted as such.
-                if !settings.quiet {
-                    report::refusal(relock, &source, false);
-                }
-                // Relaxed: under the commit lock.
-                self.unlocked.fetch_add(relock, Ordering::Relaxed);
-            }
-        }
+        // What was locked is locked again (on fault: prefault is off here),
+        // as the pinning policy says; what the limit refuses is counted
+        // unlocked.
+        let relock = to.min(committing.locked()).saturating_sub(from);
+        let pinned = committing.pin(from, from + relock, Caller::Allocator, false)?;
+        committing.note_unlocked(from + relock - pinned.locked_to, 0);
         Ok(())
     }
 
