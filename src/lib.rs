@@ -59,7 +59,7 @@
 //! feature `vulkan`, `metal` on Apple platforms, and `wgpu` buffers over
 //! allocations with feature `wgpu`) or to remote peers (`ucx` with feature
 //! `ucx`), following the Blocks as they grow. With feature `load` (Linux),
-//! [`load`] reads files straight into Blocks and allocations (`O_DIRECT`,
+//! `unimem::load` reads files straight into Blocks and allocations (`O_DIRECT`,
 //! io_uring), and safetensors checkpoints into a Tape with typed views.
 //!
 //! # Caveats

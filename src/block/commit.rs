@@ -448,7 +448,7 @@ impl Region {
     /// The size comes from another process: what pinning or prefaulting the
     /// new part would fault in is checked against the memory available
     /// first ([`Error::OutOfMemory`]). When the owner has grown past the
-    /// capacity this mapping reserved ([`BlockOptions::capacity`] at
+    /// capacity this mapping reserved ([`BlockOptions::capacity`](crate::BlockOptions::capacity) at
     /// attach), everything up to the capacity is mapped and the answer is
     /// [`Error::Capacity`], whose `requested` is the owner's size: to see
     /// the rest, attach again with a larger capacity.

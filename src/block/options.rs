@@ -14,8 +14,8 @@ pub enum Pinning {
     /// spills, and says so once on standard error).
     Required,
     /// Try `mlock` at every commit; where it is refused, go on unpinned
-    /// ([`Region::is_pinned`] says whether everything committed is locked,
-    /// [`Region::locked`] how much), and tell standard error once per
+    /// ([`Region::is_pinned`](crate::Region::is_pinned) says whether everything committed is locked,
+    /// [`Region::locked`](crate::Region::locked) how much), and tell standard error once per
     /// process. The default: a program runs the first time for an ordinary
     /// user, and pins what the limit allows.
     #[default]
@@ -53,11 +53,11 @@ pub enum Pages {
     ///   in it (`fallocate(FALLOC_FL_PUNCH_HOLE)`), which gives the pages
     ///   back to the pool; the next touch through any mapping, the owner's
     ///   included, takes a page again, and is SIGBUS if none is free. So
-    ///   [`Block::attach`] maps a huge-page memfd only with
+    ///   [`Block::attach`](crate::Block::attach) maps a huge-page memfd only with
     ///   [`BlockOptions::accept_huge_page_sigbus`], and the owner trusts
     ///   whoever it gives the fd to.
     Huge2M,
-    /// Explicit 1 GiB huge pages, as [`Pages::Huge2M`]
+    /// Explicit 1 GiB huge pages, as [`Pages::Huge2M`](crate::Pages::Huge2M)
     /// (`/sys/kernel/mm/hugepages/hugepages-1048576kB/nr_hugepages`).
     Huge1G,
 }
@@ -73,7 +73,7 @@ impl Pages {
     }
 }
 
-/// How to open a [`Block`]: capacity, sharing, pinning, prefaulting, pages
+/// How to open a [`Block`](crate::Block): capacity, sharing, pinning, prefaulting, pages
 /// and a label.
 ///
 /// ```
@@ -122,7 +122,7 @@ impl<'a> BlockOptions<'a> {
     /// for an ordinary user, whose limit (`RLIMIT_MEMLOCK`) is often 8 MiB:
     /// what the limit allows is locked, the rest is not, the first refusal
     /// in the process is told once on standard error (with how to raise the
-    /// limit), and [`Region::is_pinned`] and [`Region::locked`] say what
+    /// limit), and [`Region::is_pinned`](crate::Region::is_pinned) and [`Region::locked`](crate::Region::locked) say what
     /// happened. A program that must not run unpinned asks for
     /// [`Pinning::Required`], and then gets [`Error::Pin`] instead.
     pub const fn new() -> Self {
@@ -182,15 +182,15 @@ impl<'a> BlockOptions<'a> {
     }
 
     /// Reserves at least `bytes` of address space, of which `open` commits
-    /// only what it is asked for; [`Region::commit`] commits more in place,
+    /// only what it is asked for; [`Region::commit`](crate::Region::commit) commits more in place,
     /// up to the capacity. Less than what is opened means the same.
     pub const fn capacity(mut self, bytes: usize) -> Self {
         self.capacity = bytes;
         self
     }
 
-    /// Whether another process can map the same pages ([`Region::share`],
-    /// [`Block::attach`]): on Linux a sealed memfd mapped `MAP_SHARED`
+    /// Whether another process can map the same pages ([`Region::share`](crate::Region::share),
+    /// [`Block::attach`](crate::Block::attach)): on Linux a sealed memfd mapped `MAP_SHARED`
     /// instead of private memory. A shared Block is shared with forked
     /// children too, as any `MAP_SHARED` memory is; a private one (the
     /// default) is copied into them.
@@ -201,7 +201,7 @@ impl<'a> BlockOptions<'a> {
     /// capacity at open is sealed against growing too. Its size is how far
     /// the owner has committed: only the owner grows it. Holders of the fd
     /// can write the pages (and punch holes, which zero them), so give it
-    /// only to processes trusted with the contents; see [`Pages::Huge2M`]
+    /// only to processes trusted with the contents; see [`Pages::Huge2M`](crate::Pages::Huge2M)
     /// for what a hole means in huge pages.
     pub const fn shared(mut self, shared: bool) -> Self {
         self.shared = shared;
@@ -217,16 +217,16 @@ impl<'a> BlockOptions<'a> {
     /// use an allocator over it, which would be SIGSEGV. Meant for large
     /// Blocks of explicit huge pages in a process that forks: a child that
     /// writes to an inherited huge page needs a free page from the pool or
-    /// is killed with SIGBUS (see [`Pages::Huge2M`]), and leaving the
+    /// is killed with SIGBUS (see [`Pages::Huge2M`](crate::Pages::Huge2M)), and leaving the
     /// Block out spares the copy of its page tables at every `fork` too.
-    /// Also for [`Block::attach`]. Other backends refuse `false`
+    /// Also for [`Block::attach`](crate::Block::attach). Other backends refuse `false`
     /// ([`Error::Unsupported`]).
     pub const fn inherit(mut self, inherit: bool) -> Self {
         self.inherit = inherit;
         self
     }
 
-    /// Whether [`Block::attach`] may map a memfd of explicit huge pages
+    /// Whether [`Block::attach`](crate::Block::attach) may map a memfd of explicit huge pages
     /// (off by default), accepting that its sender can make this process's
     /// next touch of the Block a SIGBUS. Any holder of such a memfd can punch
     /// a hole in it (`fallocate(FALLOC_FL_PUNCH_HOLE)`, which the seals a
@@ -253,11 +253,11 @@ impl<'a> BlockOptions<'a> {
     /// populated, private and shared Blocks alike, and so is every range a
     /// commit maps afresh; a commit large enough to populate from several
     /// threads runs them on the node's CPUs. [`placement`](Self::placement)
-    /// says how strictly (best effort by default), [`Region::node`] whether
-    /// the binding took, and [`Region::nodes`] where the pages are.
+    /// says how strictly (best effort by default), [`Region::node`](crate::Region::node) whether
+    /// the binding took, and [`Region::nodes`](crate::Region::nodes) where the pages are.
     /// Allocators pass it on to every data Block they open (a Tape, Heap or
     /// Grid near a GPU); their metadata Blocks, which devices never see,
-    /// are not placed. [`Block::attach`] takes no node: the owner placed the
+    /// are not placed. [`Block::attach`](crate::Block::attach) takes no node: the owner placed the
     /// pages ([`Error::InvalidArgument`]).
     ///
     /// The macOS and portable backends cannot place memory: any node there

@@ -16,7 +16,7 @@ use crate::Error;
 use crate::fork::{self, Stage};
 
 /// The address range, capacity, committed size and platform handle of a
-/// [`Block`], without access to its bytes.
+/// [`Block`](crate::Block), without access to its bytes.
 ///
 /// Allocators hand this out (`tape.block()`): the allocations they give out
 /// are the only sound way to reach the bytes while they own the Block.
@@ -146,7 +146,7 @@ impl Region {
     }
 
     /// The NUMA node the Block's pages are bound to: the one
-    /// [`BlockOptions::node`] asked for, once the system accepted the
+    /// [`BlockOptions::node`](crate::BlockOptions::node) asked for, once the system accepted the
     /// binding; `None` when no node was asked for, or a best-effort binding
     /// was refused. Where the pages actually are, [`nodes`](Region::nodes)
     /// says.
@@ -196,12 +196,12 @@ impl Region {
     }
 
     /// Gives a handle through which another process (or a second mapping in
-    /// this one, see [`Block::attach`]) reaches the same pages: on Linux an
+    /// this one, see [`Block::attach`](crate::Block::attach)) reaches the same pages: on Linux an
     /// owned, close-on-exec duplicate of the sealed memfd of a Block opened
-    /// with [`BlockOptions::shared`], on Apple platforms a Mach send right.
+    /// with [`BlockOptions::shared`](crate::BlockOptions::shared), on Apple platforms a Mach send right.
     ///
     /// Whoever holds the memfd can read and write every page and punch
-    /// holes (zeroing them; in huge pages, see [`Pages::Huge2M`]), but can
+    /// holes (zeroing them; in huge pages, see [`Pages::Huge2M`](crate::Pages::Huge2M)), but can
     /// neither shrink it nor seal it: the owner's mapping stays valid and
     /// its commits go on whatever the holders do. A holder can grow the
     /// memfd, which costs nothing until touched and only makes receivers
